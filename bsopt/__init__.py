@@ -1,0 +1,66 @@
+"""bsopt: batch size as a first-class searched dimension in Optuna."""
+
+from bsopt._budget import Budget, Grid
+from bsopt._cli import main, run_script
+from bsopt._data import (
+    DatasetData,
+    TensorData,
+    TrainingData,
+    from_arrays,
+    load_digits,
+    make_synthetic,
+)
+from bsopt._datasets import load_cifar10, load_mnist
+from bsopt._memory import is_oom_error, release_memory
+from bsopt._models import mlp, mlp_builder
+from bsopt._objective import Objective, make_objective
+from bsopt._pruners import make_pruner
+from bsopt._runner import run
+from bsopt._space import Params, SearchSpace
+from bsopt._storage import (
+    DEFAULT_STORAGE,
+    StorageError,
+    mask_url,
+    open_storage,
+    resolve_storage_url,
+)
+from bsopt._study import create_study, optimize, summary
+from bsopt._trainer import TrainResult, evaluate, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "Budget",
+    "DatasetData",
+    "Grid",
+    "Objective",
+    "Params",
+    "SearchSpace",
+    "StorageError",
+    "TensorData",
+    "TrainResult",
+    "TrainingData",
+    "create_study",
+    "evaluate",
+    "from_arrays",
+    "is_oom_error",
+    "load_cifar10",
+    "load_digits",
+    "load_mnist",
+    "main",
+    "make_objective",
+    "make_pruner",
+    "make_synthetic",
+    "mask_url",
+    "mlp",
+    "mlp_builder",
+    "open_storage",
+    "optimize",
+    "release_memory",
+    "resolve_storage_url",
+    "run",
+    "run_script",
+    "summary",
+    "train",
+]

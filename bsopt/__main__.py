@@ -1,0 +1,3 @@
+from bsopt._cli import main
+
+raise SystemExit(main())

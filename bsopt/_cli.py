@@ -1,0 +1,191 @@
+"""bsopt: search batch size, learning rate and dropout with Optuna.
+
+Commands:
+  run STUDY      create or resume a study and run it to --trials finished trials
+  studies        list the studies in a storage with their trial counts and best values
+
+Storage: --storage URL, else $BSOPT_STORAGE, else sqlite:///storage/bsopt.db.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+import sys
+
+import optuna
+
+from bsopt._objective import Objective
+from bsopt._pruners import PRUNERS
+from bsopt._runner import BUILTIN_STUDIES, load_study_definition, run
+from bsopt._storage import StorageError, mask_url, open_storage, resolve_storage_url
+
+_USER_ERRORS = (ValueError, TypeError, StorageError, FileNotFoundError)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_common(parser: argparse.ArgumentParser, *, study_default: str | None) -> None:
+    """The flags every subcommand and study script shares."""
+    parser.add_argument(
+        "--trials",
+        type=_positive_int,
+        default=20,
+        help="finished trials the study should hold in total; a rerun resumes to it",
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="storage URL (default: $BSOPT_STORAGE, else sqlite:///storage/bsopt.db)",
+    )
+    parser.add_argument(
+        "--study",
+        default=study_default,
+        help="study name in the storage (default: the study's own name)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="sampler and training seed")
+    parser.add_argument(
+        "--pruner", choices=PRUNERS, default="median", help="how to stop poor trials early"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    name, build = load_study_definition(args.study_ref)
+    _run(build, args, default_name=name)
+    return 0
+
+
+def _run(build: Callable[..., Objective], args: argparse.Namespace, *, default_name: str) -> None:
+    run(
+        build,
+        study_name=args.study or default_name,
+        trials=args.trials,
+        storage=args.storage,
+        seed=args.seed,
+        pruner=args.pruner,
+        show_progress_bar=not args.no_progress,
+    )
+
+
+def _cmd_studies(args: argparse.Namespace) -> int:
+    url = resolve_storage_url(args.storage)
+    storage = open_storage(url, heartbeat_interval=None)
+    studies = storage.get_all_studies()
+    print(f"Storage: {mask_url(url)}")
+    if not studies:
+        print("No studies yet. Start one with: bsopt run digits")
+        return 0
+    header = f"{'study':<28} {'direction':<10} {'complete':>8} {'pruned':>7} {'fail':>5} "
+    print(header + f"{'running':>8}  best")
+    for frozen in studies:
+        trials = storage.get_all_trials(frozen._study_id, deepcopy=False)
+        counts = {s: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
+        direction = " ".join(d.name.lower() for d in frozen.directions)
+        values = [t.value for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        best = "-"
+        if values and len(frozen.directions) == 1:
+            pick = max if direction == "maximize" else min
+            best = f"{pick(v for v in values if v is not None):.4f}"
+        st = optuna.trial.TrialState
+        print(
+            f"{frozen.study_name:<28} {direction:<10} {counts[st.COMPLETE]:>8} "
+            f"{counts[st.PRUNED]:>7} {counts[st.FAIL]:>5} {counts[st.RUNNING]:>8}  {best}"
+        )
+    return 0
+
+
+_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+    "run": (_cmd_run, "create or resume a study and run it to --trials finished trials"),
+    "studies": (_cmd_studies, "list the studies in a storage"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bsopt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in _COMMANDS.items():
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        if name == "run":
+            p.add_argument(
+                "study_ref",
+                metavar="STUDY",
+                help=f"a built-in study ({', '.join(BUILTIN_STUDIES)}) or a study script path",
+            )
+            _add_common(p, study_default=None)
+        else:
+            p.add_argument("--storage", default=None, help="storage URL")
+            p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return parser
+
+
+def _guarded(action: Callable[[], int], *, debug: bool, trials_hint: str) -> int:
+    try:
+        return action()
+    except _USER_ERRORS as e:
+        if debug:
+            raise
+        print(f"bsopt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"\nbsopt: interrupted. Finished trials are kept; the running one is marked "
+            f"failed. {trials_hint}",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``bsopt`` command. Returns the exit status."""
+    args = _parser().parse_args(argv)
+    handler, _ = _COMMANDS[args.command]
+    return _guarded(
+        lambda: handler(args),
+        debug=args.debug,
+        trials_hint="Run the same command again to resume to the same total.",
+    )
+
+
+def run_script(
+    build_objective: Callable[..., Objective],
+    argv: Sequence[str] | None = None,
+    *,
+    name: str,
+) -> int:
+    """Command-line entry for a study script: the same flags as ``bsopt run``.
+
+    Use it as ``raise SystemExit(bsopt.run_script(build_objective, name="mine"))``.
+    """
+    parser = argparse.ArgumentParser(
+        description=f"Run the {name!r} study (bsopt).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_common(parser, study_default=name)
+    args = parser.parse_args(argv)
+
+    def action() -> int:
+        _run(build_objective, args, default_name=name)
+        return 0
+
+    return _guarded(
+        action,
+        debug=args.debug,
+        trials_hint="Run the same command again to resume to the same total.",
+    )

@@ -1,0 +1,95 @@
+"""Running a study end to end: the path shared by ``bsopt run`` and the study scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import importlib.util
+from pathlib import Path
+from typing import Protocol
+
+import optuna
+
+from bsopt._budget import Budget
+from bsopt._data import load_digits, make_synthetic
+from bsopt._models import mlp_builder
+from bsopt._objective import Objective, make_objective
+from bsopt._pruners import PrunerName, make_pruner
+from bsopt._storage import mask_url, open_storage, resolve_storage_url
+from bsopt._study import create_study, n_finished, optimize, summary
+
+
+class BuildObjective(Protocol):
+    """What a study script provides: ``build_objective(*, seed) -> Objective``."""
+
+    def __call__(self, *, seed: int) -> Objective: ...
+
+
+def digits(*, seed: int = 0) -> Objective:
+    """scikit-learn digits, a 64-128-10 MLP, ten epochs, validation accuracy."""
+    data = load_digits(seed=seed)
+    return make_objective(mlp_builder(data, hidden=(128,)), data, budget=Budget(10), seed=seed)
+
+
+def synthetic(*, seed: int = 0) -> Objective:
+    """A seeded 4-class synthetic problem (2,000 samples), a 20-64-64-4 MLP, ten epochs."""
+    data = make_synthetic(2000, seed=seed)
+    return make_objective(mlp_builder(data, hidden=(64, 64)), data, budget=Budget(10), seed=seed)
+
+
+BUILTIN_STUDIES: dict[str, BuildObjective] = {"digits": digits, "synthetic": synthetic}
+
+
+def load_study_definition(ref: str) -> tuple[str, BuildObjective]:
+    """Resolve a built-in study name or a study script path to ``(name, build_objective)``."""
+    if ref in BUILTIN_STUDIES:
+        return ref, BUILTIN_STUDIES[ref]
+    path = Path(ref)
+    if path.suffix != ".py" or not path.is_file():
+        raise ValueError(
+            f"Unknown study {ref!r}. Use a built-in study ({', '.join(BUILTIN_STUDIES)}) or "
+            "the path of a study script (a .py file defining build_objective(*, seed))."
+        )
+    spec = importlib.util.spec_from_file_location(f"bsopt_study_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"The study script {str(path)!r} cannot be imported.")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    build = getattr(module, "build_objective", None)
+    if not callable(build):
+        raise ValueError(
+            f"The study script {str(path)!r} defines no build_objective(*, seed) function."
+        )
+    return path.stem, build
+
+
+def run(
+    build_objective: BuildObjective | Callable[..., Objective],
+    *,
+    study_name: str,
+    trials: int,
+    storage: str | None = None,
+    seed: int = 0,
+    pruner: PrunerName = "median",
+    show_progress_bar: bool = True,
+    echo: Callable[[str], None] = print,
+) -> optuna.Study:
+    """Create or resume ``study_name`` and run it to ``trials`` finished trials in total."""
+    objective = build_objective(seed=seed)
+    url = resolve_storage_url(storage)
+    study = create_study(
+        study_name,
+        storage=open_storage(url),
+        direction=objective.direction,
+        pruner=make_pruner(
+            pruner, objective.budget, objective.data.n_train, direction=objective.direction
+        ),
+        seed=seed,
+    )
+    done = n_finished(study)
+    echo(f"Study {study_name!r} in {mask_url(url)}: {done} of {trials} trials finished.")
+    echo(f"Each trial: {objective.describe()}")
+    if done < trials:
+        echo(f"Running {trials - done} more (pruner: {pruner}).")
+    optimize(study, objective, trials=trials, show_progress_bar=show_progress_bar)
+    echo(summary(study, storage_url=url))
+    return study
