@@ -237,8 +237,10 @@ def _stratified_split(
 
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), but got {val_fraction}.")
+    # Stratify class labels only; continuous regression targets cannot be stratified.
+    stratify = y if np.issubdtype(y.dtype, np.integer) else None
     x_tr, x_va, y_tr, y_va = train_test_split(
-        x, y, test_size=val_fraction, random_state=seed, stratify=y
+        x, y, test_size=val_fraction, random_state=seed, stratify=stratify
     )
     return x_tr, x_va, y_tr, y_va
 
@@ -260,9 +262,10 @@ def from_arrays(
     standardise: bool = True,
     name: str = "arrays",
 ) -> TensorData:
-    """Split labelled arrays (stratified) into a :class:`TensorData`.
+    """Split arrays into a :class:`TensorData`.
 
-    Integer ``y`` means class labels; inputs are standardised with training statistics.
+    Integer ``y`` means class labels (the split is stratified), floating-point ``y``
+    regression targets. Inputs are standardised with training-split statistics.
     """
     if len(x) != len(y):
         raise ValueError(

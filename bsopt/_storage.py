@@ -123,7 +123,7 @@ def open_storage(
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=callback,
             )
-    except ImportError:
+    except (ImportError, sqlalchemy.exc.NoSuchModuleError):
         raise StorageError(
             f"No database driver for {parsed.drivername!r} is installed. Install one "
             "(psycopg for PostgreSQL, PyMySQL for MySQL/MariaDB) and name it in the URL, "

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import pytest
+
+from bsopt import Budget
+
+
+def test_epoch_budget_grid_is_in_samples() -> None:
+    grid = Budget(10, evals=10).grid(1437)
+    assert grid.unit == "samples"
+    assert grid.points == tuple(1437 * k for k in range(1, 11))
+    assert grid.total == 14370
+
+
+def test_sample_budget_grid_rounds_evenly() -> None:
+    assert Budget(1000, "samples", evals=3).grid(50).points == (333, 667, 1000)
+
+
+def test_time_budget_grid_is_in_milliseconds() -> None:
+    grid = Budget(2.5, "seconds", evals=5).grid(100)
+    assert grid.unit == "ms"
+    assert grid.points == (500, 1000, 1500, 2000, 2500)
+
+
+def test_describe_reads_like_a_user_thinks() -> None:
+    assert Budget(10).describe(1437) == (
+        "10 epochs = 14,370 samples; evaluate every 1,437 samples (10 evaluations)"
+    )
+    assert Budget(3000, "samples", evals=2).describe(1000) == (
+        "3,000 samples = 3 epochs; evaluate every 1,500 samples (2 evaluations)"
+    )
+    assert "evaluate every 0.5 s" in Budget(1, "seconds", evals=2).describe(10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"amount": 0}, r"Budget amount must be a positive number of epochs, but got 0"),
+        ({"amount": float("nan")}, r"positive number"),
+        ({"unit": "steps"}, r"Budget unit must be one of .*'steps'"),
+        ({"evals": 0}, r"Budget evals must be an integer of at least 1, got 0"),
+    ],
+)
+def test_bad_budget_is_refused(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Budget(**kwargs)  # type: ignore[arg-type]
+
+
+def test_budget_smaller_than_its_evaluations_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"is 5 samples, fewer than the 10 evaluations"):
+        Budget(5, "samples", evals=10).grid(100)

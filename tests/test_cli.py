@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import subprocess
+import sys
+import textwrap
+
+import optuna
+import pytest
+
+import bsopt
+from bsopt import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STUDY_SCRIPT = textwrap.dedent(
+    """
+    import bsopt
+
+    def build_objective(*, seed=0):
+        data = bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=seed)
+        return bsopt.make_objective(
+            bsopt.mlp_builder(data, hidden=(16,)), data,
+            space=bsopt.SearchSpace(batch_size=(8, 64)),
+            budget=bsopt.Budget(1, evals=2), seed=seed, device="cpu",
+        )
+    """
+)
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.py"
+    path.write_text(STUDY_SCRIPT)
+    return path
+
+
+def test_run_a_study_script_and_resume_to_the_total(
+    script: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["run", str(script), "--storage", sqlite_url, "--no-progress", "--seed", "1"]
+    assert main([*args, "--trials", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Study 'tiny' in sqlite:///" in out and "0 of 3 trials finished" in out
+    assert "Best trial #" in out and "batch_size" in out and "optuna-dashboard" in out
+    assert main([*args, "--trials", "4"]) == 0
+    assert "3 of 4 trials finished" in capsys.readouterr().out
+    study = optuna.load_study(study_name="tiny", storage=sqlite_url)
+    assert len(study.trials) == 4
+
+
+def test_study_flag_renames_the_study(script: Path, sqlite_url: str) -> None:
+    assert (
+        main(
+            [
+                "run",
+                str(script),
+                "--storage",
+                sqlite_url,
+                "--study",
+                "other",
+                "--trials",
+                "1",
+                "--no-progress",
+                "--pruner",
+                "none",
+            ]
+        )
+        == 0
+    )
+    assert optuna.get_all_study_names(sqlite_url) == ["other"]
+
+
+def test_studies_lists_counts_and_best(
+    script: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["run", str(script), "--storage", sqlite_url, "--trials", "2", "--no-progress"])
+    capsys.readouterr()
+    assert main(["studies", "--storage", sqlite_url]) == 0
+    out = capsys.readouterr().out
+    best = optuna.load_study(study_name="tiny", storage=sqlite_url).best_value
+    row = next(line for line in out.splitlines() if line.startswith("tiny"))
+    _, direction, complete, pruned, fail, running, _ = row.split()
+    assert (direction, int(complete) + int(pruned), fail, running) == ("maximize", 2, "0", "0")
+    assert row.endswith(f"{best:.4f}")
+
+
+def test_unknown_study_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "imagenet", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "bsopt: error: Unknown study 'imagenet'. Use a built-in study" in err
+    assert "Traceback" not in err
+
+
+def test_script_without_build_objective(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "empty.py"
+    path.write_text("x = 1\n")
+    assert main(["run", str(path)]) == 2
+    assert "defines no build_objective(*, seed) function" in capsys.readouterr().err
+
+
+def test_bad_storage_is_a_clear_error_without_password(
+    script: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "postgresql+psycopg://bob:hunter2@127.0.0.1:1/db"
+    assert main(["run", str(script), "--storage", url, "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot open the storage 'postgresql+psycopg://bob:***@127.0.0.1:1/db'" in err
+    assert "hunter2" not in err
+
+
+def test_other_direction_is_refused_and_the_study_is_kept(
+    script: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    optuna.create_study(study_name="tiny", storage=sqlite_url, direction="minimize")
+    assert main(["run", str(script), "--storage", sqlite_url, "--trials", "1"]) == 2
+    assert "already exists in this storage and optimises minimize" in capsys.readouterr().err
+    assert optuna.load_study(study_name="tiny", storage=sqlite_url).direction.name == "MINIMIZE"
+
+
+def test_trials_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "digits", "--trials", "0"])
+    assert exit_info.value.code == 2
+    assert "--trials: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_env_storage_is_used_when_no_flag(
+    script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("BSOPT_STORAGE", url)
+    assert main(["run", str(script), "--trials", "1", "--no-progress"]) == 0
+    assert optuna.get_all_study_names(url) == ["tiny"]
+
+
+@pytest.mark.slow
+def test_the_digits_example_runs_as_documented(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("BSOPT_STORAGE", None)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "studies" / "digits.py"), "--trials", "2", "--no-progress"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Study 'digits' in sqlite:///storage/bsopt.db: 0 of 2 trials finished." in done.stdout
+    assert "Best trial #" in done.stdout
+    assert (tmp_path / "storage" / "bsopt.db").is_file()
+    study = optuna.load_study(
+        study_name="digits", storage=f"sqlite:///{tmp_path / 'storage' / 'bsopt.db'}"
+    )
+    assert len(study.trials) == 2
+
+
+def test_module_help_lists_commands() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bsopt", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0
+    assert "run STUDY" in done.stdout and "studies" in done.stdout
+    assert bsopt.__version__ == "0.1.0"

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import bsopt
+from bsopt import TensorData
+
+
+def test_digits_split_is_stratified_and_standardised() -> None:
+    data = bsopt.load_digits(seed=0)
+    assert (data.n_train, data.n_val, data.n_classes, data.n_features) == (1437, 360, 10, 64)
+    counts = torch.bincount(data.y_val, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37  # 360 / 10, stratified
+    mean = data.x_train.mean(dim=0)
+    assert float(mean.abs().max()) < 1e-5
+    assert data.x_train.dtype == torch.float32 and data.y_train.dtype == torch.int64
+
+
+def test_synthetic_is_reproducible_per_seed() -> None:
+    a, b = bsopt.make_synthetic(300, seed=3), bsopt.make_synthetic(300, seed=3)
+    c = bsopt.make_synthetic(300, seed=4)
+    assert torch.equal(a.x_train, b.x_train)
+    assert not torch.equal(a.x_train, c.x_train)
+
+
+def test_an_epoch_visits_every_sample_once(tiny_data: TensorData) -> None:
+    generator = torch.Generator().manual_seed(0)
+    batches = list(tiny_data.train_batches(96, torch.device("cpu"), generator))
+    assert [len(x) for x, _ in batches] == [96, 96, 96, 32]
+    seen = torch.cat([x for x, _ in batches])
+    assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, tiny_data.x_train.tolist()))
+    again = torch.cat([x for x, _ in tiny_data.train_batches(96, torch.device("cpu"), generator)])
+    assert not torch.equal(seen, again)  # reshuffled each epoch
+
+
+def test_validation_batches_cover_the_split_in_order(tiny_data: TensorData) -> None:
+    xs = torch.cat([x for x, _ in tiny_data.val_batches(torch.device("cpu"))])
+    assert torch.equal(xs, tiny_data.x_val)
+
+
+def test_from_arrays_infers_the_task() -> None:
+    x = np.random.default_rng(0).normal(size=(100, 3))
+    classes = bsopt.from_arrays(x, np.arange(100) % 4)
+    assert classes.n_classes == 4
+    assert torch.bincount(classes.y_val).tolist() == [5, 5, 5, 5]
+    regression = bsopt.from_arrays(x, x[:, 0].copy(), val_fraction=0.5)
+    assert regression.n_classes is None and regression.y_train.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (
+            lambda: TensorData(
+                torch.zeros(5, 2),
+                torch.zeros(4, dtype=torch.long),
+                torch.zeros(2, 2),
+                torch.zeros(2, dtype=torch.long),
+            ),
+            ValueError,
+            r"training inputs and targets must have the same length, but got "
+            r"len\(x\)=5 and len\(y\)=4",
+        ),
+        (
+            lambda: TensorData(
+                torch.zeros(5, 2, dtype=torch.long),
+                torch.zeros(5, dtype=torch.long),
+                torch.zeros(2, 2),
+                torch.zeros(2, dtype=torch.long),
+            ),
+            ValueError,
+            r"inputs must be a floating-point tensor, but got dtype=torch.int64",
+        ),
+        (
+            lambda: TensorData(
+                torch.zeros(5, 2),
+                torch.zeros(5, dtype=torch.int32),
+                torch.zeros(2, 2),
+                torch.zeros(2, dtype=torch.int32),
+            ),
+            ValueError,
+            r"targets must be int64 class labels .* got dtype=torch.int32",
+        ),
+        (
+            lambda: TensorData(
+                torch.zeros(5, 2),
+                torch.zeros(5, dtype=torch.long),
+                torch.zeros(2, 3),
+                torch.zeros(2, dtype=torch.long),
+            ),
+            ValueError,
+            r"same feature shape, but got \(2,\) and \(3,\)",
+        ),
+        (
+            lambda: TensorData(
+                torch.zeros(0, 2),
+                torch.zeros(0, dtype=torch.long),
+                torch.zeros(2, 2),
+                torch.zeros(2, dtype=torch.long),
+            ),
+            ValueError,
+            r"training split is empty",
+        ),
+        (
+            lambda: TensorData(
+                np.zeros((5, 2)),
+                torch.zeros(5, dtype=torch.long),  # type: ignore[arg-type]
+                torch.zeros(2, 2),
+                torch.zeros(2, dtype=torch.long),
+            ),
+            TypeError,
+            r"training data must be torch tensors, but got x=ndarray",
+        ),
+        (
+            lambda: TensorData(
+                torch.zeros(5, 2),
+                -torch.ones(5, dtype=torch.long),
+                torch.zeros(2, 2),
+                torch.zeros(2, dtype=torch.long),
+            ),
+            ValueError,
+            r"Class labels must be 0 or more, but the smallest label is -1",
+        ),
+        (
+            lambda: bsopt.from_arrays(np.zeros((5, 2)), np.zeros(4)),
+            ValueError,
+            r"x and y must have the same length, but got len\(x\)=5 and len\(y\)=4",
+        ),
+    ],
+)
+def test_bad_data_is_refused(make: object, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        make()  # type: ignore[operator]
