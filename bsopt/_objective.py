@@ -9,7 +9,8 @@ the dashboard read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+import math
 from typing import Literal
 
 import optuna
@@ -22,6 +23,37 @@ from bsopt._space import Params, SearchSpace
 from bsopt._trainer import METRIC_DIRECTIONS, Amp, Metric, TrainResult, resolve_device, train
 
 BuildModel = Callable[[Params], nn.Module]
+Goal = Literal["metric", "time_to_target", "metric_and_time"]
+TargetUnit = Literal["samples", "seconds"]
+GOALS = ("metric", "time_to_target", "metric_and_time")
+REACHED = "reached target"
+
+
+def time_to_target(
+    result: TrainResult,
+    target: float,
+    *,
+    direction: Literal["maximize", "minimize"],
+    unit: TargetUnit,
+    total: float,
+) -> tuple[float, bool]:
+    """Samples (or training seconds) until the metric first reached ``target``.
+
+    A run that never reached it scores ``total * (1 + shortfall)``, where ``shortfall`` is
+    its best distance to the target relative to the target: every such run ranks after every
+    run that reached the target (those score at most ``total``), and closer misses rank
+    first. Returns ``(score, reached)``.
+    """
+    for (step, value), seconds in zip(result.history, result.history_seconds, strict=True):
+        if (value >= target) if direction == "maximize" else (value <= target):
+            return (float(step) if unit == "samples" else seconds), True
+    values = [v for _, v in result.history if math.isfinite(v)]
+    if values:
+        best = max(values) if direction == "maximize" else min(values)
+        shortfall = abs(target - best) / max(abs(target), 1e-12)
+    else:
+        shortfall = 1.0
+    return total * (1.0 + min(shortfall, 1.0)), False
 
 
 def result_attrs(result: TrainResult, params: Params, seed: int) -> dict[str, object]:
@@ -67,6 +99,9 @@ class Objective:
         micro_batch_size: int | None,
         clip_grad_norm: float | None,
         divergence_factor: float,
+        goal: Goal = "metric",
+        target: float | None = None,
+        target_unit: TargetUnit = "samples",
     ) -> None:
         self.build_model = build_model
         self.data = data
@@ -79,21 +114,64 @@ class Objective:
         self.micro_batch_size = micro_batch_size
         self.clip_grad_norm = clip_grad_norm
         self.divergence_factor = divergence_factor
+        self.goal = goal
+        self.target = target
+        self.target_unit = target_unit
+
+    @property
+    def metric_direction(self) -> Literal["maximize", "minimize"]:
+        return METRIC_DIRECTIONS[self.metric]
+
+    @property
+    def directions(self) -> list[Literal["maximize", "minimize"]]:
+        """The study directions this objective needs, one per returned value."""
+        if self.goal == "time_to_target":
+            return ["minimize"]
+        if self.goal == "metric_and_time":
+            return [self.metric_direction, "minimize"]
+        return [self.metric_direction]
 
     @property
     def direction(self) -> Literal["maximize", "minimize"]:
-        return METRIC_DIRECTIONS[self.metric]
+        """The study direction of a single-objective goal."""
+        if len(self.directions) != 1:
+            raise ValueError(
+                f"goal={self.goal!r} returns two values; create the study with "
+                "directions=objective.directions instead of direction=."
+            )
+        return self.directions[0]
+
+    def _budget_total(self) -> float:
+        grid = self.budget.grid(self.data.n_train)
+        if self.target_unit == "seconds":
+            return grid.total / 1000 if grid.unit == "ms" else float("nan")
+        return float(grid.total)
 
     def describe(self) -> str:
         low, high = self.space.batch_size
+        if self.goal == "time_to_target":
+            what = (
+                f"{self.target_unit} to reach validation {self.metric} {self.target:g} "
+                "(minimize)"
+            )
+        elif self.goal == "metric_and_time":
+            what = f"validation {self.metric} ({self.metric_direction}) and training seconds"
+        else:
+            what = f"validation {self.metric} ({self.metric_direction})"
         return (
-            f"validation {self.metric} ({self.direction}); batch size {low}..{high} "
+            f"{what}; batch size {low}..{high} "
             f"({self.space.batch_grid}), lr {self.space.lr[0]:g}..{self.space.lr[1]:g} (log), "
             f"dropout {self.space.dropout[0]:g}..{self.space.dropout[1]:g}; "
             f"{self.budget.describe(self.data.n_train)}; device {self.device}"
         )
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def _reached(self, value: float) -> bool:
+        assert self.target is not None  # set whenever goal == "time_to_target"
+        if self.metric_direction == "maximize":
+            return value >= self.target
+        return value <= self.target
+
+    def __call__(self, trial: optuna.Trial) -> float | Sequence[float]:
         params = self.space.suggest(trial)
         seed = self.seed + trial.number
         # Same seed, same initial weights: differences between trials come from the params.
@@ -101,7 +179,14 @@ class Objective:
         model = self.build_model(params)
         single_objective = len(trial.study.directions) == 1
 
-        def report(step: int, value: float) -> bool:
+        def report(step: int, value: float) -> bool | str:
+            if self.goal == "time_to_target":
+                if self._reached(value):
+                    trial.report(0.0, step)
+                    return REACHED
+                # The study minimises, so the pruner gets the distance still to go.
+                trial.report(abs(self.target - value), step)  # type: ignore[operator]
+                return trial.should_prune()
             # Optuna does not prune multi-objective studies; report only when it can.
             if not single_objective:
                 return False
@@ -130,6 +215,20 @@ class Objective:
             raise optuna.TrialPruned(f"pruned at step {step} with {self.metric}={value:.4g}")
         if result.stop_reason.startswith("diverged"):
             raise optuna.TrialPruned(result.stop_reason)
+        if self.goal == "time_to_target":
+            assert self.target is not None
+            score, reached = time_to_target(
+                result,
+                self.target,
+                direction=self.metric_direction,
+                unit=self.target_unit,
+                total=self._budget_total(),
+            )
+            trial.set_user_attr("reached_target", reached)
+            trial.set_user_attr("final_" + self.metric, result.value)
+            return score
+        if self.goal == "metric_and_time":
+            return result.value, result.train_seconds
         return result.value
 
 
@@ -146,6 +245,9 @@ def make_objective(
     micro_batch_size: int | None = None,
     clip_grad_norm: float | None = None,
     divergence_factor: float = 10.0,
+    goal: Goal = "metric",
+    target: float | None = None,
+    target_unit: TargetUnit = "samples",
 ) -> Objective:
     """Build an Optuna objective that searches batch size, learning rate and dropout.
 
@@ -162,6 +264,19 @@ def make_objective(
         seed: trial ``n`` uses seed ``seed + n`` for initialisation and shuffling.
         amp, micro_batch_size, clip_grad_norm, divergence_factor: passed to
             :func:`~bsopt.train`, which documents them.
+        goal: what the trial returns.
+
+            * ``"metric"`` (default): the last validation ``metric``.
+            * ``"time_to_target"``: the samples (``target_unit="samples"``) or training
+              seconds (``"seconds"``, which needs a seconds budget) until the metric first
+              reaches ``target`` (minimised; the "steps to result" measure of the
+              large-batch literature). Training stops once it is reached. A trial that never
+              reaches it completes with ``budget * (1 + shortfall)``, so it ranks after every
+              trial that did; the pruner sees the distance still to go.
+            * ``"metric_and_time"``: two values, (metric, training seconds), for a
+              multi-objective study (``directions=objective.directions``). Optuna does not
+              prune multi-objective trials, so every trial runs its whole budget.
+        target, target_unit: see ``goal``.
 
     Returns:
         An :class:`Objective` for ``study.optimize(objective, ...)``.
@@ -191,7 +306,24 @@ def make_objective(
             f"set ({data.n_train} samples). Use SearchSpace(batch_size=(low, high)) with "
             f"high <= {data.n_train}."
         )
-    budget.grid(data.n_train)  # fails early on a budget too small for its evaluations
+    grid = budget.grid(data.n_train)  # fails early on a budget too small for its evaluations
+    if goal not in GOALS:
+        raise ValueError(f"goal must be one of {', '.join(GOALS)}, but got {goal!r}.")
+    if goal == "time_to_target":
+        if target is None or not math.isfinite(target):
+            raise ValueError(
+                "goal='time_to_target' needs target=<validation metric to reach>, "
+                f"e.g. target=0.95 for accuracy; got target={target!r}."
+            )
+        if target_unit not in ("samples", "seconds"):
+            raise ValueError(
+                f"target_unit must be 'samples' or 'seconds', but got {target_unit!r}."
+            )
+        if target_unit == "seconds" and grid.unit != "ms":
+            raise ValueError(
+                "target_unit='seconds' needs a time budget, e.g. Budget(30, 'seconds'), so "
+                "every trial gets the same seconds; with a sample budget use 'samples'."
+            )
     return Objective(
         build_model,
         data,
@@ -204,4 +336,7 @@ def make_objective(
         micro_batch_size=micro_batch_size,
         clip_grad_norm=clip_grad_norm,
         divergence_factor=divergence_factor,
+        goal=goal,
+        target=target,
+        target_unit=target_unit,
     )

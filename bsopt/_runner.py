@@ -79,9 +79,9 @@ def run(
     study = create_study(
         study_name,
         storage=open_storage(url),
-        direction=objective.direction,
+        directions=objective.directions,
         pruner=make_pruner(
-            pruner, objective.budget, objective.data.n_train, direction=objective.direction
+            pruner, objective.budget, objective.data.n_train, direction=objective.directions[0]
         ),
         seed=seed,
     )

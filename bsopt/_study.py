@@ -22,6 +22,7 @@ def create_study(
     *,
     storage: str | optuna.storages.BaseStorage | None = None,
     direction: Direction = "maximize",
+    directions: Sequence[Direction] | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
     pruner: optuna.pruners.BasePruner | None = None,
     seed: int | None = 0,
@@ -33,6 +34,8 @@ def create_study(
         storage: a URL or an Optuna storage; ``None`` resolves ``$BSOPT_STORAGE`` then
             ``sqlite:///storage/bsopt.db``. URLs are opened with heartbeats and retries.
         direction: ``"maximize"`` or ``"minimize"``; pass ``objective.direction``.
+        directions: for a multi-objective study, one direction per value (pass
+            ``objective.directions``); replaces ``direction``.
         sampler: default ``TPESampler(seed=seed)`` (Optuna 5: multivariate, constant liar).
         pruner: default ``MedianPruner(n_startup_trials=5, n_warmup_steps=0)``; see
             :func:`~bsopt.make_pruner`.
@@ -43,24 +46,27 @@ def create_study(
     """
     if not name or not name.strip():
         raise ValueError("The study name must be a non-empty string.")
-    if direction not in ("maximize", "minimize"):
-        raise ValueError(f"direction must be 'maximize' or 'minimize', but got {direction!r}.")
+    wanted = list(directions) if directions is not None else [direction]
+    for d in wanted:
+        if d not in ("maximize", "minimize"):
+            raise ValueError(f"direction must be 'maximize' or 'minimize', but got {d!r}.")
     if storage is None or isinstance(storage, str):
         storage = open_storage(storage)
     study = optuna.create_study(
         storage=storage,
         study_name=name,
-        direction=direction,
+        directions=wanted,
         sampler=sampler or optuna.samplers.TPESampler(seed=seed),
         pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5),
         load_if_exists=True,
     )
     stored = [d.name.lower() for d in study.directions]
-    if stored != [direction]:
+    if stored != wanted:
+        asked = wanted[0] if len(wanted) == 1 else wanted
         raise ValueError(
             f"The study {name!r} already exists in this storage and optimises "
-            f"{' and '.join(stored)}, but direction={direction!r} was asked for. Its trials "
-            "are kept as they are: use another study name, or the same metric as before."
+            f"{' and '.join(stored)}, but direction={asked!r} was asked for. Its trials "
+            "are kept as they are: use another study name, or the same goal as before."
         )
     return study
 
@@ -76,7 +82,7 @@ def n_finished(study: optuna.Study) -> int:
 
 def optimize(
     study: optuna.Study,
-    objective: Callable[[optuna.Trial], float],
+    objective: Callable[[optuna.Trial], float | Sequence[float]],
     *,
     trials: int,
     timeout: float | None = None,
@@ -145,7 +151,11 @@ def summary(study: optuna.Study, *, storage_url: str | None = None) -> str:
                 f"samples/s, {attrs.get('optimizer_steps', 0):,} optimizer steps)"
             )
     elif complete:
-        lines.append(f"{len(study.best_trials)} Pareto-optimal trials.")
+        front = sorted(study.best_trials, key=lambda t: t.values[0])
+        lines.append(f"{len(front)} Pareto-optimal trials (value 1, value 2):")
+        for t in front[:10]:
+            values = ", ".join(f"{v:.4g}" for v in t.values)
+            lines.append(f"  #{t.number:<4} batch_size {t.params.get('batch_size')}: {values}")
     else:
         lines.append("No completed trial yet.")
     url = mask_url(resolve_storage_url(storage_url))

@@ -29,7 +29,7 @@ from bsopt._space import Params
 
 Metric = Literal["accuracy", "loss"]
 Amp = Literal["auto", "bf16", "fp16", "off"]
-ReportFn = Callable[[int, float], bool]
+ReportFn = Callable[[int, float], "bool | str"]
 
 METRIC_DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {
     "accuracy": "maximize",
@@ -39,12 +39,17 @@ METRIC_DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {
 
 @dataclass
 class TrainResult:
-    """What one training run produced. ``value`` is the last evaluation of ``metric``."""
+    """What one training run produced. ``value`` is the last evaluation of ``metric``.
+
+    ``history`` holds ``(step, value)`` per evaluation and ``history_seconds`` the training
+    seconds spent when each was taken.
+    """
 
     value: float
     metric: str
     stop_reason: str
     history: list[tuple[int, float]]
+    history_seconds: list[float]
     samples_seen: int
     optimizer_steps: int
     epochs: float
@@ -176,7 +181,8 @@ def train(
         metric: ``"accuracy"`` (classification, maximised) or ``"loss"`` (minimised).
         report: called as ``report(step, value)`` after each evaluation, where ``step`` is
             samples seen (or training milliseconds for a time budget); returning ``True``
-            stops training with ``stop_reason="pruned"``.
+            stops training with ``stop_reason="pruned"``, returning a string stops it with
+            that string as the reason.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:1"``, ...
         seed: seeds the shuffling; seed the model's initialisation before building it.
         amp: mixed precision on CUDA: ``"auto"`` (bf16 where supported, else fp16),
@@ -228,6 +234,7 @@ def train(
     )
 
     history: list[tuple[int, float]] = []
+    history_seconds: list[float] = []
     samples = steps = epochs_started = 0
     train_seconds = eval_seconds = 0.0
     interval_loss = torch.zeros((), device=device)
@@ -314,11 +321,13 @@ def train(
         value = evaluate(model, data, device, metric, amp_dtype)
         step_key = grid.points[next_point]
         history.append((step_key, value))
+        history_seconds.append(train_seconds)
         next_point += 1
         tick = time.perf_counter()
         eval_seconds += tick - now
-        if report is not None and report(step_key, value):
-            stop_reason = "pruned"
+        verdict = report(step_key, value) if report is not None else False
+        if verdict:
+            stop_reason = verdict if isinstance(verdict, str) else "pruned"
             break
         tick = time.perf_counter()
 
@@ -329,6 +338,7 @@ def train(
         metric=metric,
         stop_reason=stop_reason,
         history=history,
+        history_seconds=history_seconds,
         samples_seen=samples,
         optimizer_steps=steps,
         epochs=samples / data.n_train,
