@@ -13,7 +13,7 @@ Both expose the same two methods the trainer uses: ``train_batches`` and ``val_b
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 import os
 from typing import Protocol
@@ -23,6 +23,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+# A fixed batch size, or a callable asked before each batch (batch-size schedules).
+BatchSize = int | Callable[[], int]
+
+
+def _size(batch_size: BatchSize) -> int:
+    return batch_size() if callable(batch_size) else batch_size
+
 
 # Evaluation has no gradients, so it can use far larger batches than training.
 _EVAL_BATCH_SIZE = 4096
@@ -41,9 +48,13 @@ class TrainingData(Protocol):
     def n_classes(self) -> int | None: ...
 
     def train_batches(
-        self, batch_size: int, device: torch.device, generator: torch.Generator
+        self, batch_size: BatchSize, device: torch.device, generator: torch.Generator
     ) -> Iterator[Batch]:
-        """One shuffled epoch of training batches; the last batch may be short."""
+        """One shuffled epoch of training batches; the last batch may be short.
+
+        A callable ``batch_size`` is asked before each batch, so a schedule can change the
+        batch size within an epoch.
+        """
         ...
 
     def val_batches(self, device: torch.device) -> Iterator[Batch]:
@@ -144,14 +155,17 @@ class TensorData:
         return self._device_cache[key]
 
     def train_batches(
-        self, batch_size: int, device: torch.device, generator: torch.Generator
+        self, batch_size: BatchSize, device: torch.device, generator: torch.Generator
     ) -> Iterator[Batch]:
         x, y, _, _ = self._on(device)
         # One gather per epoch, then contiguous views: cheaper than indexing every batch.
         order = torch.randperm(len(x), generator=generator).to(device)
         x, y = x[order], y[order]
-        for start in range(0, len(x), batch_size):
-            yield x[start : start + batch_size], y[start : start + batch_size]
+        start = 0
+        while start < len(x):
+            stop = start + _size(batch_size)
+            yield x[start:stop], y[start:stop]
+            start = stop
 
     def val_batches(self, device: torch.device) -> Iterator[Batch]:
         _, _, x, y = self._on(device)
@@ -217,9 +231,22 @@ class DatasetData:
         )
 
     def train_batches(
-        self, batch_size: int, device: torch.device, generator: torch.Generator
+        self, batch_size: BatchSize, device: torch.device, generator: torch.Generator
     ) -> Iterator[Batch]:
-        loader = self._loader(self.train, batch_size, device, shuffle=True, generator=generator)
+        if callable(batch_size):
+            # Worker processes prefetch a few batches, so a new size takes effect a few
+            # batches late; schedules change the size only at evaluation points.
+            sampler = _ScheduledBatchSampler(self.n_train, batch_size, generator)
+            loader: DataLoader[Batch] = DataLoader(
+                self.train,
+                batch_sampler=sampler,
+                num_workers=self.num_workers,
+                pin_memory=device.type == "cuda",
+            )
+        else:
+            loader = self._loader(
+                self.train, batch_size, device, shuffle=True, generator=generator
+            )
         non_blocking = device.type == "cuda"
         for x, y in loader:
             yield x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
@@ -228,6 +255,21 @@ class DatasetData:
         loader = self._loader(self.val, min(_EVAL_BATCH_SIZE, self.n_val), device)
         for x, y in loader:
             yield x.to(device), y.to(device)
+
+
+class _ScheduledBatchSampler:
+    """Shuffled index batches whose size is asked for before each batch."""
+
+    def __init__(self, n: int, size: Callable[[], int], generator: torch.Generator) -> None:
+        self.n, self.size, self.generator = n, size, generator
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        start = 0
+        while start < self.n:
+            stop = start + self.size()
+            yield order[start:stop]
+            start = stop
 
 
 def _stratified_split(

@@ -32,7 +32,18 @@ if TYPE_CHECKING:
     import optuna
 
 BatchGrid = Literal["pow2", "int"]
-Optimizer = Literal["adamw", "sgd"]
+Optimizer = Literal["adamw", "sgd", "lars"]
+LrScaling = Literal["none", "sqrt", "linear"]
+OPTIMIZERS = ("adamw", "sgd", "lars")
+# Exponent alpha of lr = base_lr * (batch / reference) ** alpha for each coupling rule.
+LR_SCALING_EXPONENTS: dict[str, float] = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
+_LR_SCHEDULES = ("constant", "cosine", "step", "onecycle")
+_BATCH_SCHEDULES = ("constant", "grow", "ramp", "adaptive")
+
+
+def coupled_lr(base_lr: float, batch_size: int, reference: int, alpha: float) -> float:
+    """``base_lr * (batch_size / reference) ** alpha``: the learning rate scaling rule."""
+    return base_lr * (batch_size / reference) ** alpha
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -43,9 +54,10 @@ def _is_power_of_two(n: int) -> bool:
 class Params:
     """The hyperparameters of one trial, as the trainer and the model builder see them.
 
-    ``batch_size`` is the effective batch size (samples per optimizer update); ``lr`` the
-    learning rate actually used. ``extra`` holds values a user's own ``suggest_extra`` hook
-    drew (for example a hidden width).
+    ``batch_size`` is the effective batch size (samples per optimizer update; the final
+    one under a growing or ramped batch schedule); ``lr`` the peak learning rate actually
+    used (after coupling to the batch size). ``warmup`` is a fraction of the budget;
+    ``batch_min`` the smallest batch a schedule may use. ``extra`` holds any further values.
     """
 
     batch_size: int
@@ -54,6 +66,10 @@ class Params:
     weight_decay: float = 0.0
     optimizer: Optimizer = "adamw"
     momentum: float = 0.9
+    warmup: float = 0.0
+    lr_schedule: str = "constant"
+    batch_schedule: str = "constant"
+    batch_min: int = 1
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -65,6 +81,22 @@ class Params:
             raise ValueError(f"lr must be a positive finite number, but got {self.lr}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), but got {self.dropout}.")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"warmup must be a fraction in [0, 1), but got {self.warmup}.")
+        if self.lr_schedule not in _LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {', '.join(_LR_SCHEDULES)}, "
+                f"but got {self.lr_schedule!r}."
+            )
+        if self.batch_schedule not in _BATCH_SCHEDULES:
+            raise ValueError(
+                f"batch_schedule must be one of {', '.join(_BATCH_SCHEDULES)}, "
+                f"but got {self.batch_schedule!r}."
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, but got {self.optimizer!r}."
+            )
 
     def as_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
@@ -101,8 +133,30 @@ class SearchSpace:
         dropout: ``(low, high)`` dropout probability, sampled uniformly within ``[0, 1)``.
             Use ``(0.0, 0.0)`` to switch dropout off.
         weight_decay: fixed weight decay passed to the optimizer.
-        optimizer: ``"adamw"`` (default) or ``"sgd"`` (with Nesterov momentum ``momentum``).
+        optimizer: ``"adamw"`` (default), ``"sgd"`` (Nesterov momentum ``momentum``) or
+            ``"lars"`` (layer-wise trust ratios for large batches; its effective step is
+            ``lr`` times a trust ratio of about 1e-3, so give it learning rates around
+            0.1-10), or a tuple of them to search as the parameter ``optimizer``.
         batch_grid: ``"pow2"`` or ``"int"``, see ``batch_size``.
+        lr_scaling: couple the learning rate to the batch size as
+            ``lr = base_lr * (batch_size / reference_batch_size) ** alpha`` with alpha 0
+            (``"none"``), 0.5 (``"sqrt"``, for adaptive optimizers) or 1 (``"linear"``,
+            for SGD with warm-up). The ``lr`` range is then the range of ``base_lr``, stored
+            as the parameter ``base_lr``; the lr actually used is the user attribute ``lr``.
+            A tuple of rules searches the rule as the parameter ``lr_scaling``. The default
+            ``None`` samples ``lr`` independently of the batch size (parameter ``lr``).
+        reference_batch_size: the batch size at which ``base_lr`` applies; default the
+            geometric middle of the batch-size range (rounded to a power of two), so the
+            coupled rate extrapolates least at either end.
+        warmup: fraction of the budget over which the learning rate rises linearly from 0;
+            a ``(low, high)`` pair searches it as the parameter ``warmup``.
+        lr_schedule: ``"constant"`` (default), ``"cosine"``, ``"step"`` (x0.1 at 50% and 75%)
+            or ``"onecycle"``; a tuple searches it as the parameter ``lr_schedule``.
+        batch_schedule: ``"constant"`` (default), ``"grow"`` (x2 at 50% and 75% of the
+            budget, ending at the sampled batch size: growing the batch instead of decaying
+            the lr), ``"ramp"`` (linear from 1/8 of the sampled batch to all of it at 50%),
+            or ``"adaptive"`` (the measured gradient noise scale, clamped between the
+            range's low bound and the sampled batch); a tuple searches it.
 
     A single value fixes a dimension: ``batch_size=(64, 64)`` trains every trial at 64.
     """
@@ -111,9 +165,14 @@ class SearchSpace:
     lr: tuple[float, float] = (1e-4, 1e-1)
     dropout: tuple[float, float] = (0.0, 0.5)
     weight_decay: float = 0.0
-    optimizer: Optimizer = "adamw"
+    optimizer: Optimizer | tuple[Optimizer, ...] = "adamw"
     momentum: float = 0.9
     batch_grid: BatchGrid = "pow2"
+    lr_scaling: LrScaling | tuple[LrScaling, ...] | None = None
+    reference_batch_size: int | None = None
+    warmup: float | tuple[float, float] = 0.0
+    lr_schedule: str | tuple[str, ...] = "constant"
+    batch_schedule: str | tuple[str, ...] = "constant"
 
     def __post_init__(self) -> None:
         lo_b, hi_b = self.batch_size
@@ -136,10 +195,28 @@ class SearchSpace:
             )
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be 0 or more, but got {self.weight_decay}.")
-        if self.optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be 'adamw' or 'sgd', but got {self.optimizer!r}.")
+        _check_choices("optimizer", self.optimizer, OPTIMIZERS)
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), but got {self.momentum}.")
+        if self.lr_scaling is not None:
+            _check_choices("lr_scaling", self.lr_scaling, tuple(LR_SCALING_EXPONENTS))
+        ref = self.reference_batch_size
+        if ref is not None and (isinstance(ref, bool) or not isinstance(ref, int) or ref < 1):
+            raise ValueError(f"reference_batch_size must be an integer >= 1, got {ref!r}.")
+        warm = self.warmup if isinstance(self.warmup, tuple) else (self.warmup, self.warmup)
+        _check_range("warmup", warm, positive=False)
+        if not (0.0 <= warm[0] and warm[1] < 1.0):
+            raise ValueError(f"warmup must be a fraction in [0, 1), but got {self.warmup!r}.")
+        _check_choices("lr_schedule", self.lr_schedule, _LR_SCHEDULES)
+        _check_choices("batch_schedule", self.batch_schedule, _BATCH_SCHEDULES)
+
+    @property
+    def reference(self) -> int:
+        """The batch size at which ``base_lr`` applies when the lr is coupled."""
+        if self.reference_batch_size is not None:
+            return self.reference_batch_size
+        low, high = self.batch_size
+        return 2 ** round(math.log2(math.sqrt(low * high)))
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -152,15 +229,29 @@ class SearchSpace:
     def suggest(self, trial: optuna.Trial) -> Params:
         """Draw one set of hyperparameters from ``trial``."""
         batch_size = self._suggest_batch_size(trial)
-        lr = _suggest_float(trial, "lr", self.lr, log=True)
+        if self.lr_scaling is None:
+            lr = _suggest_float(trial, "lr", self.lr, log=True)
+        else:
+            rule = _suggest_choice(trial, "lr_scaling", self.lr_scaling)
+            base_lr = _suggest_float(trial, "base_lr", self.lr, log=True)
+            lr = coupled_lr(base_lr, batch_size, self.reference, LR_SCALING_EXPONENTS[rule])
         dropout = _suggest_float(trial, "dropout", self.dropout, log=False)
+        warmup = (
+            _suggest_float(trial, "warmup", self.warmup, log=False)
+            if isinstance(self.warmup, tuple)
+            else self.warmup
+        )
         return Params(
             batch_size=batch_size,
             lr=lr,
             dropout=dropout,
             weight_decay=self.weight_decay,
-            optimizer=self.optimizer,
+            optimizer=_suggest_choice(trial, "optimizer", self.optimizer),  # type: ignore[arg-type]
             momentum=self.momentum,
+            warmup=warmup,
+            lr_schedule=_suggest_choice(trial, "lr_schedule", self.lr_schedule),
+            batch_schedule=_suggest_choice(trial, "batch_schedule", self.batch_schedule),
+            batch_min=self.batch_size[0],
         )
 
     def _suggest_batch_size(self, trial: optuna.Trial) -> int:
@@ -171,6 +262,22 @@ class SearchSpace:
         used = 2**exponent
         # A single-point distribution records the used value without searching it again.
         return trial.suggest_int("batch_size", used, used, log=True)
+
+
+def _check_choices(name: str, value: str | tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    if not values or any(v not in allowed for v in values):
+        raise ValueError(
+            f"{name} must be one of {', '.join(allowed)} (or a tuple of them to search), "
+            f"but got {value!r}."
+        )
+
+
+def _suggest_choice(trial: optuna.Trial, name: str, value: str | tuple[str, ...]) -> str:
+    # A fixed choice is not a parameter: it would clutter importance and the dashboard.
+    if isinstance(value, tuple):
+        return str(trial.suggest_categorical(name, value)) if len(value) > 1 else value[0]
+    return value
 
 
 def _suggest_float(

@@ -23,8 +23,11 @@ from torch import nn
 import torch.nn.functional as F
 
 from bsopt._budget import Budget
-from bsopt._data import Batch, TrainingData
+from bsopt._data import Batch, BatchSize, TrainingData
 from bsopt._memory import peak_memory_mb, release_memory, reset_peak_memory
+from bsopt._noise import NoiseScale
+from bsopt._optim import make_optimizer
+from bsopt._schedules import batch_size_at, lr_factor
 from bsopt._space import Params
 
 Metric = Literal["accuracy", "loss"]
@@ -42,7 +45,9 @@ class TrainResult:
     """What one training run produced. ``value`` is the last evaluation of ``metric``.
 
     ``history`` holds ``(step, value)`` per evaluation and ``history_seconds`` the training
-    seconds spent when each was taken.
+    seconds spent when each was taken; ``batch_history`` the batch size trained with in
+    each evaluation interval and ``noise_history`` the gradient noise scale estimated at
+    each evaluation (empty unless measured).
     """
 
     value: float
@@ -63,6 +68,8 @@ class TrainResult:
     device: str
     amp: str
     extra: dict[str, float] = field(default_factory=dict)
+    noise_history: list[float] = field(default_factory=list)
+    batch_history: list[int] = field(default_factory=list)
 
     @property
     def samples_per_second(self) -> float:
@@ -95,22 +102,18 @@ def _amp_dtype(amp: Amp, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-def make_optimizer(model: nn.Module, params: Params) -> torch.optim.Optimizer:
-    if params.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(),
-            lr=params.lr,
-            momentum=params.momentum,
-            nesterov=params.momentum > 0,
-            weight_decay=params.weight_decay,
-        )
-    return torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-
-
 def _loss(output: torch.Tensor, target: torch.Tensor, classification: bool) -> torch.Tensor:
     if classification:
         return F.cross_entropy(output, target)
     return F.mse_loss(output.reshape(target.shape), target)
+
+
+def _grad_sq_norm(model: nn.Module) -> float:
+    """The squared L2 norm of all gradients together (one host sync)."""
+    grads = [p.grad.detach().float() for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.stack([g.pow(2).sum() for g in grads]).sum())
 
 
 @torch.inference_mode()
@@ -145,7 +148,7 @@ def evaluate(
 
 
 def _batches_forever(
-    data: TrainingData, batch_size: int, device: torch.device, generator: torch.Generator
+    data: TrainingData, batch_size: BatchSize, device: torch.device, generator: torch.Generator
 ) -> Iterator[tuple[Batch, bool]]:
     """Training batches epoch after epoch; the flag marks the first batch of a new epoch."""
     while True:
@@ -169,6 +172,8 @@ def train(
     micro_batch_size: int | None = None,
     clip_grad_norm: float | None = None,
     divergence_factor: float = 10.0,
+    measure_noise_scale: bool = False,
+    noise_every: int = 4,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with ``params`` for ``budget`` and evaluate on its grid.
 
@@ -176,7 +181,10 @@ def train(
         model: any ``nn.Module`` mapping a batch of inputs to logits (classification) or
             predictions (regression). It is moved to ``device``.
         data: a :class:`~bsopt.TensorData` or :class:`~bsopt.DatasetData`.
-        params: batch size, learning rate and optimizer settings (:class:`~bsopt.Params`).
+        params: batch size, learning rate, optimizer and schedules (:class:`~bsopt.Params`).
+            The learning rate follows ``params.lr_schedule`` after ``params.warmup``, as a
+            function of the budget spent; the batch size follows ``params.batch_schedule``
+            and changes only at evaluation points.
         budget: how long to train and how often to evaluate; default ``Budget(10)``.
         metric: ``"accuracy"`` (classification, maximised) or ``"loss"`` (minimised).
         report: called as ``report(step, value)`` after each evaluation, where ``step`` is
@@ -193,6 +201,10 @@ def train(
         divergence_factor: stop as diverged when the mean training loss between two
             evaluations exceeds this multiple of the first interval's; a NaN or infinite loss
             stops at once.
+        measure_noise_scale: estimate the gradient noise scale B_simple every
+            ``noise_every`` optimizer steps from the gradient of the first micro-batch and of
+            the whole batch (a batch is split in two for it when it is not accumulated).
+            Always on for ``batch_schedule="adaptive"``, which sets the batch from it.
     """
     budget = budget or Budget()
     if metric not in METRIC_DIRECTIONS:
@@ -212,15 +224,30 @@ def train(
         raise ValueError(f"micro_batch_size must be at least 1, but got {micro_batch_size}.")
     if not divergence_factor > 1:
         raise ValueError(f"divergence_factor must be above 1, but got {divergence_factor}.")
+    if noise_every < 1:
+        raise ValueError(f"noise_every must be at least 1, but got {noise_every}.")
 
     device = resolve_device(device)
     amp_dtype = _amp_dtype(amp, device)
     # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    micro = min(params.batch_size, micro_batch_size or params.batch_size)
-    accumulation = math.ceil(params.batch_size / micro)
+    micro_cap = micro_batch_size or params.batch_size
     grid = budget.grid(data.n_train)
     timed = grid.unit == "ms"
+    scheduled_lr = params.lr_schedule != "constant" or params.warmup > 0
+    noise = NoiseScale() if measure_noise_scale or params.batch_schedule == "adaptive" else None
+
+    def scheduled_batch(points_done: int) -> int:
+        return batch_size_at(
+            points_done,
+            len(grid.points),
+            schedule=params.batch_schedule,
+            final=params.batch_size,
+            noise_scale=noise.value if noise is not None else None,
+            minimum=params.batch_min,
+        )
+
+    current_batch = scheduled_batch(0)
     # Checking the loss needs a host sync: every step is free on the CPU, not on a GPU.
     check_every = 1 if device.type == "cpu" else 25
 
@@ -244,7 +271,14 @@ def train(
     value = math.nan
     next_point = 0
     leftover: Batch | None = None
-    batches = _batches_forever(data, params.batch_size, device, generator)
+    noise_history: list[float] = []
+    batch_history: list[int] = [current_batch]
+    batches = _batches_forever(
+        data,
+        params.batch_size if params.batch_schedule == "constant" else (lambda: current_batch),
+        device,
+        generator,
+    )
     wall_start = time.perf_counter()
     tick = time.perf_counter()
 
@@ -260,10 +294,24 @@ def train(
                 leftover = (x[room:], y[room:])
                 x, y = x[:room], y[:room]
 
-        # One optimizer update over `accumulation` micro-batches. Each micro-batch loss is
-        # weighted by its share of the batch, so the summed gradient equals the full batch's.
         n = len(x)
+        if scheduled_lr:
+            progress = (
+                (train_seconds + time.perf_counter() - tick) * 1000 / grid.total
+                if timed
+                else (samples + n) / grid.total
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = params.lr * lr_factor(progress, params.lr_schedule, params.warmup)
+        micro = min(n, micro_cap)
+        measure = noise is not None and n >= 2 and steps % noise_every == 0
+        if measure and micro == n:
+            micro = (n + 1) // 2  # two micro-batches give the two gradient norms
+
+        # One optimizer update over the micro-batches. Each micro-batch loss is weighted by
+        # its share of the batch, so the summed gradient equals the full batch's.
         step_loss = torch.zeros((), device=device)
+        small_sq = None
         for start in range(0, n, micro):
             xm, ym = x[start : start + micro], y[start : start + micro]
             with autocast:
@@ -273,6 +321,12 @@ def train(
             else:
                 loss.backward()
             step_loss += loss.detach().float()
+            if measure and small_sq is None:
+                # The first micro-batch's own gradient, undoing its weight in the batch.
+                small_sq = _grad_sq_norm(model) * (n / len(xm)) ** 2
+                b_small = len(xm)
+        if measure and noise is not None and small_sq is not None:
+            noise.update(small_sq, b_small, _grad_sq_norm(model), n)
         if clip_grad_norm is not None:
             if scaler is not None:
                 scaler.unscale_(optimizer)
@@ -322,7 +376,12 @@ def train(
         step_key = grid.points[next_point]
         history.append((step_key, value))
         history_seconds.append(train_seconds)
+        if noise is not None:
+            noise_history.append(noise.value)
         next_point += 1
+        if next_point < len(grid.points):
+            current_batch = scheduled_batch(next_point)
+            batch_history.append(current_batch)
         tick = time.perf_counter()
         eval_seconds += tick - now
         verdict = report(step_key, value) if report is not None else False
@@ -346,12 +405,14 @@ def train(
         eval_seconds=eval_seconds,
         wall_seconds=time.perf_counter() - wall_start,
         batch_size=params.batch_size,
-        micro_batch_size=micro,
-        accumulation_steps=accumulation,
+        micro_batch_size=min(micro_cap, params.batch_size),
+        accumulation_steps=math.ceil(params.batch_size / micro_cap),
         peak_memory_mb=peak_memory_mb(device),
         device=str(device),
         amp=str(amp_dtype).removeprefix("torch.") if amp_dtype else "off",
         extra={"epochs_started": float(epochs_started)},
+        noise_history=noise_history,
+        batch_history=batch_history,
     )
     del optimizer, batches, leftover
     release_memory(device)

@@ -74,7 +74,7 @@ def test_batch_sizes_lists_the_grid() -> None:
         ({"dropout": (0.0, 1.0)}, r"dropout must lie in \[0, 1\), but got \(0.0, 1.0\)"),
         ({"dropout": (-0.1, 0.5)}, r"dropout must lie in \[0, 1\)"),
         ({"batch_grid": "exp"}, r"batch_grid must be 'pow2' or 'int', but got 'exp'"),
-        ({"optimizer": "adam"}, r"optimizer must be 'adamw' or 'sgd', but got 'adam'"),
+        ({"optimizer": "adam"}, r"optimizer must be one of adamw, sgd, lars .* but got 'adam'"),
         ({"weight_decay": -1.0}, r"weight_decay must be 0 or more"),
     ],
 )
@@ -100,3 +100,68 @@ def test_params_as_dict_merges_extra() -> None:
     params = Params(batch_size=8, lr=0.1, extra={"width": 32})
     assert params.as_dict()["width"] == 32
     assert params.as_dict()["batch_size"] == 8
+
+
+def test_coupled_lr_arithmetic() -> None:
+    from bsopt._space import coupled_lr
+
+    assert coupled_lr(1e-3, 256, 64, 1.0) == pytest.approx(4e-3)
+    assert coupled_lr(1e-3, 256, 64, 0.5) == pytest.approx(2e-3)
+    assert coupled_lr(1e-3, 16, 64, 0.5) == pytest.approx(5e-4)
+    assert coupled_lr(1e-3, 256, 64, 0.0) == pytest.approx(1e-3)
+
+
+def test_reference_defaults_to_the_geometric_middle() -> None:
+    assert SearchSpace(batch_size=(16, 256)).reference == 64
+    assert SearchSpace(batch_size=(8, 512)).reference == 64
+    assert SearchSpace(reference_batch_size=100).reference == 100
+
+
+def test_coupled_space_stores_base_lr_and_the_rule(sqlite_url: str) -> None:
+    space = SearchSpace(batch_size=(16, 256), lr_scaling=("none", "sqrt", "linear"))
+    study = optuna.create_study(storage=sqlite_url, sampler=optuna.samplers.RandomSampler(0))
+    for _ in range(30):
+        trial = study.ask()
+        params = space.suggest(trial)
+        alpha = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[trial.params["lr_scaling"]]
+        expected = trial.params["base_lr"] * (trial.params["batch_size"] / 64) ** alpha
+        assert params.lr == pytest.approx(expected)
+        assert "lr" not in trial.params
+        study.tell(trial, 0.0)
+    assert {t.params["lr_scaling"] for t in study.trials} == {"none", "sqrt", "linear"}
+
+
+def test_searched_schedules_and_fixed_ones(sqlite_url: str) -> None:
+    space = SearchSpace(
+        lr_schedule=("constant", "cosine"),
+        warmup=(0.0, 0.2),
+        batch_schedule="grow",
+        optimizer=("adamw", "sgd"),
+    )
+    study = optuna.create_study(storage=sqlite_url, sampler=optuna.samplers.RandomSampler(0))
+    trial = study.ask()
+    params = space.suggest(trial)
+    assert params.lr_schedule == trial.params["lr_schedule"]
+    assert params.optimizer == trial.params["optimizer"]
+    assert 0.0 <= trial.params["warmup"] <= 0.2 and params.warmup == trial.params["warmup"]
+    assert params.batch_schedule == "grow" and "batch_schedule" not in trial.params
+    assert params.batch_min == 16
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr_scaling": "cubic"}, r"lr_scaling must be one of none, sqrt, linear"),
+        (
+            {"lr_schedule": ("cosine", "exp")},
+            r"lr_schedule must be one of .* got \('cosine', 'exp'\)",
+        ),
+        ({"batch_schedule": "shrink"}, r"batch_schedule must be one of constant, grow"),
+        ({"warmup": 1.0}, r"warmup must be a fraction in \[0, 1\), but got 1.0"),
+        ({"warmup": (0.3, 0.1)}, r"warmup must be given as \(low, high\) with low <= high"),
+        ({"reference_batch_size": 0}, r"reference_batch_size must be an integer >= 1, got 0"),
+    ],
+)
+def test_bad_coupling_and_schedule_settings(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SearchSpace(**kwargs)  # type: ignore[arg-type]
