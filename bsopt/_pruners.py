@@ -22,6 +22,7 @@ def make_pruner(
     percentile: float = 25.0,
     threshold: float | None = None,
     reduction_factor: int = 3,
+    warmup_evals: int | None = None,
 ) -> optuna.pruners.BasePruner:
     """An Optuna pruner whose warm-up and resources are points of ``budget``'s grid.
 
@@ -36,12 +37,23 @@ def make_pruner(
         direction: the study's direction; only the threshold pruner needs it.
         reduction_factor: keep 1 of every ``reduction_factor`` trials per rung (halving,
             Hyperband). The smallest resource is the first evaluation, the largest the budget.
+        warmup_evals: evaluations before the median, percentile and threshold pruners may
+            stop a trial; default a quarter of them (at least one).
     """
     grid = budget.grid(n_train)
     points = grid.points
-    # No pruning before a quarter of the budget: early evaluations are noisy, and large
-    # batches (fewer updates so far) would otherwise be pruned for starting slowly.
-    warmup = points[min(len(points) - 1, max(1, len(points) // 4))] if len(points) > 1 else 0
+    if warmup_evals is None:
+        # Early evaluations are noisy, and large batches (fewer updates so far) would
+        # otherwise be pruned for starting slowly.
+        warmup_evals = min(max(1, len(points) // 4), len(points) - 1)
+    if not 0 <= warmup_evals < len(points) or isinstance(warmup_evals, bool):
+        raise ValueError(
+            f"warmup_evals must be in [0, {len(points) - 1}] for a budget of {len(points)} "
+            f"evaluations, but got {warmup_evals!r}."
+        )
+    # Pruners compare at step >= n_warmup_steps: the evaluation after the warm-up is the
+    # first that can be pruned.
+    warmup = points[warmup_evals] if warmup_evals else 0
     if name == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=n_startup_trials, n_warmup_steps=warmup

@@ -81,3 +81,10 @@ def test_hyperband_runs_several_brackets_with_mixed_batch_sizes(
     grid = set(budget.grid(tiny_data.n_train).points)
     for t in trials:
         assert set(t.intermediate_values) <= grid  # every report lands on the shared grid
+
+
+def test_warmup_evals_sets_the_first_prunable_step() -> None:
+    assert make_pruner("median", Budget(10, evals=10), 100, warmup_evals=1)._n_warmup_steps == 200
+    assert make_pruner("median", Budget(10, evals=10), 100, warmup_evals=0)._n_warmup_steps == 0
+    with pytest.raises(ValueError, match=r"warmup_evals must be in \[0, 9\] .* got 10"):
+        make_pruner("median", Budget(10, evals=10), 100, warmup_evals=10)
