@@ -26,6 +26,7 @@ from bsopt._storage import (
 )
 from bsopt._study import create_study, optimize, summary
 from bsopt._trainer import TrainResult, evaluate, train
+from bsopt._workers import WorkerError, attach_worker, run_workers, serve_proxy, work
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,8 @@ __all__ = [
     "TensorData",
     "TrainResult",
     "TrainingData",
+    "WorkerError",
+    "attach_worker",
     "create_study",
     "evaluate",
     "from_arrays",
@@ -61,6 +64,9 @@ __all__ = [
     "resolve_storage_url",
     "run",
     "run_script",
+    "run_workers",
+    "serve_proxy",
     "summary",
     "train",
+    "work",
 ]

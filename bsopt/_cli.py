@@ -2,6 +2,8 @@
 
 Commands:
   run STUDY      create or resume a study and run it to --trials finished trials
+  worker STUDY   join an existing study from any host (same --storage, --study, --trials)
+  proxy          serve an SQL storage to many workers as grpc://HOST:PORT
   studies        list the studies in a storage with their trial counts and best values
 
 Storage: --storage URL, else $BSOPT_STORAGE, else sqlite:///storage/bsopt.db.
@@ -11,16 +13,19 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+import functools
 import sys
+from typing import TypedDict
 
 import optuna
 
 from bsopt._objective import Objective
 from bsopt._pruners import PRUNERS
-from bsopt._runner import BUILTIN_STUDIES, load_study_definition, run
+from bsopt._runner import BUILTIN_STUDIES, build_from_ref, load_study_definition, run
 from bsopt._storage import StorageError, mask_url, open_storage, resolve_storage_url
+from bsopt._workers import WorkerError, attach_worker, run_workers, serve_proxy
 
-_USER_ERRORS = (ValueError, TypeError, StorageError, FileNotFoundError)
+_USER_ERRORS = (ValueError, TypeError, StorageError, FileNotFoundError, WorkerError)
 
 
 def _positive_int(text: str) -> int:
@@ -57,10 +62,100 @@ def _add_common(parser: argparse.ArgumentParser, *, study_default: str | None) -
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=1,
+        help="worker processes on this machine (CPU threads shared, one GPU each)",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="seconds between a running trial's heartbeats (SQL storages; 0 turns them off)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=_positive_int,
+        default=None,
+        metavar="SECONDS",
+        help="a trial without heartbeat this long is failed and retried (default: 2 x heartbeat)",
+    )
+
+
+class _Heartbeat(TypedDict):
+    heartbeat_interval: int | None
+    grace_period: int | None
+
+
+def _heartbeat(args: argparse.Namespace) -> _Heartbeat:
+    if args.heartbeat < 0:
+        raise ValueError(
+            f"--heartbeat must be >= 0 seconds (0 turns it off), got {args.heartbeat}."
+        )
+    interval = args.heartbeat or None
+    if args.grace is not None and interval is not None and args.grace <= interval:
+        raise ValueError(
+            f"--grace ({args.grace} s) must be longer than --heartbeat ({interval} s), or a "
+            "live trial would be failed between two heartbeats. Try --grace "
+            f"{2 * interval}."
+        )
+    return {"heartbeat_interval": interval, "grace_period": args.grace}
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    name, build = load_study_definition(args.study_ref)
+    study_name = args.study or name
+    if args.jobs == 1:
+        attach_worker(
+            build,
+            study_name=study_name,
+            trials=args.trials,
+            storage=args.storage,
+            seed=args.seed,
+            pruner=args.pruner,
+            create=args.create,
+            **_heartbeat(args),
+        )
+        return 0
+    # Check (or create) the study once here rather than in every process.
+    attach_worker(
+        build,
+        study_name=study_name,
+        trials=1,
+        storage=args.storage,
+        seed=args.seed,
+        pruner=args.pruner,
+        create=args.create,
+        dry_run=True,
+        **_heartbeat(args),
+    )
+    run_workers(
+        functools.partial(build_from_ref, args.study_ref),
+        study_name=study_name,
+        trials=args.trials,
+        jobs=args.jobs,
+        storage=args.storage,
+        seed=args.seed,
+        sampler_seed=None,
+        pruner=args.pruner,
+        show_progress_bar=not args.no_progress,
+        **_heartbeat(args),
+    )
+    return 0
+
+
+def _cmd_proxy(args: argparse.Namespace) -> int:
+    serve_proxy(args.storage, host=args.host, port=args.port)
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     name, build = load_study_definition(args.study_ref)
+    if args.jobs > 1:
+        # A script's module cannot be pickled by reference; workers load it by its path.
+        build = functools.partial(build_from_ref, args.study_ref)
     _run(build, args, default_name=name)
     return 0
 
@@ -74,6 +169,8 @@ def _run(build: Callable[..., Objective], args: argparse.Namespace, *, default_n
         seed=args.seed,
         pruner=args.pruner,
         show_progress_bar=not args.no_progress,
+        jobs=args.jobs,
+        **_heartbeat(args),
     )
 
 
@@ -106,6 +203,8 @@ def _cmd_studies(args: argparse.Namespace) -> int:
 
 _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "run": (_cmd_run, "create or resume a study and run it to --trials finished trials"),
+    "worker": (_cmd_worker, "join an existing study in a shared storage as one more worker"),
+    "proxy": (_cmd_proxy, "serve an SQL storage to many workers as grpc://HOST:PORT"),
     "studies": (_cmd_studies, "list the studies in a storage"),
 }
 
@@ -122,13 +221,24 @@ def _parser() -> argparse.ArgumentParser:
             description=help_text,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
-        if name == "run":
+        if name in ("run", "worker"):
             p.add_argument(
                 "study_ref",
                 metavar="STUDY",
                 help=f"a built-in study ({', '.join(BUILTIN_STUDIES)}) or a study script path",
             )
             _add_common(p, study_default=None)
+            if name == "worker":
+                p.add_argument(
+                    "--create",
+                    action="store_true",
+                    help="create the study if it does not exist yet (else that is an error)",
+                )
+        elif name == "proxy":
+            p.add_argument("--storage", default=None, help="the SQL storage URL to serve")
+            p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+            p.add_argument("--port", type=_positive_int, default=13000, help="port to listen on")
+            p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
         else:
             p.add_argument("--storage", default=None, help="storage URL")
             p.add_argument("--debug", action="store_true", help="show tracebacks on errors")

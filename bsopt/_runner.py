@@ -16,6 +16,7 @@ from bsopt._objective import Objective, make_objective
 from bsopt._pruners import PrunerName, make_pruner
 from bsopt._storage import mask_url, open_storage, resolve_storage_url
 from bsopt._study import create_study, n_finished, optimize, summary
+from bsopt._workers import run_workers
 
 
 class BuildObjective(Protocol):
@@ -62,6 +63,12 @@ def load_study_definition(ref: str) -> tuple[str, BuildObjective]:
     return path.stem, build
 
 
+def build_from_ref(ref: str, *, seed: int) -> Objective:
+    """Build the objective of a built-in study or study script; picklable for workers."""
+    _, build = load_study_definition(ref)
+    return build(seed=seed)
+
+
 def run(
     build_objective: BuildObjective | Callable[..., Objective],
     *,
@@ -72,13 +79,23 @@ def run(
     pruner: PrunerName = "median",
     show_progress_bar: bool = True,
     echo: Callable[[str], None] = print,
+    jobs: int = 1,
+    heartbeat_interval: int | None = 60,
+    grace_period: int | None = None,
 ) -> optuna.Study:
-    """Create or resume ``study_name`` and run it to ``trials`` finished trials in total."""
+    """Create or resume ``study_name`` and run it to ``trials`` finished trials in total.
+
+    With ``jobs`` > 1 the trials run in that many worker processes (see
+    :func:`~bsopt.run_workers`); ``heartbeat_interval`` and ``grace_period`` go to
+    :func:`~bsopt.open_storage`.
+    """
     objective = build_objective(seed=seed)
     url = resolve_storage_url(storage)
     study = create_study(
         study_name,
-        storage=open_storage(url),
+        storage=open_storage(
+            url, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+        ),
         directions=objective.directions,
         pruner=make_pruner(
             pruner, objective.budget, objective.data.n_train, direction=objective.directions[0]
@@ -88,8 +105,23 @@ def run(
     done = n_finished(study)
     echo(f"Study {study_name!r} in {mask_url(url)}: {done} of {trials} trials finished.")
     echo(f"Each trial: {objective.describe()}")
-    if done < trials:
+    if done < trials and jobs > 1:
+        echo(f"Running {trials - done} more in {jobs} worker processes (pruner: {pruner}).")
+        run_workers(
+            build_objective,
+            study_name=study_name,
+            trials=trials,
+            jobs=jobs,
+            storage=url,
+            seed=seed,
+            sampler_seed=seed,
+            pruner=pruner,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            show_progress_bar=show_progress_bar,
+        )
+    elif done < trials:
         echo(f"Running {trials - done} more (pruner: {pruner}).")
-    optimize(study, objective, trials=trials, show_progress_bar=show_progress_bar)
+        optimize(study, objective, trials=trials, show_progress_bar=show_progress_bar)
     echo(summary(study, storage_url=url))
     return study

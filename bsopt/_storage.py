@@ -7,6 +7,7 @@ lock timeout, and on never showing a password.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 import re
@@ -21,9 +22,17 @@ DEFAULT_STORAGE = "sqlite:///storage/bsopt.db"
 STORAGE_ENV = "BSOPT_STORAGE"
 _URL_HELP = (
     "Use dialect+driver://user:password@host:port/database, for example "
-    "sqlite:///storage/bsopt.db, postgresql+psycopg://user@127.0.0.1:5432/db or "
-    "mysql+pymysql://root@127.0.0.1:3306/db."
+    "sqlite:///storage/bsopt.db, postgresql+psycopg://user@127.0.0.1:5432/db, "
+    "mysql+pymysql://root@127.0.0.1:3306/db, journal:///storage/bsopt.log or "
+    "grpc://127.0.0.1:13000."
 )
+# SQLAlchemy's default drivers (psycopg2, mysqlclient) need C builds; bsopt installs the
+# maintained pure-wheel ones. A plain URL uses the default driver when it is installed.
+_DEFAULT_DRIVERS = {
+    "postgresql": ("psycopg2", "postgresql+psycopg", "psycopg"),
+    "mysql": ("MySQLdb", "mysql+pymysql", "pymysql"),
+    "mariadb": ("MySQLdb", "mariadb+pymysql", "pymysql"),
+}
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")
 
 
@@ -75,6 +84,58 @@ def _prepare_sqlite(parsed: URL) -> None:
         )
 
 
+def with_default_driver(url: str) -> str:
+    """``url`` with a driver named when it names none and SQLAlchemy's default is missing.
+
+    ``postgresql://`` becomes ``postgresql+psycopg://`` (psycopg 3) unless psycopg2 is
+    installed; ``mysql://`` and ``mariadb://`` use PyMySQL unless mysqlclient is installed.
+    """
+    parsed = _parse(url)
+    if parsed.drivername not in _DEFAULT_DRIVERS:
+        return url
+    default_module, replacement, module = _DEFAULT_DRIVERS[parsed.drivername]
+    if importlib.util.find_spec(default_module) or not importlib.util.find_spec(module):
+        return url
+    return parsed.set(drivername=replacement).render_as_string(hide_password=False)
+
+
+def _open_journal(parsed: URL) -> BaseStorage:
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    path = parsed.database
+    if not path:
+        raise ValueError(
+            "A journal storage URL needs a file: journal:///relative/path.log or "
+            "journal:////absolute/path.log."
+        )
+    _prepare_sqlite(parsed)  # the same folder checks as a SQLite file
+    return JournalStorage(JournalFileBackend(str(Path(path).expanduser())))
+
+
+def _open_grpc(parsed: URL, *, timeout: float = 10.0) -> BaseStorage:
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 13000}"
+    try:
+        import grpc  # noqa: F401  (GrpcStorageProxy imports it lazily; fail here clearly)
+    except ImportError:
+        raise StorageError(
+            "The grpc:// storage needs grpcio. Install it with pip install 'bsopt[grpc]'."
+        ) from None
+    from optuna.storages import GrpcStorageProxy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        proxy = GrpcStorageProxy(host=parsed.host or "localhost", port=parsed.port or 13000)
+    try:
+        proxy.wait_server_ready(timeout=timeout)
+    except ConnectionError:
+        proxy.close()
+        raise StorageError(
+            f"Cannot reach the storage proxy at {where} within {timeout:g} s. Start it there "
+            "with: bsopt proxy --storage URL --host HOST --port PORT"
+        ) from None
+    return proxy
+
+
 def _engine_kwargs(parsed: URL) -> dict[str, object]:
     if parsed.get_backend_name() == "sqlite":
         # Several processes may write one file; wait for the lock instead of failing.
@@ -98,12 +159,21 @@ def open_storage(
         heartbeat_interval: seconds between a running trial's heartbeats; a trial whose
             heartbeat is older than ``grace_period`` (default ``2 * heartbeat_interval``) is
             failed and re-queued up to ``max_retry`` times. ``None`` turns heartbeats off.
+            Only SQL databases have heartbeats: ``journal:///file.log`` (Optuna's
+            journal file, many processes on one host) and ``grpc://host:port`` (a
+            ``bsopt proxy``) ignore these three settings.
 
     Raises:
         ValueError: the URL cannot be parsed, or a SQLite folder is not writable.
         StorageError: the database server cannot be reached or refused the connection.
     """
     resolved = resolve_storage_url(url)
+    parsed = _parse(resolved)
+    if parsed.get_backend_name() == "journal":
+        return _open_journal(parsed)
+    if parsed.get_backend_name() == "grpc":
+        return _open_grpc(parsed)
+    resolved = with_default_driver(resolved)
     parsed = _parse(resolved)
     if parsed.get_backend_name() == "sqlite":
         _prepare_sqlite(parsed)

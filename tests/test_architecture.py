@@ -22,6 +22,7 @@ LAYERS = [
     "_pruners",
     "_storage",
     "_study",
+    "_workers",
     "_runner",
     "_cli",
 ]
