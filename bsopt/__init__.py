@@ -1,7 +1,18 @@
 """bsopt: batch size as a first-class searched dimension in Optuna."""
 
+from bsopt._analysis import (
+    BatchSizeAnalysis,
+    BatchSizeStats,
+    ImportanceRow,
+    Importances,
+    LrFit,
+    analyze_batch_sizes,
+    fit_lr_scaling,
+    param_importances,
+)
 from bsopt._budget import Budget, Grid
 from bsopt._cli import main, run_script
+from bsopt._dashboard import attach_report, serve_dashboard
 from bsopt._data import (
     DatasetData,
     TensorData,
@@ -15,6 +26,7 @@ from bsopt._memory import is_oom_error, release_memory
 from bsopt._models import mlp, mlp_builder
 from bsopt._objective import Objective, make_objective
 from bsopt._pruners import make_pruner
+from bsopt._report import Report, write_report
 from bsopt._runner import run
 from bsopt._space import Params, SearchSpace
 from bsopt._storage import (
@@ -32,20 +44,29 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "BatchSizeAnalysis",
+    "BatchSizeStats",
     "Budget",
     "DatasetData",
     "Grid",
+    "ImportanceRow",
+    "Importances",
+    "LrFit",
     "Objective",
     "Params",
+    "Report",
     "SearchSpace",
     "StorageError",
     "TensorData",
     "TrainResult",
     "TrainingData",
     "WorkerError",
+    "analyze_batch_sizes",
+    "attach_report",
     "attach_worker",
     "create_study",
     "evaluate",
+    "fit_lr_scaling",
     "from_arrays",
     "is_oom_error",
     "load_cifar10",
@@ -60,13 +81,16 @@ __all__ = [
     "mlp_builder",
     "open_storage",
     "optimize",
+    "param_importances",
     "release_memory",
     "resolve_storage_url",
     "run",
     "run_script",
     "run_workers",
+    "serve_dashboard",
     "serve_proxy",
     "summary",
     "train",
     "work",
+    "write_report",
 ]

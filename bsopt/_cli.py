@@ -5,6 +5,8 @@ Commands:
   worker STUDY   join an existing study from any host (same --storage, --study, --trials)
   proxy          serve an SQL storage to many workers as grpc://HOST:PORT
   studies        list the studies in a storage with their trial counts and best values
+  report         write a study's report: verdict, tables, plots (HTML, Markdown, PNG)
+  dashboard      serve optuna-dashboard on the storage, bound to 127.0.0.1
 
 Storage: --storage URL, else $BSOPT_STORAGE, else sqlite:///storage/bsopt.db.
 """
@@ -201,11 +203,97 @@ def _cmd_studies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bsopt._analysis import load_study
+    from bsopt._report import write_report
+
+    study = load_study(args.study, storage=args.storage)
+    report = write_report(
+        study, args.out, target=args.target, min_trials=args.min_trials, storage=args.storage
+    )
+    print(report.analysis.verdict.replace("**", ""))
+    print(f"\nReport: {report.html}\nSummary: {report.markdown}")
+    print("Plots: " + ", ".join(str(p) for p in report.plots.values()))
+    if args.attach:
+        from bsopt._dashboard import attach_report, resolve_artifacts_dir
+
+        attach_report(study, report, artifacts=args.artifacts)
+        print(
+            f"Attached the verdict as the study note and {len(report.plots)} plots as "
+            f"artifacts in {resolve_artifacts_dir(args.artifacts)}; see them with: "
+            "bsopt dashboard"
+        )
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from bsopt._dashboard import serve_dashboard
+
+    try:
+        serve_dashboard(args.storage, host=args.host, port=args.port, artifacts=args.artifacts)
+    except KeyboardInterrupt:
+        print("\nbsopt: dashboard stopped.", file=sys.stderr)
+    return 0
+
+
+def _add_report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="storage URL (default: $BSOPT_STORAGE, else sqlite:///storage/bsopt.db)",
+    )
+    p.add_argument("--study", required=True, help="the study name in the storage")
+    p.add_argument(
+        "--out", default=None, help="folder to write into (default: bsopt-report/STUDY)"
+    )
+    p.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="value for time to target (default: the worst per-batch-size best value)",
+    )
+    p.add_argument(
+        "--min-trials",
+        type=_positive_int,
+        default=3,
+        help="completed trials a batch size needs before the verdict trusts it",
+    )
+    p.add_argument(
+        "--attach",
+        action="store_true",
+        help="also save the verdict as the study's dashboard note and the plots as artifacts",
+    )
+    p.add_argument(
+        "--artifacts",
+        default=None,
+        help="artifact folder for --attach (default: $BSOPT_ARTIFACTS, else storage/artifacts)",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _add_dashboard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="storage URL (default: $BSOPT_STORAGE, else sqlite:///storage/bsopt.db)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on")
+    p.add_argument(
+        "--artifacts",
+        default=None,
+        help="artifact folder (default: $BSOPT_ARTIFACTS, else storage/artifacts)",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
 _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "run": (_cmd_run, "create or resume a study and run it to --trials finished trials"),
     "worker": (_cmd_worker, "join an existing study in a shared storage as one more worker"),
     "proxy": (_cmd_proxy, "serve an SQL storage to many workers as grpc://HOST:PORT"),
     "studies": (_cmd_studies, "list the studies in a storage"),
+    "report": (_cmd_report, "write an HTML + Markdown report with plots and a verdict"),
+    "dashboard": (_cmd_dashboard, "serve optuna-dashboard on the storage (127.0.0.1)"),
 }
 
 
@@ -239,6 +327,10 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--host", default="127.0.0.1", help="address to listen on")
             p.add_argument("--port", type=_positive_int, default=13000, help="port to listen on")
             p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+        elif name == "report":
+            _add_report_args(p)
+        elif name == "dashboard":
+            _add_dashboard_args(p)
         else:
             p.add_argument("--storage", default=None, help="storage URL")
             p.add_argument("--debug", action="store_true", help="show tracebacks on errors")

@@ -1,0 +1,556 @@
+"""The report of a stored study: one self-contained HTML file, a Markdown summary, PNG plots.
+
+:func:`write_report` reads the study from storage (nothing is trained), runs
+:func:`~bsopt.analyze_batch_sizes` and :func:`~bsopt.param_importances`, draws the plots with
+matplotlib (no browser needed), and writes into ``out``:
+
+* ``report.html``: the verdict, the per-batch-size table, the importance table and every plot
+  embedded as a PNG data URI, so the file can be mailed or attached on its own;
+* ``report.md``: the same text, linking the PNG files;
+* ``history.png``, ``importance.png``, ``lr_batch.png``, ``curves.png``,
+  ``batch_sizes.png``: the plots as files.
+
+Pruned, failed and running trials are drawn where they carry information (pruned curves,
+running curves so far) and counted in the verdict; only completed trials give values.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+import datetime as dt
+import html
+import io
+import math
+from pathlib import Path
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from bsopt._analysis import (
+    EVALUATORS,
+    BatchSizeAnalysis,
+    Importances,
+    analyze_batch_sizes,
+    load_study,
+    param_importances,
+    trial_batch_size,
+    trial_lr,
+    trial_value,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+DEFAULT_REPORT_DIR = "bsopt-report"
+#: The plots of a report, by file stem, with the title the report gives them.
+PLOTS = {
+    "history": "Optimization history",
+    "importance": "Hyperparameter importance",
+    "lr_batch": "Learning rate × batch size",
+    "curves": "Validation curves by batch size (value vs samples seen)",
+    "batch_sizes": "Best value and throughput by batch size",
+}
+
+
+@dataclass(frozen=True)
+class Report:
+    """What :func:`write_report` wrote: the files, and the analysis they show."""
+
+    html: Path
+    markdown: Path
+    plots: dict[str, Path]
+    analysis: BatchSizeAnalysis
+    importances: Importances
+
+    def note(self) -> str:
+        """The verdict and tables as Markdown, for a dashboard note."""
+        return _note(self.analysis, self.importances)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float) -> Figure:
+    # matplotlib is imported on first use: it costs a second at ``import bsopt``. A bare
+    # Figure (no pyplot) draws with Agg and never needs a display.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _colors(batch_sizes: list[int]) -> dict[int, Any]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    n = max(len(batch_sizes) - 1, 1)
+    return {b: cmap(0.9 * i / n) for i, b in enumerate(sorted(batch_sizes))}
+
+
+def _empty(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_history(trials: list[FrozenTrial], analysis: BatchSizeAnalysis) -> Figure:
+    """Value per trial, coloured by batch size, with the best so far; pruned trials at their
+    last reported value."""
+    fig = _figure(8, 4.2)
+    ax = fig.add_subplot()
+    colors = _colors([s.batch_size for s in analysis.per_batch])
+    maximize = analysis.direction == "maximize"
+    done = [t for t in trials if t.state == TrialState.COMPLETE and trial_value(t) is not None]
+    if not done:
+        _empty(ax, "No completed trial yet")
+        return fig
+    for b, color in colors.items():
+        pts = [(t.number, trial_value(t) or 0.0) for t in done if trial_batch_size(t) == b]
+        if pts:
+            ax.scatter(
+                [p[0] for p in pts], [p[1] for p in pts], color=color, s=28, label=f"batch {b}"
+            )
+    pruned = [
+        (t.number, t.intermediate_values[max(t.intermediate_values)])
+        for t in trials
+        if t.state == TrialState.PRUNED and t.intermediate_values
+    ]
+    if pruned:
+        ax.scatter(
+            [p[0] for p in pruned],
+            [p[1] for p in pruned],
+            marker="x",
+            color="0.6",
+            s=22,
+            label="pruned (last value)",
+        )
+    best: list[tuple[int, float]] = []
+    current: float | None = None
+    for t in sorted(done, key=lambda t: t.number):
+        v = trial_value(t) or 0.0
+        if current is None or (v > current if maximize else v < current):
+            current = v
+        best.append((t.number, current))
+    ax.step(
+        [p[0] for p in best],
+        [p[1] for p in best],
+        where="post",
+        color="crimson",
+        lw=1.5,
+        label="best so far",
+    )
+    ax.set_xlabel("trial number")
+    ax.set_ylabel(analysis.metric)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_importance(importances: Importances) -> Figure:
+    """Importance per parameter, one bar per evaluator, error bars = std over seeds."""
+    fig = _figure(8, 3.8)
+    ax = fig.add_subplot()
+    if not importances.rows:
+        _empty(ax, "\n".join(importances.notes) or "No importance computed")
+        return fig
+    evaluators = [e for e in EVALUATORS if any(r.evaluator == e for r in importances.rows)]
+    params = importances.ranking(evaluators[0])
+    params += sorted({r.param for r in importances.rows} - set(params))
+    by_key = {(r.evaluator, r.param): r for r in importances.rows}
+    height = 0.8 / len(evaluators)
+    y = np.arange(len(params))
+    palette = ["#4C72B0", "#DD8452", "#55A868"]
+    for i, e in enumerate(evaluators):
+        rows = [by_key.get((e, p)) for p in params]
+        ax.barh(
+            y + (i - (len(evaluators) - 1) / 2) * height,
+            [r.mean if r else 0.0 for r in rows],
+            height,
+            xerr=[r.std if r else 0.0 for r in rows],
+            color=palette[i % len(palette)],
+            label=f"{e} (n={max((r.n_trials for r in rows if r), default=0)})",
+        )
+    labels = [
+        p + (" (cond.)" if any(r.conditional for r in importances.rows if r.param == p) else "")
+        for p in params
+    ]
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("importance (normalised; error bar: std over evaluator seeds)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
+    return fig
+
+
+def plot_lr_batch(trials: list[FrozenTrial], analysis: BatchSizeAnalysis) -> Figure:
+    """Every trial's (batch size, lr) on log axes, coloured by value; the best lr per batch
+    size and the log-log fit on top."""
+    fig = _figure(8, 4.8)
+    ax = fig.add_subplot()
+    rng = np.random.default_rng(0)
+    pts = []
+    for t in trials:
+        b, lr = trial_batch_size(t), trial_lr(t)
+        if b is None or lr is None:
+            continue
+        # Jitter within a batch size keeps overlapping trials visible.
+        pts.append((b * 2 ** rng.uniform(-0.12, 0.12), lr, t))
+    if not pts:
+        _empty(ax, "No trial with a batch size and a learning rate")
+        return fig
+    done = [
+        (x, lr, v)
+        for x, lr, t in pts
+        if t.state == TrialState.COMPLETE and (v := trial_value(t)) is not None
+    ]
+    other = [(x, lr) for x, lr, t in pts if t.state != TrialState.COMPLETE]
+    if other:
+        ax.scatter(
+            [p[0] for p in other],
+            [p[1] for p in other],
+            facecolors="none",
+            edgecolors="0.55",
+            s=26,
+            label="not completed",
+        )
+    if done:
+        sc = ax.scatter(
+            [p[0] for p in done],
+            [p[1] for p in done],
+            c=[p[2] for p in done],
+            cmap="viridis",
+            s=30,
+            zorder=3,
+        )
+        fig.colorbar(sc, ax=ax, label=analysis.metric)
+    best = [(s.batch_size, s.best_lr) for s in analysis.per_batch if s.best_lr is not None]
+    if best:
+        ax.scatter(
+            [p[0] for p in best],
+            [p[1] for p in best],
+            marker="*",
+            s=200,
+            color="crimson",
+            zorder=4,
+            label="best lr",
+        )
+    fit = analysis.lr_fit
+    if fit is not None:
+        bs = np.array([p[0] for p in fit.points], dtype=float)
+        grid = np.geomspace(bs.min(), bs.max(), 50)
+        err = f" ± {fit.stderr:.2f}" if fit.stderr is not None else ""
+        ax.plot(
+            grid,
+            [fit.lr_at(g) for g in grid],
+            color="crimson",
+            ls="--",
+            label=f"fit: lr* ∝ batch^{fit.slope:.2f}{err}",
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    sizes = sorted({s.batch_size for s in analysis.per_batch})
+    ax.set_xticks(sizes, [str(b) for b in sizes])
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("learning rate")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def plot_curves(trials: list[FrozenTrial], analysis: BatchSizeAnalysis) -> Figure:
+    """Intermediate values against samples seen, one colour per batch size; the best trial
+    of each batch size drawn thick, the others (pruned and running included) thin."""
+    fig = _figure(8, 4.8)
+    ax = fig.add_subplot()
+    colors = _colors([s.batch_size for s in analysis.per_batch])
+    best_trials = {s.best_trial for s in analysis.per_batch if s.best_trial is not None}
+    drawn = False
+    for t in trials:
+        b = trial_batch_size(t)
+        if b is None or not t.intermediate_values:
+            continue
+        steps = sorted(t.intermediate_values)
+        values = [t.intermediate_values[s] for s in steps]
+        thick = t.number in best_trials
+        ax.plot(
+            steps,
+            values,
+            color=colors[b],
+            lw=2.2 if thick else 0.8,
+            alpha=1.0 if thick else 0.35,
+            ls="-" if t.state != TrialState.RUNNING else ":",
+            label=f"batch {b} (best, #{t.number})" if thick else None,
+            zorder=3 if thick else 2,
+        )
+        drawn = True
+    if not drawn:
+        _empty(ax, "No intermediate values reported")
+        return fig
+    if analysis.target is not None:
+        ax.axhline(analysis.target, color="0.3", ls="--", lw=1, label="target")
+    ax.set_xlabel("samples seen")
+    ax.set_ylabel(analysis.metric)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_batch_sizes(analysis: BatchSizeAnalysis) -> Figure:
+    """Left: best and top-k mean ± std per batch size. Right: samples/s per batch size."""
+    fig = _figure(9, 3.8)
+    left, right = fig.subplots(1, 2)
+    stats = [s for s in analysis.per_batch]
+    if not stats:
+        _empty(left, "No trial yet")
+        _empty(right, "No trial yet")
+        return fig
+    labels = [str(s.batch_size) for s in stats]
+    x = np.arange(len(stats))
+    best = [s.best if s.best is not None else math.nan for s in stats]
+    top = [s.top_mean if s.top_mean is not None else math.nan for s in stats]
+    spread = [s.top_std or 0.0 for s in stats]
+    left.errorbar(
+        x, top, yerr=spread, fmt="o", color="#4C72B0", capsize=4, label="top-k mean ± std"
+    )
+    left.scatter(x, best, marker="*", s=120, color="crimson", zorder=3, label="best")
+    for xi, s in zip(x, stats, strict=True):
+        left.annotate(
+            f"n={s.n_complete}",
+            (xi, 0),
+            xycoords=("data", "axes fraction"),
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="0.4",
+        )
+    left.set_xticks(x, labels)
+    left.set_xlabel("batch size")
+    left.set_ylabel(analysis.metric)
+    left.legend(fontsize=8, loc="best")
+    left.grid(alpha=0.3)
+    speeds = [s.samples_per_second or 0.0 for s in stats]
+    if any(speeds):
+        right.bar(x, speeds, color="#55A868")
+        right.set_xticks(x, labels)
+        right.set_xlabel("batch size")
+        right.set_ylabel("samples / s (median)")
+        right.grid(alpha=0.3, axis="y")
+    else:
+        _empty(right, "No samples_per_second recorded")
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------
+
+
+def _note(analysis: BatchSizeAnalysis, importances: Importances) -> str:
+    return "\n\n".join(
+        [
+            f"## bsopt verdict: {analysis.study_name}",
+            analysis.verdict,
+            "### By batch size",
+            analysis.to_markdown(),
+            "### Hyperparameter importance",
+            importances.to_markdown(),
+            f"*Written by bsopt report, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.*",
+        ]
+    )
+
+
+_INLINE = [
+    (re.compile(r"\*\*(.+?)\*\*"), r"<strong>\1</strong>"),
+    (re.compile(r"`(.+?)`"), r"<code>\1</code>"),
+    (re.compile(r"(?<![*\w])\*(?!\s)(.+?)\*"), r"<em>\1</em>"),
+]
+
+
+def _inline(text: str) -> str:
+    out = html.escape(text, quote=False)
+    for pattern, repl in _INLINE:
+        out = pattern.sub(repl, out)
+    return out
+
+
+def markdown_to_html(text: str) -> str:
+    """The small Markdown subset bsopt writes (paragraphs, headings, tables, lists, bold,
+    italics, code) as HTML; everything is escaped first."""
+    blocks = re.split(r"\n\s*\n", text.strip())
+    out = []
+    for block in blocks:
+        lines = block.splitlines()
+        if all(line.startswith("|") for line in lines):
+            rows = [
+                line.strip("|").split("|") for line in lines if not re.match(r"^\|[-:|]+$", line)
+            ]
+            head, *body = rows
+            out.append(
+                "<table><thead><tr>"
+                + "".join(f"<th>{_inline(c.strip())}</th>" for c in head)
+                + "</tr></thead><tbody>"
+                + "".join(
+                    "<tr>" + "".join(f"<td>{_inline(c.strip())}</td>" for c in r) + "</tr>"
+                    for r in body
+                )
+                + "</tbody></table>"
+            )
+            continue
+        para: list[str] = []
+        items: list[str] = []
+        for line in lines:
+            heading = re.match(r"^(#{1,4})\s+(.*)$", line)
+            if heading:
+                level = len(heading.group(1)) + 1
+                out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
+            elif line.startswith("- "):
+                items.append(f"<li>{_inline(line[2:])}</li>")
+            else:
+                para.append(_inline(line))
+        if items:
+            out.append("<ul>" + "".join(items) + "</ul>")
+        if para:
+            out.append("<p>" + " ".join(para) + "</p>")
+    return "\n".join(out)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f4f4f4}
+td:first-child,th:first-child{text-align:left}
+.verdict{background:#f6fbf6;border-left:4px solid #55A868;padding:.2em 1em}
+figure{margin:1.5em 0}img{max-width:100%}figcaption{color:#555;font-size:.9em}
+"""
+
+
+def _html(
+    study: optuna.Study,
+    analysis: BatchSizeAnalysis,
+    importances: Importances,
+    pngs: dict[str, bytes],
+    storage_text: str,
+) -> str:
+    figures = "\n".join(
+        f'<figure id="plot-{name}"><img alt="{html.escape(PLOTS[name])}" '
+        f'src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+        f"<figcaption>{html.escape(PLOTS[name])}</figcaption></figure>"
+        for name, data in pngs.items()
+    )
+    title = f"bsopt report: {study.study_name}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_CSS}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Storage: <code>{html.escape(storage_text)}</code> ·
+written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC</p>
+<h2>Verdict</h2>
+<div class="verdict" id="verdict">{markdown_to_html(analysis.verdict)}</div>
+<h2>By batch size</h2>
+{markdown_to_html(analysis.to_markdown())}
+<h2>Hyperparameter importance</h2>
+{markdown_to_html(importances.to_markdown())}
+<h2>Plots</h2>
+{figures}
+</body></html>
+"""
+
+
+def _markdown(
+    study: optuna.Study, analysis: BatchSizeAnalysis, importances: Importances, names: list[str]
+) -> str:
+    parts = [
+        f"# bsopt report: {study.study_name}",
+        "## Verdict",
+        analysis.verdict,
+        "## By batch size",
+        analysis.to_markdown(),
+        "## Hyperparameter importance",
+        importances.to_markdown(),
+        "## Plots",
+        *(f"![{PLOTS[n]}]({n}.png)" for n in names),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def write_report(
+    study: optuna.Study | str,
+    out: str | Path | None = None,
+    *,
+    storage: str | None = None,
+    target: float | None = None,
+    min_trials: int = 3,
+    importance_seeds: int = 3,
+) -> Report:
+    """Analyse a stored study and write its report.
+
+    Args:
+        study: a study, or the name of one in ``storage``.
+        out: the folder to write into (created if needed); default
+            ``bsopt-report/<study name>`` in the working directory.
+        storage: the storage URL when ``study`` is a name (``None``: ``$BSOPT_STORAGE``, then
+            ``sqlite:///storage/bsopt.db``).
+        target, min_trials: passed to :func:`~bsopt.analyze_batch_sizes`.
+        importance_seeds: evaluator seeds for :func:`~bsopt.param_importances`.
+
+    Returns:
+        A :class:`Report` naming the files written (``report.html``, ``report.md`` and one PNG
+        per plot) and holding the analysis.
+
+    Raises:
+        ValueError: no such study, or a multi-objective study.
+    """
+    from bsopt._storage import mask_url, resolve_storage_url
+
+    loaded = load_study(study, storage=storage)
+    analysis = analyze_batch_sizes(loaded, target=target, min_trials=min_trials)
+    importances = param_importances(loaded, seeds=importance_seeds)
+    folder = Path(out) if out is not None else Path(DEFAULT_REPORT_DIR) / loaded.study_name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(
+            f"The report folder {str(folder)!r} cannot be created ({e.strerror}). "
+            "Choose a writable place with --out."
+        ) from None
+    trials = loaded.get_trials(deepcopy=False)
+    figures = {
+        "history": plot_history(trials, analysis),
+        "importance": plot_importance(importances),
+        "lr_batch": plot_lr_batch(trials, analysis),
+        "curves": plot_curves(trials, analysis),
+        "batch_sizes": plot_batch_sizes(analysis),
+    }
+    for name, fig in figures.items():
+        fig.suptitle(PLOTS[name], fontsize=11)
+    pngs = {name: _png(fig) for name, fig in figures.items()}
+    paths = {}
+    for name, data in pngs.items():
+        paths[name] = folder / f"{name}.png"
+        paths[name].write_bytes(data)
+    storage_text = (
+        mask_url(resolve_storage_url(storage)) if isinstance(study, str) else "(study object)"
+    )
+    html_path = folder / "report.html"
+    html_path.write_text(_html(loaded, analysis, importances, pngs, storage_text), "utf-8")
+    md_path = folder / "report.md"
+    md_path.write_text(_markdown(loaded, analysis, importances, list(pngs)), "utf-8")
+    return Report(html_path, md_path, paths, analysis, importances)

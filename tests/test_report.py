@@ -1,0 +1,108 @@
+"""The report renders for a stored study with pruned, failed and running trials mixed in."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import get_all_artifact_meta
+from optuna_dashboard._note import get_note_from_system_attrs
+import pytest
+
+import bsopt
+from bsopt._report import PLOTS, markdown_to_html
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def mixed_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    spec = importlib.util.spec_from_file_location(
+        "synthetic_analysis", ROOT / "studies" / "synthetic_analysis.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    url = f"sqlite:///{tmp_path_factory.mktemp('report') / 'mixed.db'}"
+    module.build_study(url, "mixed", n_trials=30, noise=0.002)
+    return url
+
+
+def test_report_renders_a_study_with_pruned_failed_and_running_trials(
+    mixed_url: str, tmp_path: Path
+) -> None:
+    report = bsopt.write_report("mixed", tmp_path / "out", storage=mixed_url)
+    states = {
+        t.state.name for t in optuna.load_study(study_name="mixed", storage=mixed_url).trials
+    }
+    assert states == {"COMPLETE", "PRUNED", "FAIL", "RUNNING"}
+    assert set(report.plots) == set(PLOTS)
+    for path in report.plots.values():
+        data = path.read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000, path
+    page = report.html.read_text("utf-8")
+    # Self-contained: every plot is inlined, nothing is fetched.
+    assert page.count('src="data:image/png;base64,') == len(PLOTS)
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    assert '<div class="verdict" id="verdict">' in page
+    assert "Best batch size for this model: <strong>64</strong>" in page
+    assert "<th>PED-ANOVA</th>" in page and "<td>batch_size</td>" in page
+    summary = report.markdown.read_text("utf-8")
+    assert "## Verdict" in summary and report.analysis.verdict in summary
+    for name in PLOTS:
+        assert f"({name}.png)" in summary
+    assert "1 running or waiting" in report.analysis.verdict
+
+
+def test_report_of_a_study_without_trials_still_renders(sqlite_url: str, tmp_path: Path) -> None:
+    optuna.create_study(storage=sqlite_url, study_name="empty")
+    report = bsopt.write_report("empty", tmp_path, storage=sqlite_url)
+    assert all(p.is_file() for p in report.plots.values())
+    assert "Too few trials to tell" in report.html.read_text("utf-8")
+
+
+def test_cli_report_attaches_the_note_and_the_plots(
+    mixed_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["report", "--storage", mixed_url, "--study", "mixed", "--out", str(tmp_path / "r")]
+    args += ["--attach", "--artifacts", str(tmp_path / "artifacts")]
+    assert bsopt.main(args) == 0
+    out = capsys.readouterr().out
+    assert "Best batch size for this model: 64" in out  # Markdown bold stripped for a terminal
+    assert f"Report: {tmp_path / 'r' / 'report.html'}" in out
+    assert "Attached the verdict as the study note and 5 plots" in out
+    study = optuna.load_study(study_name="mixed", storage=mixed_url)
+    system_attrs = study._storage.get_study_system_attrs(study._study_id)
+    note = get_note_from_system_attrs(system_attrs, None)
+    assert note["body"].startswith("## bsopt verdict: mixed")
+    assert "Best batch size for this model: **64**" in note["body"]
+    metas = get_all_artifact_meta(study)
+    assert sorted(m.filename for m in metas) == sorted(f"bsopt-{n}.png" for n in PLOTS)
+    assert all(m.mimetype == "image/png" for m in metas)
+    stored = tmp_path / "artifacts"
+    assert all((stored / m.artifact_id).read_bytes().startswith(PNG_MAGIC) for m in metas)
+
+    # Attaching again rewrites the same artifacts instead of piling up copies.
+    assert bsopt.main(args) == 0
+    again = get_all_artifact_meta(optuna.load_study(study_name="mixed", storage=mixed_url))
+    assert sorted(m.artifact_id for m in again) == sorted(m.artifact_id for m in metas)
+    assert len(list(stored.iterdir())) == len(PLOTS)
+
+
+def test_cli_report_on_an_unknown_study_is_a_user_error(
+    mixed_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bsopt.main(["report", "--storage", mixed_url, "--study", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bsopt: error: The storage") and "holds no study named 'nope'" in err
+    assert "Traceback" not in err
+
+
+def test_markdown_to_html_escapes_before_formatting() -> None:
+    rendered = markdown_to_html(
+        "**64** <script>x</script> `a<b`\n\n| a | b |\n|---|---:|\n| 1 | 2 |"
+    )
+    assert "<strong>64</strong> &lt;script&gt;x&lt;/script&gt; <code>a&lt;b</code>" in rendered
+    assert "<th>a</th><th>b</th>" in rendered and "<td>1</td><td>2</td>" in rendered
