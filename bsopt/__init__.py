@@ -22,9 +22,10 @@ from bsopt._data import (
     make_synthetic,
 )
 from bsopt._datasets import load_cifar10, load_mnist
-from bsopt._memory import is_oom_error, release_memory
+from bsopt._memory import MemoryBudget, is_oom_error, release_memory
 from bsopt._models import mlp, mlp_builder
 from bsopt._objective import Objective, make_objective
+from bsopt._probe import ProbeResult, probe_batch_size
 from bsopt._pruners import make_pruner
 from bsopt._report import Report, write_report
 from bsopt._runner import run
@@ -52,8 +53,10 @@ __all__ = [
     "ImportanceRow",
     "Importances",
     "LrFit",
+    "MemoryBudget",
     "Objective",
     "Params",
+    "ProbeResult",
     "Report",
     "SearchSpace",
     "StorageError",
@@ -81,6 +84,7 @@ __all__ = [
     "mlp_builder",
     "open_storage",
     "optimize",
+    "probe_batch_size",
     "param_importances",
     "release_memory",
     "resolve_storage_url",

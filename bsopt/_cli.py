@@ -5,6 +5,7 @@ Commands:
   worker STUDY   join an existing study from any host (same --storage, --study, --trials)
   proxy          serve an SQL storage to many workers as grpc://HOST:PORT
   studies        list the studies in a storage with their trial counts and best values
+  probe STUDY    find the largest micro-batch that fits the device; cache it in the study
   report         write a study's report: verdict, tables, plots (HTML, Markdown, PNG)
   dashboard      serve optuna-dashboard on the storage, bound to 127.0.0.1
 
@@ -25,6 +26,7 @@ from bsopt._objective import Objective
 from bsopt._pruners import PRUNERS
 from bsopt._runner import BUILTIN_STUDIES, build_from_ref, load_study_definition, run
 from bsopt._storage import StorageError, mask_url, open_storage, resolve_storage_url
+from bsopt._study import create_study
 from bsopt._workers import WorkerError, attach_worker, run_workers, serve_proxy
 
 _USER_ERRORS = (ValueError, TypeError, StorageError, FileNotFoundError, WorkerError)
@@ -287,11 +289,49 @@ def _add_dashboard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    name, build = load_study_definition(args.study_ref)
+    objective = build(seed=args.seed)
+    if args.memory_budget_mb is not None:
+        objective.memory_budget_mb = args.memory_budget_mb
+    url = resolve_storage_url(args.storage)
+    study_name = args.study or name
+    study = create_study(
+        study_name,
+        storage=open_storage(url, heartbeat_interval=None),
+        directions=objective.directions,
+        seed=args.seed,
+    )
+    print(f"Study {study_name!r} in {mask_url(url)}; device {objective.device}.")
+    result = objective.probe(study)
+    print(f"Probe: {result.describe()}.")
+    print(
+        f"limit={result.limit} micro_batch_size={result.micro_batch_size} "
+        f"capped={result.capped} steps={result.steps} seconds={result.seconds:.3f} "
+        f"cached={result.cached}"
+    )
+    return 0
+
+
 _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "run": (_cmd_run, "create or resume a study and run it to --trials finished trials"),
     "worker": (_cmd_worker, "join an existing study in a shared storage as one more worker"),
     "proxy": (_cmd_proxy, "serve an SQL storage to many workers as grpc://HOST:PORT"),
     "studies": (_cmd_studies, "list the studies in a storage"),
+    "probe": (
+        _cmd_probe,
+        "find the largest micro-batch that trains one step on the device (once per study)",
+    ),
     "report": (_cmd_report, "write an HTML + Markdown report with plots and a verdict"),
     "dashboard": (_cmd_dashboard, "serve optuna-dashboard on the storage (127.0.0.1)"),
 }
@@ -322,6 +362,27 @@ def _parser() -> argparse.ArgumentParser:
                     action="store_true",
                     help="create the study if it does not exist yet (else that is an error)",
                 )
+        elif name == "probe":
+            p.add_argument(
+                "study_ref",
+                metavar="STUDY",
+                help=f"a built-in study ({', '.join(BUILTIN_STUDIES)}) or a study script path",
+            )
+            p.add_argument(
+                "--storage",
+                default=None,
+                help="storage URL (default: $BSOPT_STORAGE, else sqlite:///storage/bsopt.db)",
+            )
+            p.add_argument("--study", default=None, help="study name (default: the study's own)")
+            p.add_argument("--seed", type=int, default=0, help="the study definition's seed")
+            p.add_argument(
+                "--memory-budget-mb",
+                type=_positive_float,
+                default=None,
+                metavar="MIB",
+                help="pretend the device has this much memory (how a CPU stands in for a GPU)",
+            )
+            p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
         elif name == "proxy":
             p.add_argument("--storage", default=None, help="the SQL storage URL to serve")
             p.add_argument("--host", default="127.0.0.1", help="address to listen on")

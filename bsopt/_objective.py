@@ -10,6 +10,7 @@ the dashboard read.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import contextlib
 import math
 from typing import Literal
 
@@ -19,6 +20,14 @@ from torch import nn
 
 from bsopt._budget import Budget
 from bsopt._data import TrainingData
+from bsopt._memory import MemoryBudget, is_oom_error, release_memory
+from bsopt._probe import (
+    PROBE_ATTR_PREFIX,
+    ProbeResult,
+    optimizer_states,
+    probe_batch_size,
+    probe_key_for,
+)
 from bsopt._space import Params, SearchSpace
 from bsopt._trainer import METRIC_DIRECTIONS, Amp, Metric, TrainResult, resolve_device, train
 
@@ -102,6 +111,10 @@ class Objective:
         goal: Goal = "metric",
         target: float | None = None,
         target_unit: TargetUnit = "samples",
+        memory_budget_mb: float | None = None,
+        probe: bool | None = None,
+        probe_margin: float = 0.9,
+        min_micro_batch_size: int = 8,
     ) -> None:
         self.build_model = build_model
         self.data = data
@@ -117,6 +130,10 @@ class Objective:
         self.goal = goal
         self.target = target
         self.target_unit = target_unit
+        self.memory_budget_mb = memory_budget_mb
+        self.auto_probe = probe
+        self.probe_margin = probe_margin
+        self.min_micro_batch_size = min_micro_batch_size
 
     @property
     def metric_direction(self) -> Literal["maximize", "minimize"]:
@@ -171,45 +188,175 @@ class Objective:
             return value >= self.target
         return value <= self.target
 
+    @property
+    def probing(self) -> bool:
+        """Whether trials start from a probed micro-batch (``probe=None``: on CUDA or with a
+        memory budget, where there is a device limit to find)."""
+        if self.auto_probe is not None:
+            return self.auto_probe
+        return self.device.type == "cuda" or self.memory_budget_mb is not None
+
+    def _probe_params(self) -> Params:
+        # The optimizer with the most state needs the most memory: probe with that one.
+        choices = self.space.optimizer
+        names = choices if isinstance(choices, tuple) else (choices,)
+        probe_with = max(names, key=lambda name: optimizer_states(Params(1, 1.0, optimizer=name)))
+        return Params(
+            batch_size=self.space.batch_size[1],
+            lr=self.space.lr[0],
+            dropout=self.space.dropout[0],
+            weight_decay=self.space.weight_decay,
+            optimizer=probe_with,
+            momentum=self.space.momentum,
+        )
+
+    def probe(
+        self,
+        study: optuna.Study | None = None,
+        params: Params | None = None,
+        *,
+        model: nn.Module | None = None,
+    ) -> ProbeResult:
+        """The largest micro-batch of this objective's model, data and device, probed once
+        per study.
+
+        Runs :func:`~bsopt.probe_batch_size` up to the search space's largest batch size,
+        with ``memory_budget_mb``, ``probe_margin`` and ``amp`` of the objective. The result is
+        stored as the study user attribute ``"probe:<key>"``, where the key hashes the model
+        signature (parameter names, shapes, dtypes), the input shape and dtype, the device
+        and those settings; a later call with the same key reads it back (``cached=True``).
+        ``params`` default to the space's lowest values with its most memory-hungry
+        optimizer; ``model`` defaults to ``build_model(params)``.
+        """
+        params = params or self._probe_params()
+        if model is None:
+            torch.manual_seed(self.seed)
+            model = self.build_model(params)
+        high = self.space.batch_size[1]
+        key = probe_key_for(
+            model,
+            self.data,
+            params=params,
+            device=self.device,
+            high=high,
+            margin=self.probe_margin,
+            memory_budget_mb=self.memory_budget_mb,
+            amp=self.amp,
+        )
+        attr = PROBE_ATTR_PREFIX + key
+        if study is not None:
+            stored = study.user_attrs.get(attr)
+            if stored is not None:
+                return ProbeResult.from_dict(stored)
+        result = probe_batch_size(
+            model,
+            self.data,
+            params=params,
+            device=self.device,
+            high=high,
+            margin=self.probe_margin,
+            memory_budget_mb=self.memory_budget_mb,
+            amp=self.amp,
+        )
+        if study is not None:
+            study.set_user_attr(attr, result.as_dict())
+        return result
+
     def __call__(self, trial: optuna.Trial) -> float | Sequence[float]:
         params = self.space.suggest(trial)
         seed = self.seed + trial.number
-        # Same seed, same initial weights: differences between trials come from the params.
-        torch.manual_seed(seed)
-        model = self.build_model(params)
         single_objective = len(trial.study.directions) == 1
+        reported: set[int] = set()
+
+        def report_once(value: float, step: int) -> None:
+            # A retry after an out-of-memory error replays the steps reported before it;
+            # Optuna would keep the first value anyway, with a warning.
+            if step not in reported:
+                reported.add(step)
+                trial.report(value, step)
 
         def report(step: int, value: float) -> bool | str:
             if self.goal == "time_to_target":
                 if self._reached(value):
-                    trial.report(0.0, step)
+                    report_once(0.0, step)
                     return REACHED
                 # The study minimises, so the pruner gets the distance still to go.
-                trial.report(abs(self.target - value), step)  # type: ignore[operator]
+                report_once(abs(self.target - value), step)  # type: ignore[operator]
                 return trial.should_prune()
             # Optuna does not prune multi-objective studies; report only when it can.
             if not single_objective:
                 return False
-            trial.report(value, step)
+            report_once(value, step)
             return trial.should_prune()
 
-        result = train(
-            model,
-            self.data,
-            params,
-            budget=self.budget,
-            metric=self.metric,
-            report=report,
-            device=self.device,
-            seed=seed,
-            amp=self.amp,
-            micro_batch_size=self.micro_batch_size,
-            clip_grad_norm=self.clip_grad_norm,
-            divergence_factor=self.divergence_factor,
-        )
-        del model
+        micro = self.micro_batch_size
+        probed: ProbeResult | None = None
+        retries = 0
+        while True:
+            # Same seed, same initial weights: differences between trials come from the
+            # params, and a retry after an out-of-memory error restarts the same run.
+            torch.manual_seed(seed)
+            model = self.build_model(params)
+            if probed is None and self.probing:
+                probed = self.probe(trial.study, params, model=model)
+                micro = min(micro or probed.micro_batch_size, probed.micro_batch_size)
+            memory_guard: contextlib.AbstractContextManager[object] = (
+                MemoryBudget(
+                    self.memory_budget_mb, optimizer_states=optimizer_states(params)
+                ).attach(model)
+                if self.memory_budget_mb is not None
+                else contextlib.nullcontext()
+            )
+            oom: str | None = None
+            try:
+                with memory_guard:
+                    result = train(
+                        model,
+                        self.data,
+                        params,
+                        budget=self.budget,
+                        metric=self.metric,
+                        report=report,
+                        device=self.device,
+                        seed=seed,
+                        amp=self.amp,
+                        micro_batch_size=micro,
+                        clip_grad_norm=self.clip_grad_norm,
+                        divergence_factor=self.divergence_factor,
+                    )
+            except Exception as error:
+                if not is_oom_error(error):
+                    raise
+                # Keep the message only: the traceback pins the failed step's tensors.
+                oom = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+            del model, memory_guard
+            if oom is None:
+                break
+            # Outside the except block, so the failed step's memory can really be freed.
+            release_memory(self.device)
+            used = min(micro or params.batch_size, params.batch_size)
+            smaller = max(used // 2, self.min_micro_batch_size)
+            if smaller >= used:
+                trial.set_user_attr("effective_batch_size", params.batch_size)
+                trial.set_user_attr("micro_batch_size", used)
+                trial.set_user_attr("oom_retries", retries)
+                trial.set_user_attr("oom_error", oom)
+                trial.set_user_attr("seed", seed)
+                trial.set_user_attr("stop_reason", "oom")
+                # Infeasible (constraint > 0): TPE ranks it after every feasible trial and
+                # learns to avoid the region, which a FAILED trial would not teach it.
+                trial.set_constraint("oom", 1.0)
+                raise optuna.TrialPruned(
+                    f"out of memory at batch_size={params.batch_size} even with micro-batches "
+                    f"of {used} (min_micro_batch_size={self.min_micro_batch_size}): {oom}"
+                )
+            retries += 1
+            micro = smaller
         for key, value in result_attrs(result, params, seed).items():
             trial.set_user_attr(key, value)
+        trial.set_user_attr("oom_retries", retries)
+        if probed is not None:
+            trial.set_user_attr("probed_micro_batch_size", probed.micro_batch_size)
         if result.stop_reason == "pruned":
             step, value = result.history[-1]
             raise optuna.TrialPruned(f"pruned at step {step} with {self.metric}={value:.4g}")
@@ -248,6 +395,10 @@ def make_objective(
     goal: Goal = "metric",
     target: float | None = None,
     target_unit: TargetUnit = "samples",
+    memory_budget_mb: float | None = None,
+    probe: bool | None = None,
+    probe_margin: float = 0.9,
+    min_micro_batch_size: int = 8,
 ) -> Objective:
     """Build an Optuna objective that searches batch size, learning rate and dropout.
 
@@ -262,8 +413,32 @@ def make_objective(
         metric: ``"accuracy"`` (maximised) or ``"loss"`` (minimised), on the validation split.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:0"``, ...
         seed: trial ``n`` uses seed ``seed + n`` for initialisation and shuffling.
-        amp, micro_batch_size, clip_grad_norm, divergence_factor: passed to
-            :func:`~bsopt.train`, which documents them.
+        amp, clip_grad_norm, divergence_factor: passed to :func:`~bsopt.train`, which
+            documents them.
+        micro_batch_size: the most samples pushed through the model at once. The searched
+            ``batch_size`` is always the *effective* batch (samples per optimizer update);
+            a larger one is reached by accumulating the gradients of several micro-batches,
+            each loss weighted by its share, so the update equals the full batch's up to
+            float rounding. Caveat: BatchNorm (and anything else that looks across a batch)
+            computes its statistics per micro-batch, so such a model trains slightly
+            differently under accumulation. Default: no cap (or the probed one).
+        memory_budget_mb: pretend the device has this many MiB: every training step's memory
+            is estimated (parameters, gradients, optimizer state, activations measured with
+            forward hooks) and a step over budget raises an out-of-memory error. This is how
+            a CPU machine stands in for a GPU; on a GPU it can leave room for others.
+        probe: start each trial from the largest micro-batch that fits, found by
+            :func:`~bsopt.probe_batch_size` once per study and cached in the study's user
+            attributes (see :meth:`Objective.probe`). Default ``None``: probe on CUDA or
+            with a ``memory_budget_mb``, not on a plain CPU (which has no device limit).
+        probe_margin: trials use this fraction of the probed limit (fragmentation, other
+            processes), in ``(0, 1]``.
+        min_micro_batch_size: the floor of out-of-memory recovery. A trial that runs out of
+            memory restarts (same seed, same effective batch) with half the micro-batch;
+            when even this floor runs out of memory, the trial is pruned with user attribute
+            ``stop_reason="oom"`` and the constraint ``"oom"`` set to 1 (infeasible), so TPE
+            learns to avoid the region and the study goes on. Any error that is not out of
+            memory fails the trial as usual. ``oom_retries`` records the restarts. The
+            default of 8 keeps recovery from crawling through tiny micro-batches.
         goal: what the trial returns.
 
             * ``"metric"`` (default): the last validation ``metric``.
@@ -324,6 +499,27 @@ def make_objective(
                 "target_unit='seconds' needs a time budget, e.g. Budget(30, 'seconds'), so "
                 "every trial gets the same seconds; with a sample budget use 'samples'."
             )
+    if memory_budget_mb is not None and not (
+        isinstance(memory_budget_mb, (int, float)) and 0 < memory_budget_mb < math.inf
+    ):
+        raise ValueError(
+            f"memory_budget_mb must be a positive number of MiB, but got {memory_budget_mb!r}. "
+            "Use e.g. memory_budget_mb=512, or None for the device's own memory."
+        )
+    if probe not in (None, True, False):
+        raise ValueError(f"probe must be True, False or None (auto), but got {probe!r}.")
+    if not 0 < probe_margin <= 1:
+        raise ValueError(
+            f"probe_margin must be a fraction in (0, 1], but got {probe_margin!r}. Try 0.9."
+        )
+    if (
+        isinstance(min_micro_batch_size, bool)
+        or not isinstance(min_micro_batch_size, int)
+        or min_micro_batch_size < 1
+    ):
+        raise ValueError(
+            f"min_micro_batch_size must be an integer >= 1, but got {min_micro_batch_size!r}."
+        )
     return Objective(
         build_model,
         data,
@@ -339,4 +535,8 @@ def make_objective(
         goal=goal,
         target=target,
         target_unit=target_unit,
+        memory_budget_mb=memory_budget_mb,
+        probe=probe,
+        probe_margin=probe_margin,
+        min_micro_batch_size=min_micro_batch_size,
     )

@@ -18,6 +18,7 @@ LAYERS = [
     "_datasets",
     "_models",
     "_trainer",
+    "_probe",
     "_objective",
     "_pruners",
     "_storage",
@@ -30,6 +31,8 @@ LAYERS = [
     "_cli",
 ]
 NO_OPTUNA = {"_memory", "_budget", "_space", "_data", "_datasets", "_models", "_trainer"}
+# The probe sits below the objective, which caches its result in the study.
+NO_OPTUNA |= {"_probe"}
 
 
 def _runtime_imports(module: str) -> set[str]:
