@@ -205,6 +205,40 @@ def _cmd_studies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    name, build = load_study_definition(args.study_ref)
+    objective = build(seed=args.seed)
+    if args.memory_budget_mb is not None:
+        objective.memory_budget_mb = args.memory_budget_mb
+    url = resolve_storage_url(args.storage)
+    study_name = args.study or name
+    study = create_study(
+        study_name,
+        storage=open_storage(url, heartbeat_interval=None),
+        directions=objective.directions,
+        seed=args.seed,
+    )
+    print(f"Study {study_name!r} in {mask_url(url)}; device {objective.device}.")
+    result = objective.probe(study)
+    print(f"Probe: {result.describe()}.")
+    print(
+        f"limit={result.limit} micro_batch_size={result.micro_batch_size} "
+        f"capped={result.capped} steps={result.steps} seconds={result.seconds:.3f} "
+        f"cached={result.cached}"
+    )
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from bsopt._analysis import load_study
     from bsopt._report import write_report
@@ -287,40 +321,6 @@ def _add_dashboard_args(p: argparse.ArgumentParser) -> None:
         help="artifact folder (default: $BSOPT_ARTIFACTS, else storage/artifacts)",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _cmd_probe(args: argparse.Namespace) -> int:
-    name, build = load_study_definition(args.study_ref)
-    objective = build(seed=args.seed)
-    if args.memory_budget_mb is not None:
-        objective.memory_budget_mb = args.memory_budget_mb
-    url = resolve_storage_url(args.storage)
-    study_name = args.study or name
-    study = create_study(
-        study_name,
-        storage=open_storage(url, heartbeat_interval=None),
-        directions=objective.directions,
-        seed=args.seed,
-    )
-    print(f"Study {study_name!r} in {mask_url(url)}; device {objective.device}.")
-    result = objective.probe(study)
-    print(f"Probe: {result.describe()}.")
-    print(
-        f"limit={result.limit} micro_batch_size={result.micro_batch_size} "
-        f"capped={result.capped} steps={result.steps} seconds={result.seconds:.3f} "
-        f"cached={result.cached}"
-    )
-    return 0
 
 
 _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {

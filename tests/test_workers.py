@@ -252,12 +252,12 @@ def test_sigint_leaves_storage_consistent_and_a_rerun_resumes(
 
 
 def check_sigint_resume(
-    script: Path, url: str, name: str, monkeypatch: pytest.MonkeyPatch
+    script: Path, url: str, name: str, monkeypatch: pytest.MonkeyPatch, *, jobs: int = 2
 ) -> None:
-    """Ctrl-C to ``bsopt run --jobs 2`` mid-study; the rerun resumes to the same total."""
+    """Ctrl-C to ``bsopt run --jobs JOBS`` mid-study; the rerun resumes to the same total."""
     proc = bsopt_process(
-        "run", str(script), "--jobs", "2", "--trials", "8", "--storage", url, "--study", name,
-        "--no-progress", sleep=2,
+        "run", str(script), "--jobs", str(jobs), "--trials", "8", "--storage", url,
+        "--study", name, "--no-progress", sleep=2,
     )  # fmt: skip
 
     def some_finished() -> bool:
