@@ -162,9 +162,17 @@ def _example_batch(data: TrainingData, device: torch.device) -> tuple[torch.Tens
 
 
 def _input_signature(data: TrainingData) -> tuple[tuple[int, ...], torch.dtype]:
+    """Per-sample input shape and dtype, read without starting a DataLoader when possible
+    (the objective computes the probe key in every trial)."""
     x = getattr(data, "x_train", None)
-    if not isinstance(x, torch.Tensor):
-        x, _ = _example_batch(data, torch.device("cpu"))
+    if isinstance(x, torch.Tensor):
+        return tuple(x.shape[1:]), x.dtype
+    train = getattr(data, "train", None)
+    if train is not None:
+        first = train[0][0]
+        if isinstance(first, torch.Tensor):
+            return tuple(first.shape), first.dtype
+    x, _ = _example_batch(data, torch.device("cpu"))
     return tuple(x.shape[1:]), x.dtype
 
 

@@ -9,6 +9,7 @@ import optuna
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 import bsopt
 from bsopt import MemoryBudget, Params, TensorData, probe_batch_size
@@ -187,6 +188,14 @@ def test_probe_key_follows_shapes_not_weights(tiny_data: TensorData) -> None:
     assert key(a) != key(a, high=64)
     other_input = bsopt.make_synthetic(400, n_features=12, n_classes=3, seed=0)
     assert key(a) != probe_key_for(a, other_input, device="cpu")
+    # The same samples behind a Dataset: the same input signature, so the same key.
+    as_dataset = bsopt.DatasetData(
+        TensorDataset(tiny_data.x_train, tiny_data.y_train),
+        TensorDataset(tiny_data.x_val, tiny_data.y_val),
+        n_classes=3,
+        num_workers=0,
+    )
+    assert probe_key_for(a, as_dataset, device="cpu") == key(a)
 
 
 def test_result_round_trips_through_a_study_attribute(tiny_data: TensorData) -> None:
