@@ -434,7 +434,7 @@ class LrFit:
         if len(matches) == 1:
             return f"consistent with {matches[0]}"
         if matches:
-            return "too uncertain to choose between " + " and ".join(matches)
+            return "too uncertain to choose between " + "; ".join(matches)
         return "matches none of the usual rules (0, 0.5, 1)"
 
 
@@ -701,7 +701,8 @@ def _verdict(a: BatchSizeAnalysis, *, min_trials: int, top_k: int) -> str:
     best_text = f"{leader.best:.4g}"
     head = (
         f"best batch size for this model: **{leader.batch_size}** ({a.metric} {best_text}, "
-        f"trial #{leader.best_trial}, best of {leader.n_complete} completed trials"
+        f"trial #{leader.best_trial}, best of {leader.n_complete} completed "
+        f"trial{'s' if leader.n_complete != 1 else ''}"
     )
     head += f", lr {leader.best_lr:.3g})" if leader.best_lr is not None else ")"
     if not a.enough_data:
