@@ -734,6 +734,17 @@ def _verdict(a: BatchSizeAnalysis, *, min_trials: int, top_k: int) -> str:
                 f" ({s.best:.4g}{few if s.n_complete < min_trials else ''})"
             )
         lines.append("Other batch sizes: " + "; ".join(parts) + ".")
+        unfinished = [s for s in a.per_batch if s.best is None]
+        if unfinished:
+            lines.append(
+                "No completed trial at "
+                + "; ".join(
+                    f"{s.batch_size} ({s.n_pruned} pruned, {s.n_failed} failed, "
+                    f"{s.n_running} running)"
+                    for s in unfinished
+                )
+                + "."
+            )
         runner = ranked[0]
         spread = max(x for x in (leader.top_std, runner.top_std, 0.0) if x is not None)
         gap = abs(leader.best - (runner.best or 0.0))

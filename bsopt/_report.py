@@ -546,9 +546,13 @@ def write_report(
     for name, data in pngs.items():
         paths[name] = folder / f"{name}.png"
         paths[name].write_bytes(data)
-    storage_text = (
-        mask_url(resolve_storage_url(storage)) if isinstance(study, str) else "(study object)"
-    )
+    if isinstance(study, str):
+        storage_text = mask_url(resolve_storage_url(storage))
+    else:
+        # Optuna wraps an RDB storage in a cache; the URL lives on the wrapped one.
+        backend = getattr(loaded._storage, "_backend", loaded._storage)
+        url = getattr(backend, "url", None)
+        storage_text = mask_url(url) if isinstance(url, str) else type(backend).__name__
     html_path = folder / "report.html"
     html_path.write_text(_html(loaded, analysis, importances, pngs, storage_text), "utf-8")
     md_path = folder / "report.md"
