@@ -103,11 +103,16 @@ class _ExactTotal:
         self.poll_interval = poll_interval
         self.ran = 0
         self.blocked_by: list[int] = []
+        self.far_from_end = False
+        self.workers_seen = 1
+        self.last_number: int | None = None
 
     def settle(self, study: optuna.Study, me: int | None) -> Decision:
         """Decide, waiting while the outcome hangs on running trials that might fail."""
         while True:
             trials = study.get_trials(deepcopy=False)
+            running = sum(t.state == TrialState.RUNNING for t in trials)
+            self.workers_seen = max(self.workers_seen, running)
             decision = decide(trials, self.total, me=me)
             if decision != "wait":
                 return decision
@@ -121,18 +126,34 @@ class _ExactTotal:
 
     def wrap(self, objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
         def gated(trial: optuna.Trial) -> Any:
-            decision = self.settle(trial.study, trial.number)
+            # Trials are numbered in creation order and a live retry stands in for a failed
+            # trial numbered below it, so at most trial.number live trials are ahead: below
+            # the total this trial runs without reading the storage (a round trip saved).
+            decision = (
+                "run" if trial.number < self.total else self.settle(trial.study, trial.number)
+            )
             if decision != "run":
                 trial.set_user_attr("stop_reason", SURPLUS_REASON)
                 if decision == "stop":
                     trial.study.stop()
                 raise _SurplusTrial(SURPLUS_REASON)
             self.ran += 1
+            # Other workers created the trials numbered between this worker's last two:
+            # a free estimate of how many are at work.
+            if self.last_number is not None:
+                self.workers_seen = max(self.workers_seen, trial.number - self.last_number)
+            self.last_number = trial.number
+            # The check after this trial can be skipped while two more trials per worker
+            # would still be numbered below the total.
+            self.far_from_end = trial.number + 2 * self.workers_seen < self.total
             return objective(trial)
 
         return gated
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.far_from_end:
+            self.far_from_end = False
+            return
         if self.settle(study, None) == "stop":
             study.stop()
 
