@@ -26,7 +26,7 @@ from bsopt._objective import Objective
 from bsopt._pruners import PRUNERS
 from bsopt._runner import BUILTIN_STUDIES, build_from_ref, load_study_definition, run
 from bsopt._storage import StorageError, mask_url, open_storage, resolve_storage_url
-from bsopt._study import create_study
+from bsopt._study import create_study, summary
 from bsopt._workers import WorkerError, attach_worker, run_workers, serve_proxy
 
 _USER_ERRORS = (ValueError, TypeError, StorageError, FileNotFoundError, WorkerError)
@@ -124,7 +124,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         )
         return 0
     # Check (or create) the study once here rather than in every process.
-    attach_worker(
+    study = attach_worker(
         build,
         study_name=study_name,
         trials=1,
@@ -147,6 +147,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         show_progress_bar=not args.no_progress,
         **_heartbeat(args),
     )
+    print(summary(study, storage_url=args.storage))
     return 0
 
 

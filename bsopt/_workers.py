@@ -439,12 +439,19 @@ def _watch(
     storage = open_storage(url, heartbeat_interval=None)
     study_id = storage.get_study_id_from_name(study_name)
     progress = tqdm(total=trials, disable=not bar, unit="trial", dynamic_ncols=True)
+    baseline: int | None = None
     try:
         while True:
             alive = any(p.is_alive() for p in processes)
             states = [t.state for t in storage.get_all_trials(study_id, deepcopy=False)]
             done = sum(s in FINISHED for s in states)
-            progress.n = min(done, trials)
+            if baseline is None:
+                # Count this run's trials only, so the rate shown is this run's.
+                baseline = done
+                progress.reset(total=max(0, trials - baseline))
+                if baseline:
+                    progress.set_description(f"{baseline} finished before")
+            progress.update(max(0, min(done, trials) - baseline - progress.n))
             progress.set_postfix(
                 running=sum(s == TrialState.RUNNING for s in states),
                 failed=sum(s == TrialState.FAIL for s in states),
