@@ -102,6 +102,9 @@ def run(
         ),
         seed=seed,
     )
+    # The analysis reads storage only: tell it what the values mean.
+    study.set_user_attr("metric", objective.metric)
+    study.set_user_attr("goal", objective.goal)
     done = n_finished(study)
     echo(f"Study {study_name!r} in {mask_url(url)}: {done} of {trials} trials finished.")
     echo(f"Each trial: {objective.describe()}")
