@@ -67,7 +67,23 @@ def time_to_target(
 
 def result_attrs(result: TrainResult, params: Params, seed: int) -> dict[str, object]:
     """The user attributes stored for a trial, by name."""
-    return {
+    finite_noise = [v for v in result.noise_history if math.isfinite(v)]
+    schedule: dict[str, object] = {
+        "optimizer": params.optimizer,
+        "lr_schedule": params.lr_schedule,
+        "warmup": params.warmup,
+        "batch_schedule": params.batch_schedule,
+    }
+    if params.batch_schedule != "constant":
+        schedule["batch_sizes"] = result.batch_history
+    if result.noise_history:
+        # JSON has no NaN: intervals before a first estimate are stored as null.
+        schedule["noise_scale_history"] = [
+            round(v, 2) if math.isfinite(v) else None for v in result.noise_history
+        ]
+        if finite_noise:
+            schedule["noise_scale"] = round(finite_noise[-1], 2)
+    return schedule | {
         "effective_batch_size": result.batch_size,
         "micro_batch_size": result.micro_batch_size,
         "accumulation_steps": result.accumulation_steps,
@@ -115,6 +131,7 @@ class Objective:
         probe: bool | None = None,
         probe_margin: float = 0.9,
         min_micro_batch_size: int = 8,
+        measure_noise_scale: bool = False,
     ) -> None:
         self.build_model = build_model
         self.data = data
@@ -134,6 +151,7 @@ class Objective:
         self.auto_probe = probe
         self.probe_margin = probe_margin
         self.min_micro_batch_size = min_micro_batch_size
+        self.measure_noise_scale = measure_noise_scale
 
     @property
     def metric_direction(self) -> Literal["maximize", "minimize"]:
@@ -323,6 +341,7 @@ class Objective:
                         micro_batch_size=micro,
                         clip_grad_norm=self.clip_grad_norm,
                         divergence_factor=self.divergence_factor,
+                        measure_noise_scale=self.measure_noise_scale,
                     )
             except Exception as error:
                 if not is_oom_error(error):
@@ -399,6 +418,7 @@ def make_objective(
     probe: bool | None = None,
     probe_margin: float = 0.9,
     min_micro_batch_size: int = 8,
+    measure_noise_scale: bool = False,
 ) -> Objective:
     """Build an Optuna objective that searches batch size, learning rate and dropout.
 
@@ -413,8 +433,9 @@ def make_objective(
         metric: ``"accuracy"`` (maximised) or ``"loss"`` (minimised), on the validation split.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:0"``, ...
         seed: trial ``n`` uses seed ``seed + n`` for initialisation and shuffling.
-        amp, clip_grad_norm, divergence_factor: passed to :func:`~bsopt.train`, which
-            documents them.
+        amp, clip_grad_norm, divergence_factor, measure_noise_scale: passed to
+            :func:`~bsopt.train`, which documents them. With the noise scale measured, each
+            trial stores ``noise_scale`` (the last estimate) and ``noise_scale_history``.
         micro_batch_size: the most samples pushed through the model at once. The searched
             ``batch_size`` is always the *effective* batch (samples per optimizer update);
             a larger one is reached by accumulating the gradients of several micro-batches,
@@ -539,4 +560,5 @@ def make_objective(
         probe=probe,
         probe_margin=probe_margin,
         min_micro_batch_size=min_micro_batch_size,
+        measure_noise_scale=measure_noise_scale,
     )

@@ -17,6 +17,9 @@ LAYERS = [
     "_data",
     "_datasets",
     "_models",
+    "_schedules",
+    "_noise",
+    "_optim",
     "_trainer",
     "_probe",
     "_objective",
@@ -31,6 +34,7 @@ LAYERS = [
     "_cli",
 ]
 NO_OPTUNA = {"_memory", "_budget", "_space", "_data", "_datasets", "_models", "_trainer"}
+NO_OPTUNA |= {"_schedules", "_noise", "_optim"}
 # The probe sits below the objective, which caches its result in the study.
 NO_OPTUNA |= {"_probe"}
 
