@@ -97,11 +97,12 @@ def main() -> int:
     parser.add_argument("--storages", default="SQLite,journal file,PostgreSQL", help="subset")
     parser.add_argument("--kinds", default="io,cpu", help="io, cpu or both")
     parser.add_argument("--workers", default="1,2,4,8", help="worker counts")
+    parser.add_argument("--rounds", type=int, default=None, help="trials per worker")
     args = parser.parse_args()
     pin_threads()
     sleep = 0.2 if args.quick else 1.0
     os.environ["BENCH_SLEEP"] = str(sleep)
-    rounds = 2 if args.quick else 4  # trials per worker
+    rounds = args.rounds or (2 if args.quick else 4)  # trials per worker
     facts = machine_facts()
     load_start = uptime_line()
     began = time.perf_counter()

@@ -88,6 +88,7 @@ def test_eight_processes_on_postgres_finish_exactly_n(postgres_url: str, study_n
     assert set(counts) <= {"COMPLETE", "FAIL"}  # FAIL only for a same-instant surplus
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed")
 def test_plain_server_urls_open_with_the_installed_driver(study_name: str) -> None:
     plain = {
         _reachable(POSTGRES_URL): "postgresql://postgres@127.0.0.1:5432/test",
