@@ -518,19 +518,16 @@ def write_report(
     Raises:
         ValueError: no such study, or a multi-objective study.
     """
-    from bsopt._storage import mask_url, resolve_storage_url
+    from bsopt._storage import mask_url, resolve_storage_url, writable_folder
 
     loaded = load_study(study, storage=storage)
     analysis = analyze_batch_sizes(loaded, target=target, min_trials=min_trials)
     importances = param_importances(loaded, seeds=importance_seeds)
-    folder = Path(out) if out is not None else Path(DEFAULT_REPORT_DIR) / loaded.study_name
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(
-            f"The report folder {str(folder)!r} cannot be created ({e.strerror}). "
-            "Choose a writable place with --out."
-        ) from None
+    folder = writable_folder(
+        Path(out) if out is not None else Path(DEFAULT_REPORT_DIR) / loaded.study_name,
+        what="report",
+        fix="Choose a writable place with --out.",
+    )
     trials = loaded.get_trials(deepcopy=False)
     figures = {
         "history": plot_history(trials, analysis),

@@ -62,6 +62,19 @@ def _parse(url: str) -> URL:
         ) from None
 
 
+def writable_folder(folder: Path, *, what: str, fix: str) -> Path:
+    """Create ``folder`` if needed; a ValueError naming ``what`` and ``fix`` if it can't be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(
+            f"The {what} folder {str(folder)!r} cannot be created ({e.strerror}). {fix}"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"The {what} folder {str(folder)!r} is not writable. {fix}")
+    return folder
+
+
 def _prepare_sqlite(parsed: URL) -> None:
     database = parsed.database
     if not database or database == ":memory:":
@@ -69,19 +82,11 @@ def _prepare_sqlite(parsed: URL) -> None:
             "An in-memory SQLite storage cannot be shared or resumed. "
             "Give a file, e.g. sqlite:///storage/bsopt.db."
         )
-    folder = Path(database).expanduser().resolve().parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(
-            f"The storage folder {str(folder)!r} cannot be created ({e.strerror}). "
-            "Choose a writable place with --storage or BSOPT_STORAGE."
-        ) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"The storage folder {str(folder)!r} is not writable. "
-            "Choose a writable place with --storage or BSOPT_STORAGE."
-        )
+    writable_folder(
+        Path(database).expanduser().resolve().parent,
+        what="storage",
+        fix="Choose a writable place with --storage or BSOPT_STORAGE.",
+    )
 
 
 def with_default_driver(url: str) -> str:
