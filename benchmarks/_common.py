@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import datetime as _dt
+import fcntl
 import os
 from pathlib import Path
 import platform
@@ -49,7 +50,8 @@ def load_average() -> str:
 
 def uptime_line() -> str:
     try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+        done = subprocess.run(["uptime"], capture_output=True, text=True, check=True)
+        return done.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return f"load average: {load_average()}"
 
@@ -117,24 +119,34 @@ def spread(values: Sequence[float]) -> str:
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A Markdown table (also readable on a terminal)."""
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
-    line = "| " + " | ".join(str(h).ljust(w) for h, w in zip(header, widths)) + " |"
+    line = "| " + " | ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     body = [
-        "| " + " | ".join(str(c).rjust(w) for c, w in zip(r, widths)) + " |" for r in rows
+        "| " + " | ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) + " |"
+        for r in rows
     ]
     return "\n".join([line, rule, *body])
 
 
 def write_section(name: str, text: str) -> None:
-    """Replace ``<!-- name:start -->`` .. ``<!-- name:end -->`` in RESULTS.md (or append)."""
+    """Replace ``<!-- name:start -->`` .. ``<!-- name:end -->`` in RESULTS.md (or append).
+
+    The file is locked while it is read and rewritten, so scripts finishing together do not
+    drop each other's sections.
+    """
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    current = RESULTS.read_text() if RESULTS.exists() else _HEADER
     block = f"{start}\n{text.strip()}\n{end}"
-    if start in current and end in current:
-        head, rest = current.split(start, 1)
-        _, tail = rest.split(end, 1)
-        current = head + block + tail
-    else:
-        current = current.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(current)
+    RESULTS.touch()
+    with RESULTS.open("r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        current = f.read() or _HEADER
+        if start in current and end in current:
+            head, rest = current.split(start, 1)
+            _, tail = rest.split(end, 1)
+            current = head + block + tail
+        else:
+            current = current.rstrip() + "\n\n" + block + "\n"
+        f.seek(0)
+        f.write(current)
+        f.truncate()
     print(f"wrote the {name} section of {RESULTS.relative_to(ROOT)}")

@@ -308,25 +308,38 @@ def train(
         if measure and micro == n:
             micro = (n + 1) // 2  # two micro-batches give the two gradient norms
 
-        # One optimizer update over the micro-batches. Each micro-batch loss is weighted by
-        # its share of the batch, so the summed gradient equals the full batch's.
-        step_loss = torch.zeros((), device=device)
-        small_sq = None
-        for start in range(0, n, micro):
-            xm, ym = x[start : start + micro], y[start : start + micro]
+        if micro == n:
+            # The whole batch in one pass, the common case. The loop below would give the same
+            # numbers (its weight is exactly 1) at ~25 us more per step: an accumulator, a
+            # multiplication and its backward node, two slices. That is 3-5% of a small
+            # model's step on the CPU.
             with autocast:
-                loss = _loss(model(xm), ym, classification) * (len(xm) / n)
+                loss = _loss(model(x), y, classification)
             if scaler is not None:
                 scaler.scale(loss).backward()
             else:
                 loss.backward()
-            step_loss += loss.detach().float()
-            if measure and small_sq is None:
-                # The first micro-batch's own gradient, undoing its weight in the batch.
-                small_sq = _grad_sq_norm(model) * (n / len(xm)) ** 2
-                b_small = len(xm)
-        if measure and noise is not None and small_sq is not None:
-            noise.update(small_sq, b_small, _grad_sq_norm(model), n)
+            step_loss = loss.detach().float()
+        else:
+            # One optimizer update over the micro-batches. Each micro-batch loss is weighted
+            # by its share of the batch, so the summed gradient equals the full batch's.
+            step_loss = torch.zeros((), device=device)
+            small_sq = None
+            for start in range(0, n, micro):
+                xm, ym = x[start : start + micro], y[start : start + micro]
+                with autocast:
+                    loss = _loss(model(xm), ym, classification) * (len(xm) / n)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+                step_loss += loss.detach().float()
+                if measure and small_sq is None:
+                    # The first micro-batch's own gradient, undoing its weight in the batch.
+                    small_sq = _grad_sq_norm(model) * (n / len(xm)) ** 2
+                    b_small = len(xm)
+            if measure and noise is not None and small_sq is not None:
+                noise.update(small_sq, b_small, _grad_sq_norm(model), n)
         if clip_grad_norm is not None:
             if scaler is not None:
                 scaler.unscale_(optimizer)

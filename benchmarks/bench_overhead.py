@@ -1,0 +1,378 @@
+"""The per-trial overhead of bsopt + Optuna + SQLite on a training of about 3 s.
+
+    python benchmarks/bench_overhead.py [--quick] [--write] [--repeats N]
+
+``direct``: seed, build the MLP and call ``bsopt.train`` with fixed Params (batch size 16,
+lr 1e-3, dropout 0), no report callback.
+
+``trial`` variants: the same Params as one trial of ``bsopt.make_objective`` in a study
+created by ``bsopt.create_study`` (the median pruner of ``bsopt.make_pruner``, each
+evaluation reported, the user attributes written), timed around
+``bsopt.optimize(study, objective, trials=1)``. The Params come from ``study.enqueue_trial``;
+each repeat uses a fresh study, so the trial is number 0 and trains with the same seed as
+``direct``: all produce the same accuracy. The headline variant passes a SQLite URL (bsopt
+opens it with heartbeats); the others change one thing each (heartbeats off, WAL journal,
+Optuna's journal-file and in-memory storages) to show where the time goes (``--quick`` runs
+the headline variant only).
+
+All variants run in every repeat, in a rotating order; the overhead is the median over
+repeats of (trial - direct) / direct, each measured side by side. Then the cost of one
+``trial.report`` + ``trial.should_prune`` and of one ``trial.set_user_attr``, median of many
+calls, per storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+import contextlib
+import gc
+from pathlib import Path
+import sqlite3
+import sys
+import tempfile
+import time
+import warnings
+
+import _common
+
+_common.pin_threads()
+
+import optuna  # noqa: E402
+from optuna.storages.journal import JournalFileBackend  # noqa: E402
+import torch  # noqa: E402
+
+import bsopt  # noqa: E402
+
+EPOCHS = 40  # about 3 s of training at batch size 16 on the reference machine
+EVALS = 10
+BATCH_SIZE, LR, DROPOUT = 16, 1e-3, 0.0
+PARAMS = {"log2_batch_size": BATCH_SIZE.bit_length() - 1, "lr": LR, "dropout": DROPOUT}
+SEED = 0
+
+
+def budget() -> bsopt.Budget:
+    return bsopt.Budget(EPOCHS, "epochs", evals=EVALS)
+
+
+def run_direct(data: bsopt.TensorData) -> tuple[float, float, float]:
+    """(wall s, train_seconds + eval_seconds, accuracy) of a direct bsopt.train call."""
+    t0 = time.perf_counter()
+    torch.manual_seed(SEED)
+    model = bsopt.mlp(data.n_features, 10, hidden=(128,), dropout=DROPOUT)
+    result = bsopt.train(
+        model,
+        data,
+        bsopt.Params(batch_size=BATCH_SIZE, lr=LR, dropout=DROPOUT),
+        budget=budget(),
+        metric="accuracy",
+        device="cpu",
+        seed=SEED,
+    )
+    wall = time.perf_counter() - t0
+    return wall, result.train_seconds + result.eval_seconds, result.value
+
+
+def _wal_file(path: Path) -> Path:
+    # A persistent property of the file: every later connection uses write-ahead logging.
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+    return path
+
+
+# How each trial variant gets its storage; called once per repeat, outside the timing.
+STORAGES: dict[str, Callable[[Path], str | optuna.storages.BaseStorage]] = {
+    # What the brief (and a user) does: a URL, opened by bsopt with heartbeats.
+    "sqlite": lambda folder: f"sqlite:///{folder / 'b.db'}",
+    "sqlite, no heartbeats": lambda folder: bsopt.open_storage(
+        f"sqlite:///{folder / 'nohb.db'}", heartbeat_interval=None
+    ),
+    "sqlite WAL": lambda folder: f"sqlite:///{folder / 'wal.db'}",
+    "journal file": lambda folder: optuna.storages.JournalStorage(
+        JournalFileBackend(str(folder / "journal.log"))
+    ),
+    "in memory": lambda folder: optuna.storages.InMemoryStorage(),
+}
+
+
+class TrialRunner:
+    """Runs one enqueued trial per call, each in a fresh study of the same storage."""
+
+    def __init__(self, data: bsopt.TensorData, folder: Path, storage: str) -> None:
+        self.folder = folder
+        self.storage = storage
+        if storage == "sqlite WAL":
+            _wal_file(folder / "wal.db")
+        self.objective = bsopt.make_objective(
+            bsopt.mlp_builder(data, hidden=(128,)), data, budget=budget(), device="cpu", seed=SEED
+        )
+        self.pruner = bsopt.make_pruner("median", budget(), data.n_train)
+        self.count = 0
+        self.n_attrs = 0
+
+    def __call__(self) -> tuple[float, float, float]:
+        self.count += 1
+        study = bsopt.create_study(
+            f"overhead-{self.count}",
+            storage=STORAGES[self.storage](self.folder),
+            direction=self.objective.direction,
+            pruner=self.pruner,
+            seed=SEED,
+        )
+        study.enqueue_trial(PARAMS)
+        gc.collect()
+        t0 = time.perf_counter()
+        bsopt.optimize(study, self.objective, trials=1, show_progress_bar=False)
+        wall = time.perf_counter() - t0
+        (trial,) = study.get_trials(deepcopy=False)
+        assert trial.state == optuna.trial.TrialState.COMPLETE, trial.state
+        assert trial.number == 0 and trial.params["batch_size"] == BATCH_SIZE, trial.params
+        assert len(trial.intermediate_values) == EVALS
+        attrs = trial.user_attrs
+        self.n_attrs = len(attrs)
+        inside = attrs["train_seconds"] + attrs["eval_seconds"]
+        assert trial.value is not None
+        return wall, inside, trial.value
+
+
+def _storage_for(setup: str, folder: Path) -> optuna.storages.BaseStorage | None:
+    if setup == "in memory":
+        return None
+    if setup == "journal file":
+        return optuna.storages.JournalStorage(
+            JournalFileBackend(str(folder / "report-journal.log"))
+        )
+    path = folder / f"report-{setup.replace(' ', '-')}.db"
+    if setup.endswith("WAL"):
+        _wal_file(path)
+    return bsopt.open_storage(f"sqlite:///{path}")
+
+
+def report_costs(data: bsopt.TensorData, folder: Path, n_calls: int) -> dict[str, list[float]]:
+    """Milliseconds of report + should_prune and of set_user_attr per storage setup."""
+    grid = budget().grid(data.n_train).points
+    pruner = bsopt.make_pruner("median", budget(), data.n_train)
+    dists: dict[str, optuna.distributions.BaseDistribution] = {
+        "lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
+    }
+    out: dict[str, list[float]] = {}
+    setups = [
+        ("SQLite", 0),
+        ("SQLite", 30),
+        ("SQLite WAL", 30),
+        ("journal file", 30),
+        ("in memory", 30),
+    ]
+    for setup, prior in setups:
+        study = optuna.create_study(
+            storage=_storage_for(setup, folder), direction="maximize", pruner=pruner
+        )
+        for k in range(prior):
+            # Finished trials as a real study holds them: ten intermediate values each.
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params={"lr": 1e-3},
+                    distributions=dists,
+                    value=0.9 + k / 1000,
+                    intermediate_values={s: 0.5 + 0.04 * i + k / 1000 for i, s in enumerate(grid)},
+                )
+            )
+        report_ms: list[float] = []
+        attr_ms: list[float] = []
+        while len(report_ms) < n_calls:
+            with warnings.catch_warnings():
+                # study.ask() on a storage with heartbeats warns; the timing is the same.
+                warnings.simplefilter("ignore")
+                trial = study.ask()
+            for i, step in enumerate(grid):
+                t0 = time.perf_counter()
+                trial.report(0.5 + 0.04 * i, step)
+                trial.should_prune()
+                report_ms.append((time.perf_counter() - t0) * 1000)
+            for key in ("a", "b", "c", "d"):
+                t0 = time.perf_counter()
+                trial.set_user_attr(key, 1.0)
+                attr_ms.append((time.perf_counter() - t0) * 1000)
+            # Not added to the COMPLETE trials the pruner reads, so the study stays the same.
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        where = f"{setup}, {prior} finished trials"
+        out[f"report + should_prune, {where}"] = report_ms
+        out[f"set_user_attr, {where}"] = attr_ms
+    return out
+
+
+LABELS = {
+    "direct": "direct: seed + build + bsopt.train",
+    "sqlite": "trial, SQLite (bsopt's default: heartbeats on)",
+    "sqlite, no heartbeats": "trial, SQLite, heartbeats off",
+    "sqlite WAL": "trial, SQLite in WAL mode, heartbeats on",
+    "journal file": "trial, Optuna JournalFileBackend",
+    "in memory": "trial, Optuna InMemoryStorage",
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="3 repeats of direct and SQLite trial only"
+    )
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--write", action="store_true", help="replace this script's section")
+    args = parser.parse_args()
+    repeats = args.repeats or (3 if args.quick else 10)
+    n_calls = 50 if args.quick else 300
+    names = ["direct", "sqlite"] if args.quick else list(LABELS)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    facts = _common.machine_facts()
+    load_start = _common.uptime_line()
+    print(f"bench_overhead: {repeats} repeats of {', '.join(names)}; {load_start}", flush=True)
+    t_start = time.perf_counter()
+    data = bsopt.load_digits(seed=0)
+
+    with tempfile.TemporaryDirectory(prefix="bsopt-bench-") as tmp:
+        folder = Path(tmp)
+        trial_runners = {n: TrialRunner(data, folder, n) for n in names if n != "direct"}
+        runners: dict[str, Callable[[], tuple[float, float, float]]] = {
+            "direct": lambda: run_direct(data),
+            **trial_runners,
+        }
+        for run in runners.values():  # one-time costs (first AdamW, TPE imports, tables)
+            run()
+        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
+        for rep in range(repeats):
+            order = names[rep % len(names) :] + names[: rep % len(names)]
+            for name in order:
+                gc.collect()
+                results[name].append(runners[name]())
+            d, t = results["direct"][-1], results["sqlite"][-1]
+            print(
+                f"  repeat {rep + 1}/{repeats}: direct {d[0]:.3f} s, SQLite trial {t[0]:.3f} s, "
+                f"overhead {(t[0] - d[0]) * 1000:+.0f} ms (load {_common.load_average()})",
+                flush=True,
+            )
+        costs = report_costs(data, folder, n_calls)
+    seconds = time.perf_counter() - t_start
+    load_end = _common.uptime_line()
+
+    med = _common.median
+    direct = [r[0] for r in results["direct"]]
+    accs = {rs[-1][2] for rs in results.values()}
+    assert len(accs) == 1, f"the variants disagree: {accs}"
+    overhead_pct: dict[str, float] = {}
+    framework_pct: dict[str, float] = {}
+    outside_direct = [r[0] - r[1] for r in results["direct"]]
+    rows = []
+    for name in names:
+        walls = [r[0] for r in results[name]]
+        outside = [r[0] - r[1] for r in results[name]]
+        ms = [1000 * (w - d) for d, w in zip(direct, walls, strict=True)]
+        pct = [100 * (w - d) / d for d, w in zip(direct, walls, strict=True)]
+        # The same difference without the run-to-run spread of the training itself: what
+        # each side spent outside its own training and evaluation loop.
+        fw = [100 * (o - od) / d for d, o, od in zip(direct, outside, outside_direct, strict=True)]
+        overhead_pct[name] = med(pct)
+        framework_pct[name] = med(fw)
+        rows.append(
+            [
+                LABELS[name],
+                f"{med(walls):.3f}",
+                _common.spread(walls),
+                f"{med([r[1] for r in results[name]]):.3f}",
+                f"{med(outside) * 1000:.0f}",
+                "" if name == "direct" else f"{med(ms):+.0f} ({min(ms):+.0f}..{max(ms):+.0f})",
+                "" if name == "direct" else f"{med(pct):+.1f}%",
+                "" if name == "direct" else f"**{med(fw):+.1f}%**",
+            ]
+        )
+    text = _common.table(
+        [
+            "variant",
+            "wall s (median)",
+            "min..max",
+            "train+eval s",
+            "outside train+eval ms",
+            "wall - direct ms (min..max)",
+            "(wall - direct) / direct",
+            "(outside - direct's) / direct",
+        ],
+        rows,
+    )
+    cost_rows = [
+        [
+            name,
+            f"{med(v):.2f}",
+            f"{_common.median(sorted(v)[: max(1, len(v) // 10)]):.2f}",
+            f"{sorted(v)[int(0.9 * (len(v) - 1))]:.2f}",
+            str(len(v)),
+        ]
+        for name, v in costs.items()
+    ]
+    cost_text = _common.table(
+        ["one call", "median ms", "fastest 10% ms", "90th pct ms", "calls"], cost_rows
+    )
+    print(text)
+    print(cost_text)
+    print(f"same validation accuracy in every variant: {accs.pop():.4f}")
+    print(load_end)
+
+    if args.write:
+        report_ms = med(costs["report + should_prune, SQLite, 30 finished trials"])
+        attr_ms = med(costs["set_user_attr, SQLite, 30 finished trials"])
+        n_attrs = trial_runners["sqlite"].n_attrs
+        section = "\n\n".join(
+            [
+                "## bench_overhead: bsopt + Optuna + SQLite per trial",
+                f"Digits, MLP 64-128-10, batch size 16, lr 1e-3, dropout 0, {EPOCHS} epochs with "
+                f"{EVALS} evaluations (about {med(direct):.1f} s of training here). `direct` "
+                "seeds, builds the model and calls `bsopt.train` without a report callback. "
+                "The `trial` variants run the same Params (enqueued) as one trial of "
+                "`bsopt.make_objective` via `bsopt.optimize(study, objective, trials=1)`, timed "
+                "at the call's boundaries, in a study made by `bsopt.create_study` with "
+                "`bsopt.make_pruner('median', ...)` (10 reports + `should_prune`, "
+                f"{n_attrs} user attributes written per trial). The headline variant passes "
+                "`storage='sqlite:///<tmpdir>/b.db'`, which bsopt opens with heartbeats; the "
+                "others change one thing each to show where the time goes. Each repeat is a "
+                "fresh study (trial number 0, so the same seed as `direct`; study creation and "
+                f"`enqueue_trial` are outside the timing). {repeats} repeats, the variants in a "
+                "rotating order; one warm-up of each before. Overheads are medians of the "
+                "per-repeat differences to `direct`. Every variant produces the same validation "
+                "accuracy. Optuna's INFO log is off.",
+                _common.machine_block(facts, load_start, load_end, seconds),
+                text,
+                "Two estimates of the overhead. `(wall - direct) / direct` is the plain paired "
+                "difference; it carries the run-to-run spread of the training itself (the "
+                "min..max columns: several hundred ms between identical runs on this shared "
+                "virtual machine). `(outside - direct's) / direct` takes from each run only the "
+                "time spent outside its own training and evaluation loop (wall minus "
+                "`train_seconds + eval_seconds`), which is what Optuna, SQLite and the objective "
+                "add, so the spread of training speed cancels; it is the steadier figure. "
+                f"Overhead of a trial on bsopt's default SQLite storage: "
+                f"**{framework_pct['sqlite']:+.1f}%** by the steadier estimate, "
+                f"{overhead_pct['sqlite']:+.1f}% by the paired wall times (target: at most 5%).",
+                "The cost of single storage calls a trial makes, median pruner past its "
+                "warm-up. 'SQLite': a file on ext4 opened by `bsopt.open_storage`, in SQLite's "
+                "default rollback-journal mode; 'SQLite WAL': the same after `PRAGMA "
+                "journal_mode=WAL` on the file (bsopt does not set it; shown for comparison); "
+                "'journal file': Optuna's `JournalStorage(JournalFileBackend(path))` (an "
+                "append-only log, one fsync per write, usable by many processes); "
+                "'in memory': Optuna's `InMemoryStorage`. '30 finished trials': the study holds "
+                "30 COMPLETE trials with 10 intermediate values each, as at the end of a "
+                "30-trial study.",
+                cost_text,
+                f"So one evaluation reported costs about {report_ms:.1f} ms of storage work and "
+                f"one user attribute about {attr_ms:.1f} ms. Reporting every optimizer step of a "
+                "batch-size-16 run (90 steps per epoch) would add about "
+                f"{90 * report_ms / 1000:.2f} s per epoch, against about "
+                f"{med([r[1] for r in results['direct']]) / EPOCHS:.3f} s of training and "
+                "evaluation per epoch; ten reports on a grid of samples seen cost about "
+                f"{10 * report_ms:.0f} ms per trial, and the {n_attrs} user attributes about "
+                f"{n_attrs * attr_ms:.0f} ms.",
+            ]
+        )
+        _common.write_section("bench_overhead", section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
