@@ -446,6 +446,7 @@ def parent_main(args: argparse.Namespace) -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     extra = ("fair_optuna_sql", "bsopt1_mem", "fair_bsopt_mem")
     variants = [v for v in VARIANTS if not (args.quick and v.key in extra)]
+    _common.pin_threads()  # this process trains nothing; the workers pin themselves
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # this process only
