@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import contextlib
+from dataclasses import KW_ONLY, dataclass
 import math
 from typing import Literal
 
@@ -103,6 +104,7 @@ def result_attrs(result: TrainResult, params: Params, seed: int) -> dict[str, ob
     }
 
 
+@dataclass(eq=False)
 class Objective:
     """A callable ``objective(trial) -> float`` built by :func:`make_objective`.
 
@@ -110,48 +112,26 @@ class Objective:
     says what one trial does.
     """
 
-    def __init__(
-        self,
-        build_model: BuildModel,
-        data: TrainingData,
-        *,
-        space: SearchSpace,
-        budget: Budget,
-        metric: Metric,
-        device: str | torch.device | None,
-        seed: int,
-        amp: Amp,
-        micro_batch_size: int | None,
-        clip_grad_norm: float | None,
-        divergence_factor: float,
-        goal: Goal = "metric",
-        target: float | None = None,
-        target_unit: TargetUnit = "samples",
-        memory_budget_mb: float | None = None,
-        probe: bool | None = None,
-        probe_margin: float = 0.9,
-        min_micro_batch_size: int = 8,
-        measure_noise_scale: bool = False,
-    ) -> None:
-        self.build_model = build_model
-        self.data = data
-        self.space = space
-        self.budget = budget
-        self.metric = metric
-        self.device = resolve_device(device)
-        self.seed = seed
-        self.amp = amp
-        self.micro_batch_size = micro_batch_size
-        self.clip_grad_norm = clip_grad_norm
-        self.divergence_factor = divergence_factor
-        self.goal = goal
-        self.target = target
-        self.target_unit = target_unit
-        self.memory_budget_mb = memory_budget_mb
-        self.auto_probe = probe
-        self.probe_margin = probe_margin
-        self.min_micro_batch_size = min_micro_batch_size
-        self.measure_noise_scale = measure_noise_scale
+    build_model: BuildModel
+    data: TrainingData
+    _: KW_ONLY
+    space: SearchSpace
+    budget: Budget
+    metric: Metric
+    device: torch.device
+    seed: int
+    amp: Amp
+    micro_batch_size: int | None
+    clip_grad_norm: float | None
+    divergence_factor: float
+    goal: Goal = "metric"
+    target: float | None = None
+    target_unit: TargetUnit = "samples"
+    memory_budget_mb: float | None = None
+    auto_probe: bool | None = None
+    probe_margin: float = 0.9
+    min_micro_batch_size: int = 8
+    measure_noise_scale: bool = False
 
     @property
     def metric_direction(self) -> Literal["maximize", "minimize"]:
@@ -186,8 +166,7 @@ class Objective:
         low, high = self.space.batch_size
         if self.goal == "time_to_target":
             what = (
-                f"{self.target_unit} to reach validation {self.metric} {self.target:g} "
-                "(minimize)"
+                f"{self.target_unit} to reach validation {self.metric} {self.target:g} (minimize)"
             )
         elif self.goal == "metric_and_time":
             what = f"validation {self.metric} ({self.metric_direction}) and training seconds"
@@ -547,7 +526,7 @@ def make_objective(
         space=space,
         budget=budget,
         metric=metric,
-        device=device,
+        device=resolve_device(device),
         seed=seed,
         amp=amp,
         micro_batch_size=micro_batch_size,
@@ -557,7 +536,7 @@ def make_objective(
         target=target,
         target_unit=target_unit,
         memory_budget_mb=memory_budget_mb,
-        probe=probe,
+        auto_probe=probe,
         probe_margin=probe_margin,
         min_micro_batch_size=min_micro_batch_size,
         measure_noise_scale=measure_noise_scale,
