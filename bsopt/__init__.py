@@ -3,13 +3,16 @@
 from bsopt._analysis import (
     BatchSizeAnalysis,
     BatchSizeStats,
+    CriticalBatchFit,
     ImportanceRow,
     Importances,
     LrFit,
     analyze_batch_sizes,
+    fit_critical_batch,
     fit_lr_scaling,
     param_importances,
 )
+from bsopt._batch import batch_size_of, split_batch
 from bsopt._budget import Budget, Grid
 from bsopt._cli import main, run_script
 from bsopt._dashboard import attach_report, serve_dashboard
@@ -22,6 +25,7 @@ from bsopt._data import (
     make_synthetic,
 )
 from bsopt._datasets import load_cifar10, load_mnist
+from bsopt._fair import FairReporter, LoopObjective, retry_oom
 from bsopt._memory import MemoryBudget, is_oom_error, release_memory
 from bsopt._models import mlp, mlp_builder
 from bsopt._objective import Objective, make_objective
@@ -30,6 +34,7 @@ from bsopt._pruners import make_pruner
 from bsopt._report import Report, write_report
 from bsopt._runner import run
 from bsopt._space import Params, SearchSpace
+from bsopt._stop import StopReason
 from bsopt._storage import (
     DEFAULT_STORAGE,
     StorageError,
@@ -48,10 +53,13 @@ __all__ = [
     "BatchSizeAnalysis",
     "BatchSizeStats",
     "Budget",
+    "CriticalBatchFit",
     "DatasetData",
+    "FairReporter",
     "Grid",
     "ImportanceRow",
     "Importances",
+    "LoopObjective",
     "LrFit",
     "MemoryBudget",
     "Objective",
@@ -59,6 +67,7 @@ __all__ = [
     "ProbeResult",
     "Report",
     "SearchSpace",
+    "StopReason",
     "StorageError",
     "TensorData",
     "TrainResult",
@@ -67,8 +76,10 @@ __all__ = [
     "analyze_batch_sizes",
     "attach_report",
     "attach_worker",
+    "batch_size_of",
     "create_study",
     "evaluate",
+    "fit_critical_batch",
     "fit_lr_scaling",
     "from_arrays",
     "is_oom_error",
@@ -88,11 +99,13 @@ __all__ = [
     "probe_batch_size",
     "release_memory",
     "resolve_storage_url",
+    "retry_oom",
     "run",
     "run_script",
     "run_workers",
     "serve_dashboard",
     "serve_proxy",
+    "split_batch",
     "summary",
     "train",
     "work",
