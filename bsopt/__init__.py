@@ -3,12 +3,10 @@
 from bsopt._analysis import (
     BatchSizeAnalysis,
     BatchSizeStats,
-    CriticalBatchFit,
     ImportanceRow,
     Importances,
     LrFit,
     analyze_batch_sizes,
-    fit_critical_batch,
     fit_lr_scaling,
     param_importances,
 )
@@ -53,7 +51,6 @@ __all__ = [
     "BatchSizeAnalysis",
     "BatchSizeStats",
     "Budget",
-    "CriticalBatchFit",
     "DatasetData",
     "FairReporter",
     "Grid",
@@ -79,7 +76,6 @@ __all__ = [
     "batch_size_of",
     "create_study",
     "evaluate",
-    "fit_critical_batch",
     "fit_lr_scaling",
     "from_arrays",
     "is_oom_error",
