@@ -16,13 +16,23 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 import os
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+from bsopt._batch import (
+    Batch,
+    Tree,
+    batch_size_of,
+    describe,
+    index_batch,
+    leaves,
+    slice_batch,
+    to_device,
+)
+
 # A fixed batch size, or a callable asked before each batch (batch-size schedules).
 BatchSize = int | Callable[[], int]
 
@@ -50,7 +60,7 @@ class TrainingData(Protocol):
     def train_batches(
         self, batch_size: BatchSize, device: torch.device, generator: torch.Generator
     ) -> Iterator[Batch]:
-        """One shuffled epoch of training batches; the last batch may be short.
+        """One shuffled epoch of training batches ``(inputs, targets)``; the last may be short.
 
         A callable ``batch_size`` is asked before each batch, so a schedule can change the
         batch size within an epoch.
@@ -62,95 +72,151 @@ class TrainingData(Protocol):
         ...
 
 
-def _check_pair(x: torch.Tensor, y: torch.Tensor, split: str) -> None:
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError(
-            f"The {split} data must be torch tensors, but got "
-            f"x={type(x).__name__} and y={type(y).__name__}. "
-            "Convert arrays with torch.as_tensor first."
-        )
-    if x.ndim == 0 or y.ndim == 0:
-        raise ValueError(f"The {split} tensors need a sample dimension, but got 0-d tensors.")
-    if len(x) != len(y):
+def _check_finite(tree: Tree, split: str, part: str) -> None:
+    for path, t in leaves(tree):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = (~torch.isfinite(t)).nonzero()
+            where = part if path == "tensor" else f"{part}{path}"
+            raise ValueError(
+                f"The {split} {where} hold {len(bad)} NaN or infinite value(s), the first at "
+                f"index {tuple(bad[0].tolist())}. Every trial would diverge on them: clean or "
+                "impute the data first (e.g. sklearn.impute.SimpleImputer)."
+            )
+
+
+def _check_pair(x: Tree, y: Tree, split: str) -> int:
+    for name, tree in (("x", x), ("y", y)):
+        if isinstance(tree, np.ndarray):
+            raise TypeError(
+                f"The {split} data must be torch tensors (or tuples, lists or dicts of them), "
+                f"but got {name}=ndarray. Convert arrays with torch.as_tensor first, or use "
+                "bsopt.from_arrays(x, y)."
+            )
+    _check_dtypes(x, split, "inputs", (torch.int64, torch.int32, torch.bool))
+    _check_dtypes(y, split, "targets", (torch.int64,))
+    n_x = batch_size_of(x, where=f"{split} inputs")
+    n_y = batch_size_of(y, where=f"{split} targets")
+    if n_x != n_y:
         raise ValueError(
             f"The {split} inputs and targets must have the same length, but got "
-            f"len(x)={len(x)} and len(y)={len(y)}."
+            f"len(x)={n_x} and len(y)={n_y}."
         )
-    if len(x) == 0:
+    if n_x == 0:
         raise ValueError(f"The {split} split is empty; it needs at least one sample.")
-    if not x.is_floating_point():
-        raise ValueError(
-            f"The {split} inputs must be a floating-point tensor, but got dtype={x.dtype}. "
-            "Convert them with x.float()."
-        )
-    if not (y.is_floating_point() or y.dtype == torch.int64):
-        raise ValueError(
-            f"The {split} targets must be int64 class labels or floating-point regression "
-            f"targets, but got dtype={y.dtype}. Use y.long() for class labels."
-        )
+    _check_finite(x, split, "inputs")
+    _check_finite(y, split, "targets")
+    return n_x
 
 
-@dataclass(frozen=True)
+def _check_dtypes(
+    tree: Tree, split: str, part: str, integer: tuple[torch.dtype, ...]
+) -> None:
+    for path, t in leaves(tree):
+        if not (t.is_floating_point() or t.dtype in integer):
+            where = part if path == "tensor" else f"{part}{path}"
+            allowed = ", ".join(str(d).removeprefix("torch.") for d in integer)
+            raise ValueError(
+                f"The {split} {where} must be floating point or {allowed}, but got "
+                f"dtype={t.dtype}. Use x.float() for features and regression targets, "
+                "y.long() for class labels."
+            )
+
+
+def _per_sample(tree: Tree) -> str:
+    return ", ".join(
+        ("" if path == "tensor" else f"{path} ") + f"{shape} {str(dtype).removeprefix('torch.')}"
+        for path, shape, dtype in _signature(tree)
+    )
+
+
+def _signature(tree: Tree) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    return [(path, tuple(t.shape[1:]), t.dtype) for path, t in leaves(tree)]
+
+
+@dataclass(frozen=True, repr=False)
 class TensorData:
     """A train/validation split held entirely as tensors.
 
-    Targets of dtype ``int64`` mean classification (``n_classes`` is inferred from the
-    largest label), floating-point targets mean regression.
+    Inputs may be a tensor, or a tuple, list or dict of tensors (nested is allowed): the
+    model is then called as ``model(x)``, ``model(*x)`` or ``model(**x)``. Targets may be a
+    tensor or a dict of tensors. Every tensor holds one entry per sample along its first
+    dimension. A single ``int64`` target tensor means classification (``n_classes`` is
+    inferred from the largest label); floating-point targets mean regression.
     """
 
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
+    x_train: Tree
+    y_train: Tree
+    x_val: Tree
+    y_val: Tree
     name: str = "tensors"
-    _device_cache: dict[str, tuple[torch.Tensor, ...]] = field(
+    _device_cache: dict[str, tuple[Tree, ...]] = field(
         default_factory=dict, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
-        _check_pair(self.x_train, self.y_train, "training")
+        n_train = _check_pair(self.x_train, self.y_train, "training")
         _check_pair(self.x_val, self.y_val, "validation")
-        if self.x_train.shape[1:] != self.x_val.shape[1:]:
-            raise ValueError(
-                "The training and validation inputs must have the same feature shape, but got "
-                f"{tuple(self.x_train.shape[1:])} and {tuple(self.x_val.shape[1:])}."
-            )
-        if self.y_train.dtype != self.y_val.dtype:
-            raise ValueError(
-                "The training and validation targets must have the same dtype, but got "
-                f"{self.y_train.dtype} and {self.y_val.dtype}."
-            )
-        if not self.y_train.is_floating_point():
-            low = int(min(self.y_train.min(), self.y_val.min()))
+        for part, train, val in (
+            ("inputs", self.x_train, self.x_val),
+            ("targets", self.y_train, self.y_val),
+        ):
+            if _signature(train) != _signature(val):
+                raise ValueError(
+                    f"The training and validation {part} must have the same structure, "
+                    f"per-sample shapes and dtypes, but got {_per_sample(train)} and "
+                    f"{_per_sample(val)}."
+                )
+        object.__setattr__(self, "_n_train", n_train)
+        y = self.y_train
+        if isinstance(y, torch.Tensor) and not y.is_floating_point():
+            low = int(min(y.min(), self.y_val.min()))
             if low < 0:
                 raise ValueError(
                     f"Class labels must be 0 or more, but the smallest label is {low}."
                 )
+            if y.unique().numel() < 2:
+                raise ValueError(
+                    f"The training labels hold a single class ({int(y[0])}); every trial "
+                    "would score perfectly without learning anything. Check the labels "
+                    "(or use float targets for regression)."
+                )
+
+    def __repr__(self) -> str:
+        return (
+            f"TensorData(name={self.name!r}, n_train={self.n_train}, n_val={self.n_val}, "
+            f"x={describe(self.x_val)}, y={describe(self.y_val)}, n_classes={self.n_classes})"
+        )
 
     @property
     def n_train(self) -> int:
-        return len(self.x_train)
+        return int(self._n_train)  # type: ignore[attr-defined]
 
     @property
     def n_val(self) -> int:
-        return len(self.x_val)
+        return batch_size_of(self.y_val)
 
     @property
     def n_features(self) -> int:
+        if not isinstance(self.x_train, torch.Tensor):
+            raise ValueError(
+                "n_features is defined for a single input tensor; these inputs are "
+                f"{describe(self.x_val)}."
+            )
         return int(np.prod(self.x_train.shape[1:]))
 
     @property
     def n_classes(self) -> int | None:
-        if self.y_train.is_floating_point():
+        y = self.y_train
+        if not isinstance(y, torch.Tensor) or y.is_floating_point():
             return None
-        return int(max(self.y_train.max(), self.y_val.max())) + 1
+        return int(max(y.max(), self.y_val.max())) + 1
 
-    def _on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+    def _on(self, device: torch.device) -> tuple[Tree, ...]:
         # Moved once per device and reused by every trial in this process.
         key = str(device)
         if key not in self._device_cache:
             self._device_cache[key] = tuple(
-                t.to(device) for t in (self.x_train, self.y_train, self.x_val, self.y_val)
+                to_device(t, device) for t in (self.x_train, self.y_train, self.x_val, self.y_val)
             )
         return self._device_cache[key]
 
@@ -159,52 +225,76 @@ class TensorData:
     ) -> Iterator[Batch]:
         x, y, _, _ = self._on(device)
         # One gather per epoch, then contiguous views: cheaper than indexing every batch.
-        order = torch.randperm(len(x), generator=generator).to(device)
-        x, y = x[order], y[order]
+        order = torch.randperm(self.n_train, generator=generator)
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+            order = order.to(device)
+            x, y = x[order], y[order]
+            start = 0
+            while start < len(x):
+                stop = start + _size(batch_size)
+                yield x[start:stop], y[start:stop]
+                start = stop
+            return
+        x, y = index_batch(x, order), index_batch(y, order)
         start = 0
-        while start < len(x):
+        while start < self.n_train:
             stop = start + _size(batch_size)
-            yield x[start:stop], y[start:stop]
+            yield slice_batch(x, start, stop), slice_batch(y, start, stop)
             start = stop
 
     def val_batches(self, device: torch.device) -> Iterator[Batch]:
         _, _, x, y = self._on(device)
-        for start in range(0, len(x), _EVAL_BATCH_SIZE):
-            yield x[start : start + _EVAL_BATCH_SIZE], y[start : start + _EVAL_BATCH_SIZE]
+        for start in range(0, self.n_val, _EVAL_BATCH_SIZE):
+            stop = start + _EVAL_BATCH_SIZE
+            yield slice_batch(x, start, stop), slice_batch(y, start, stop)
 
 
 class DatasetData:
     """Train/validation ``Dataset`` objects read through ``DataLoader`` workers.
 
-    Use this when the data do not fit in memory. ``num_workers=None`` picks
+    Use this when the data do not fit in memory. Items may be ``(inputs, target)`` with
+    tensors or dicts/tuples of tensors, as for :class:`TensorData`; ``collate_fn`` is passed
+    to the ``DataLoader`` for anything else. ``num_workers=None`` picks
     ``min(4, cpu count - 1)``; memory is pinned when training on CUDA.
     """
 
     def __init__(
         self,
-        train: Dataset[Batch],
-        val: Dataset[Batch],
+        train: Dataset[Any],
+        val: Dataset[Any],
         *,
         n_classes: int | None,
         num_workers: int | None = None,
+        collate_fn: Callable[[list[Any]], Batch] | None = None,
         name: str = "dataset",
     ) -> None:
         for split, ds in (("training", train), ("validation", val)):
             if not hasattr(ds, "__len__") or len(ds) == 0:
                 raise ValueError(f"The {split} dataset must have a length of at least 1.")
-        if n_classes is not None and n_classes < 2:
+        if n_classes is not None and (
+            isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2
+        ):
             raise ValueError(
-                f"n_classes must be None (regression) or at least 2, got {n_classes}."
+                f"n_classes must be None (regression) or an integer >= 2, got {n_classes!r}."
             )
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"num_workers must be 0 or more, got {num_workers}.")
+        if collate_fn is not None and not callable(collate_fn):
+            raise ValueError(f"collate_fn must be callable or None, got {collate_fn!r}.")
         self.train = train
         self.val = val
         self._n_classes = n_classes
         self.num_workers = (
             max(0, min(4, (os.cpu_count() or 1) - 1)) if num_workers is None else num_workers
         )
+        self.collate_fn = collate_fn
         self.name = name
+
+    def __repr__(self) -> str:
+        return (
+            f"DatasetData(name={self.name!r}, n_train={self.n_train}, n_val={self.n_val}, "
+            f"n_classes={self.n_classes}, num_workers={self.num_workers})"
+        )
 
     @property
     def n_train(self) -> int:
@@ -218,17 +308,27 @@ class DatasetData:
     def n_classes(self) -> int | None:
         return self._n_classes
 
-    def _loader(
-        self, ds: Dataset[Batch], batch_size: int, device: torch.device, **kwargs: object
-    ) -> DataLoader[Batch]:
+    def _loader(self, ds: Dataset[Any], device: torch.device, **kwargs: Any) -> DataLoader[Any]:
         return DataLoader(
             ds,
-            batch_size=batch_size,
             num_workers=self.num_workers,
             pin_memory=device.type == "cuda",
             persistent_workers=False,
-            **kwargs,  # type: ignore[arg-type]
+            collate_fn=self.collate_fn,
+            **kwargs,
         )
+
+    def _batches(self, loader: DataLoader[Any], device: torch.device) -> Iterator[Batch]:
+        non_blocking = device.type == "cuda"
+        for batch in loader:
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise ValueError(
+                    "A DatasetData batch must be a pair (inputs, targets), but the DataLoader "
+                    f"gave {describe(batch)}. Return (inputs, targets) from the Dataset or "
+                    "from collate_fn."
+                )
+            batch_size_of(batch)  # leaves must agree on the number of samples
+            yield to_device(tuple(batch), device, non_blocking=non_blocking)
 
     def train_batches(
         self, batch_size: BatchSize, device: torch.device, generator: torch.Generator
@@ -237,24 +337,16 @@ class DatasetData:
             # Worker processes prefetch a few batches, so a new size takes effect a few
             # batches late; schedules change the size only at evaluation points.
             sampler = _ScheduledBatchSampler(self.n_train, batch_size, generator)
-            loader: DataLoader[Batch] = DataLoader(
-                self.train,
-                batch_sampler=sampler,
-                num_workers=self.num_workers,
-                pin_memory=device.type == "cuda",
-            )
+            loader = self._loader(self.train, device, batch_sampler=sampler)
         else:
             loader = self._loader(
-                self.train, batch_size, device, shuffle=True, generator=generator
+                self.train, device, batch_size=batch_size, shuffle=True, generator=generator
             )
-        non_blocking = device.type == "cuda"
-        for x, y in loader:
-            yield x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
+        yield from self._batches(loader, device)
 
     def val_batches(self, device: torch.device) -> Iterator[Batch]:
-        loader = self._loader(self.val, min(_EVAL_BATCH_SIZE, self.n_val), device)
-        for x, y in loader:
-            yield x.to(device), y.to(device)
+        loader = self._loader(self.val, device, batch_size=min(_EVAL_BATCH_SIZE, self.n_val))
+        yield from self._batches(loader, device)
 
 
 class _ScheduledBatchSampler:
@@ -309,6 +401,12 @@ def from_arrays(
     Integer ``y`` means class labels (the split is stratified), floating-point ``y``
     regression targets. Inputs are standardised with training-split statistics.
     """
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim < 2:
+        raise ValueError(
+            f"x must have a sample dimension and at least one feature dimension, but got "
+            f"shape {x.shape}. For one feature per sample use x.reshape(-1, 1)."
+        )
     if len(x) != len(y):
         raise ValueError(
             f"x and y must have the same length, but got len(x)={len(x)} and len(y)={len(y)}."

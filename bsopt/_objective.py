@@ -1,27 +1,37 @@
 """Objective factories: the one place where bsopt touches ``optuna.Trial``.
 
 ``make_objective(build_model, data, ...)`` returns a callable for ``study.optimize``. Per
-trial it draws :class:`~bsopt.Params` from the search space, seeds and builds the model,
-trains it with :func:`~bsopt.train`, reports every evaluation to the trial (pruning when the
-pruner says so), and stores what the run cost as user attributes, which the analysis and
-the dashboard read.
+trial it draws :class:`~bsopt.Params` from the search space (and the user's own
+``suggest(trial)``), seeds and builds the model, trains it with :func:`~bsopt.train`,
+reports every evaluation to the trial (pruning when the pruner says so), and stores what the
+run cost as user attributes, which the analysis and the dashboard read.
+
+Every option is declared once, in :class:`ObjectiveOptions`, and checked there before any
+trial trains; what depends on the data and the model is checked by :class:`Objective` on
+construction, with one forward pass of a model built from sampled values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 import contextlib
-from dataclasses import KW_ONLY, dataclass
+import dataclasses
+from dataclasses import KW_ONLY, dataclass, field, fields
+import logging
 import math
-from typing import Literal
+import threading
+from typing import Any, Literal, NoReturn
 
 import optuna
+from optuna.trial import FrozenTrial
 import torch
 from torch import nn
 
+from bsopt._batch import Batch, batch_size_of, call_model, slice_batch
 from bsopt._budget import Budget
 from bsopt._data import TrainingData
 from bsopt._memory import MemoryBudget, is_oom_error, release_memory
+from bsopt._metrics import LossFn, Metric, MetricFn, check_loss_value, default_loss, resolve_metric
 from bsopt._probe import (
     PROBE_ATTR_PREFIX,
     ProbeResult,
@@ -29,14 +39,38 @@ from bsopt._probe import (
     probe_batch_size,
     probe_key_for,
 )
-from bsopt._space import Params, SearchSpace
-from bsopt._trainer import METRIC_DIRECTIONS, Amp, Metric, TrainResult, resolve_device, train
+from bsopt._space import Params, SearchSpace, SuggestFn, params_from_trial, suggest_params
+from bsopt._stop import StopReason
+from bsopt._trainer import Amp, TrainResult, check_amp, check_train_options, resolve_device, train
 
 BuildModel = Callable[[Params], nn.Module]
 Goal = Literal["metric", "time_to_target", "metric_and_time"]
 TargetUnit = Literal["samples", "seconds"]
+Direction = Literal["maximize", "minimize"]
 GOALS = ("metric", "time_to_target", "metric_and_time")
-REACHED = "reached target"
+
+_logger = logging.getLogger(__name__)
+# torch's default generator (initialisation, dropout masks) is shared by every thread of a
+# process, so two trials training at once in threads (study.optimize(n_jobs=2)) would draw
+# from one stream in an order that changes run to run. One trial trains at a time per
+# process; worker processes (bsopt run --jobs N) are the way to train several at once.
+_ONE_TRIAL_AT_A_TIME = threading.Lock()
+
+
+@contextlib.contextmanager
+def _exclusive_rng() -> Any:
+    if not _ONE_TRIAL_AT_A_TIME.acquire(blocking=False):
+        _logger.warning(
+            "Another trial is training in this process: bsopt runs one trial at a time per "
+            "process, because torch's random generator (initialisation, dropout) is shared "
+            "by threads and concurrent trials would not be reproducible. For parallel "
+            "trials use worker processes: bsopt run --jobs N, or bsopt.run(..., jobs=N)."
+        )
+        _ONE_TRIAL_AT_A_TIME.acquire()
+    try:
+        yield
+    finally:
+        _ONE_TRIAL_AT_A_TIME.release()
 
 
 def time_to_target(
@@ -84,6 +118,8 @@ def result_attrs(result: TrainResult, params: Params, seed: int) -> dict[str, ob
         ]
         if finite_noise:
             schedule["noise_scale"] = round(finite_noise[-1], 2)
+        if result.noise_interval is not None:
+            schedule["noise_scale_interval"] = [round(v, 2) for v in result.noise_interval]
     return schedule | {
         "effective_batch_size": result.batch_size,
         "micro_batch_size": result.micro_batch_size,
@@ -97,319 +133,46 @@ def result_attrs(result: TrainResult, params: Params, seed: int) -> dict[str, ob
         "eval_seconds": round(result.eval_seconds, 4),
         "wall_seconds": round(result.wall_seconds, 4),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
+        "val_loss": result.val_loss if math.isfinite(result.val_loss) else None,
         "device": result.device,
         "amp": result.amp,
         "seed": seed,
-        "stop_reason": result.stop_reason,
+        "stop_reason": result.stop_reason.value,
+        "stop_detail": result.stop_detail,
     }
 
 
-@dataclass(eq=False)
-class Objective:
-    """A callable ``objective(trial) -> float`` built by :func:`make_objective`.
-
-    ``direction`` tells :func:`~bsopt.create_study` which way to optimise; ``describe()``
-    says what one trial does.
-    """
-
-    build_model: BuildModel
-    data: TrainingData
-    _: KW_ONLY
-    space: SearchSpace
-    budget: Budget
-    metric: Metric
-    device: torch.device
-    seed: int
-    amp: Amp
-    micro_batch_size: int | None
-    clip_grad_norm: float | None
-    divergence_factor: float
-    goal: Goal = "metric"
-    target: float | None = None
-    target_unit: TargetUnit = "samples"
-    memory_budget_mb: float | None = None
-    auto_probe: bool | None = None
-    probe_margin: float = 0.9
-    min_micro_batch_size: int = 8
-    measure_noise_scale: bool = False
-
-    @property
-    def metric_direction(self) -> Literal["maximize", "minimize"]:
-        return METRIC_DIRECTIONS[self.metric]
-
-    @property
-    def directions(self) -> list[Literal["maximize", "minimize"]]:
-        """The study directions this objective needs, one per returned value."""
-        if self.goal == "time_to_target":
-            return ["minimize"]
-        if self.goal == "metric_and_time":
-            return [self.metric_direction, "minimize"]
-        return [self.metric_direction]
-
-    @property
-    def direction(self) -> Literal["maximize", "minimize"]:
-        """The study direction of a single-objective goal."""
-        if len(self.directions) != 1:
-            raise ValueError(
-                f"goal={self.goal!r} returns two values; create the study with "
-                "directions=objective.directions instead of direction=."
-            )
-        return self.directions[0]
-
-    def _budget_total(self) -> float:
-        grid = self.budget.grid(self.data.n_train)
-        if self.target_unit == "seconds":
-            return grid.total / 1000 if grid.unit == "ms" else float("nan")
-        return float(grid.total)
-
-    def describe(self) -> str:
-        low, high = self.space.batch_size
-        if self.goal == "time_to_target":
-            what = (
-                f"{self.target_unit} to reach validation {self.metric} {self.target:g} (minimize)"
-            )
-        elif self.goal == "metric_and_time":
-            what = f"validation {self.metric} ({self.metric_direction}) and training seconds"
-        else:
-            what = f"validation {self.metric} ({self.metric_direction})"
-        return (
-            f"{what}; batch size {low}..{high} "
-            f"({self.space.batch_grid}), lr {self.space.lr[0]:g}..{self.space.lr[1]:g} (log), "
-            f"dropout {self.space.dropout[0]:g}..{self.space.dropout[1]:g}; "
-            f"{self.budget.describe(self.data.n_train)}; device {self.device}"
-        )
-
-    def _reached(self, value: float) -> bool:
-        assert self.target is not None  # set whenever goal == "time_to_target"
-        if self.metric_direction == "maximize":
-            return value >= self.target
-        return value <= self.target
-
-    @property
-    def probing(self) -> bool:
-        """Whether trials start from a probed micro-batch (``probe=None``: on CUDA or with a
-        memory budget, where there is a device limit to find)."""
-        if self.auto_probe is not None:
-            return self.auto_probe
-        return self.device.type == "cuda" or self.memory_budget_mb is not None
-
-    def _probe_params(self) -> Params:
-        # The optimizer with the most state needs the most memory: probe with that one.
-        choices = self.space.optimizer
-        names = choices if isinstance(choices, tuple) else (choices,)
-        probe_with = max(names, key=lambda name: optimizer_states(Params(1, 1.0, optimizer=name)))
-        return Params(
-            batch_size=self.space.batch_size[1],
-            lr=self.space.lr[0],
-            dropout=self.space.dropout[0],
-            weight_decay=self.space.weight_decay,
-            optimizer=probe_with,
-            momentum=self.space.momentum,
-        )
-
-    def probe(
-        self,
-        study: optuna.Study | None = None,
-        params: Params | None = None,
-        *,
-        model: nn.Module | None = None,
-    ) -> ProbeResult:
-        """The largest micro-batch of this objective's model, data and device, probed once
-        per study.
-
-        Runs :func:`~bsopt.probe_batch_size` up to the search space's largest batch size,
-        with ``memory_budget_mb``, ``probe_margin`` and ``amp`` of the objective. The result is
-        stored as the study user attribute ``"probe:<key>"``, where the key hashes the model
-        signature (parameter names, shapes, dtypes), the input shape and dtype, the device
-        and those settings; a later call with the same key reads it back (``cached=True``).
-        ``params`` default to the space's lowest values with its most memory-hungry
-        optimizer; ``model`` defaults to ``build_model(params)``.
-        """
-        params = params or self._probe_params()
-        if model is None:
-            torch.manual_seed(self.seed)
-            model = self.build_model(params)
-        high = self.space.batch_size[1]
-        key = probe_key_for(
-            model,
-            self.data,
-            params=params,
-            device=self.device,
-            high=high,
-            margin=self.probe_margin,
-            memory_budget_mb=self.memory_budget_mb,
-            amp=self.amp,
-        )
-        attr = PROBE_ATTR_PREFIX + key
-        if study is not None:
-            stored = study.user_attrs.get(attr)
-            if stored is not None:
-                return ProbeResult.from_dict(stored)
-        result = probe_batch_size(
-            model,
-            self.data,
-            params=params,
-            device=self.device,
-            high=high,
-            margin=self.probe_margin,
-            memory_budget_mb=self.memory_budget_mb,
-            amp=self.amp,
-        )
-        if study is not None:
-            study.set_user_attr(attr, result.as_dict())
-        return result
-
-    def __call__(self, trial: optuna.Trial) -> float | Sequence[float]:
-        params = self.space.suggest(trial)
-        seed = self.seed + trial.number
-        single_objective = len(trial.study.directions) == 1
-        reported: set[int] = set()
-
-        def report_once(value: float, step: int) -> None:
-            # A retry after an out-of-memory error replays the steps reported before it;
-            # Optuna would keep the first value anyway, with a warning.
-            if step not in reported:
-                reported.add(step)
-                trial.report(value, step)
-
-        def report(step: int, value: float) -> bool | str:
-            if self.goal == "time_to_target":
-                if self._reached(value):
-                    report_once(0.0, step)
-                    return REACHED
-                # The study minimises, so the pruner gets the distance still to go.
-                report_once(abs(self.target - value), step)  # type: ignore[operator]
-                return trial.should_prune()
-            # Optuna does not prune multi-objective studies; report only when it can.
-            if not single_objective:
-                return False
-            report_once(value, step)
-            return trial.should_prune()
-
-        micro = self.micro_batch_size
-        probed: ProbeResult | None = None
-        retries = 0
-        while True:
-            # Same seed, same initial weights: differences between trials come from the
-            # params, and a retry after an out-of-memory error restarts the same run.
-            torch.manual_seed(seed)
-            model = self.build_model(params)
-            if probed is None and self.probing:
-                probed = self.probe(trial.study, params, model=model)
-                micro = min(micro or probed.micro_batch_size, probed.micro_batch_size)
-            memory_guard: contextlib.AbstractContextManager[object] = (
-                MemoryBudget(
-                    self.memory_budget_mb, optimizer_states=optimizer_states(params)
-                ).attach(model)
-                if self.memory_budget_mb is not None
-                else contextlib.nullcontext()
-            )
-            oom: str | None = None
-            try:
-                with memory_guard:
-                    result = train(
-                        model,
-                        self.data,
-                        params,
-                        budget=self.budget,
-                        metric=self.metric,
-                        report=report,
-                        device=self.device,
-                        seed=seed,
-                        amp=self.amp,
-                        micro_batch_size=micro,
-                        clip_grad_norm=self.clip_grad_norm,
-                        divergence_factor=self.divergence_factor,
-                        measure_noise_scale=self.measure_noise_scale,
-                    )
-            except Exception as error:
-                if not is_oom_error(error):
-                    raise
-                # Keep the message only: the traceback pins the failed step's tensors.
-                oom = f"{type(error).__name__}: {error}".splitlines()[0][:300]
-            del model, memory_guard
-            if oom is None:
-                break
-            # Outside the except block, so the failed step's memory can really be freed.
-            release_memory(self.device)
-            used = min(micro or params.batch_size, params.batch_size)
-            smaller = max(used // 2, self.min_micro_batch_size)
-            if smaller >= used:
-                trial.set_user_attr("effective_batch_size", params.batch_size)
-                trial.set_user_attr("micro_batch_size", used)
-                trial.set_user_attr("oom_retries", retries)
-                trial.set_user_attr("oom_error", oom)
-                trial.set_user_attr("seed", seed)
-                trial.set_user_attr("stop_reason", "oom")
-                # Infeasible (constraint > 0): TPE ranks it after every feasible trial and
-                # learns to avoid the region, which a FAILED trial would not teach it.
-                trial.set_constraint("oom", 1.0)
-                raise optuna.TrialPruned(
-                    f"out of memory at batch_size={params.batch_size} even with micro-batches "
-                    f"of {used} (min_micro_batch_size={self.min_micro_batch_size}): {oom}"
-                )
-            retries += 1
-            micro = smaller
-        for key, value in result_attrs(result, params, seed).items():
-            trial.set_user_attr(key, value)
-        trial.set_user_attr("oom_retries", retries)
-        if probed is not None:
-            trial.set_user_attr("probed_micro_batch_size", probed.micro_batch_size)
-        if result.stop_reason == "pruned":
-            step, value = result.history[-1]
-            raise optuna.TrialPruned(f"pruned at step {step} with {self.metric}={value:.4g}")
-        if result.stop_reason.startswith("diverged"):
-            raise optuna.TrialPruned(result.stop_reason)
-        if self.goal == "time_to_target":
-            assert self.target is not None
-            score, reached = time_to_target(
-                result,
-                self.target,
-                direction=self.metric_direction,
-                unit=self.target_unit,
-                total=self._budget_total(),
-            )
-            trial.set_user_attr("reached_target", reached)
-            trial.set_user_attr("final_" + self.metric, result.value)
-            return score
-        if self.goal == "metric_and_time":
-            return result.value, result.train_seconds
-        return result.value
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def make_objective(
-    build_model: BuildModel,
-    data: TrainingData,
-    *,
-    space: SearchSpace | None = None,
-    budget: Budget | None = None,
-    metric: Metric = "accuracy",
-    device: str | torch.device | None = None,
-    seed: int = 0,
-    amp: Amp = "auto",
-    micro_batch_size: int | None = None,
-    clip_grad_norm: float | None = None,
-    divergence_factor: float = 10.0,
-    goal: Goal = "metric",
-    target: float | None = None,
-    target_unit: TargetUnit = "samples",
-    memory_budget_mb: float | None = None,
-    probe: bool | None = None,
-    probe_margin: float = 0.9,
-    min_micro_batch_size: int = 8,
-    measure_noise_scale: bool = False,
-) -> Objective:
-    """Build an Optuna objective that searches batch size, learning rate and dropout.
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class ObjectiveOptions:
+    """Every option of :func:`make_objective`, declared once and checked on construction.
 
     Args:
-        build_model: ``build_model(params) -> nn.Module``; read ``params.dropout`` (and
-            ``params.extra``) to configure the model. Called once per trial after seeding.
-        data: a :class:`~bsopt.TensorData` (fast, in memory) or :class:`~bsopt.DatasetData`.
         space: the ranges to search; default :class:`~bsopt.SearchSpace()`.
         budget: training per trial and evaluation grid; default ``Budget(10)`` (ten
             epochs, ten evaluations). Evaluations are reported at samples seen, so pruners
             compare trials of different batch sizes fairly.
-        metric: ``"accuracy"`` (maximised) or ``"loss"`` (minimised), on the validation split.
+        suggest: your own hyperparameters, define-by-run: ``suggest(trial) -> dict`` may
+            call any ``trial.suggest_*`` (conditional ones included). Its values reach
+            ``build_model`` as ``params.extra`` and are stored as ordinary trial
+            parameters; names bsopt uses itself (``batch_size``, ``lr``, ...) are refused.
+        metric: the validation metric: ``"accuracy"`` (default), ``"loss"``, a
+            scikit-learn metric by name (``balanced_accuracy``, ``f1_macro``,
+            ``f1_weighted``, ``roc_auc`` (two classes), ``roc_auc_ovr``, ``roc_auc_ovo``,
+            ``r2``, ``mae``, ``mse``, ``rmse``) computed on the concatenated validation
+            outputs, or a callable ``fn(outputs, targets) -> float`` with ``direction``.
+            The validation loss is recorded beside it as the user attribute ``val_loss``.
+        direction: ``"maximize"`` or ``"minimize"``: required with a callable metric.
+        loss: ``loss(output, target) -> scalar tensor``, used for training, gradient
+            accumulation, the probe and the validation loss. Default: cross-entropy for
+            integer class labels, mean squared error for float targets.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:0"``, ...
         seed: trial ``n`` uses seed ``seed + n`` for initialisation and shuffling.
         amp, clip_grad_norm, divergence_factor, measure_noise_scale: passed to
@@ -420,38 +183,605 @@ def make_objective(
             a larger one is reached by accumulating the gradients of several micro-batches,
             each loss weighted by its share, so the update equals the full batch's up to
             float rounding. Caveat: BatchNorm (and anything else that looks across a batch)
-            computes its statistics per micro-batch, so such a model trains slightly
-            differently under accumulation. Default: no cap (or the probed one).
-        memory_budget_mb: pretend the device has this many MiB: every training step's memory
-            is estimated (parameters, gradients, optimizer state, activations measured with
-            forward hooks) and a step over budget raises an out-of-memory error. This is how
-            a CPU machine stands in for a GPU; on a GPU it can leave room for others.
+            computes its statistics per micro-batch. Default: no cap (or the probed one).
+        memory_budget_mb: pretend the device has this many MiB (see
+            :class:`~bsopt.MemoryBudget`): how a CPU machine stands in for a GPU.
         probe: start each trial from the largest micro-batch that fits, found by
-            :func:`~bsopt.probe_batch_size` once per study and cached in the study's user
-            attributes (see :meth:`Objective.probe`). Default ``None``: probe on CUDA or
-            with a ``memory_budget_mb``, not on a plain CPU (which has no device limit).
-        probe_margin: trials use this fraction of the probed limit (fragmentation, other
-            processes), in ``(0, 1]``.
+            :func:`~bsopt.probe_batch_size` once per model signature and cached in the
+            study's user attributes (see :meth:`Objective.probe`). Default ``None``: probe
+            on CUDA or with a ``memory_budget_mb``, not on a plain CPU.
+        probe_margin: trials use this fraction of the probed limit, in ``(0, 1]``.
         min_micro_batch_size: the floor of out-of-memory recovery. A trial that runs out of
             memory restarts (same seed, same effective batch) with half the micro-batch;
-            when even this floor runs out of memory, the trial is pruned with user attribute
+            when even this floor runs out of memory, the trial is pruned with
             ``stop_reason="oom"`` and the constraint ``"oom"`` set to 1 (infeasible), so TPE
-            learns to avoid the region and the study goes on. Any error that is not out of
-            memory fails the trial as usual. ``oom_retries`` records the restarts. The
-            default of 8 keeps recovery from crawling through tiny micro-batches.
+            learns to avoid the region and the study goes on.
         goal: what the trial returns.
 
             * ``"metric"`` (default): the last validation ``metric``.
             * ``"time_to_target"``: the samples (``target_unit="samples"``) or training
               seconds (``"seconds"``, which needs a seconds budget) until the metric first
-              reaches ``target`` (minimised; the "steps to result" measure of the
-              large-batch literature). Training stops once it is reached. A trial that never
-              reaches it completes with ``budget * (1 + shortfall)``, so it ranks after every
-              trial that did; the pruner sees the distance still to go.
+              reaches ``target`` (minimised). Training stops once it is reached. A trial that
+              never reaches it completes with ``budget * (1 + shortfall)``, so it ranks after
+              every trial that did; the pruner sees the distance still to go.
             * ``"metric_and_time"``: two values, (metric, training seconds), for a
               multi-objective study (``directions=objective.directions``). Optuna does not
-              prune multi-objective trials, so every trial runs its whole budget.
+              prune multi-objective trials.
         target, target_unit: see ``goal``.
+    """
+
+    space: SearchSpace = field(default_factory=SearchSpace)
+    budget: Budget = field(default_factory=Budget)
+    suggest: SuggestFn | None = None
+    metric: str | MetricFn | Metric = "accuracy"
+    direction: Direction | None = None
+    loss: LossFn | None = None
+    device: str | torch.device | None = None
+    seed: int = 0
+    amp: Amp = "auto"
+    micro_batch_size: int | None = None
+    clip_grad_norm: float | None = None
+    divergence_factor: float = 10.0
+    goal: Goal = "metric"
+    target: float | None = None
+    target_unit: TargetUnit = "samples"
+    memory_budget_mb: float | None = None
+    probe: bool | None = None
+    probe_margin: float = 0.9
+    min_micro_batch_size: int = 8
+    measure_noise_scale: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.space, SearchSpace):
+            raise ValueError(
+                f"space must be a bsopt.SearchSpace, but got {self.space!r}. Example: "
+                "space=bsopt.SearchSpace(batch_size=(16, 256))."
+            )
+        if not isinstance(self.budget, Budget):
+            raise ValueError(
+                f"budget must be a bsopt.Budget, but got {self.budget!r}. Example: "
+                "budget=bsopt.Budget(10, 'epochs', evals=10)."
+            )
+        for name in ("suggest", "loss"):
+            value = getattr(self, name)
+            if value is not None and not callable(value):
+                raise ValueError(f"{name} must be a callable or None, but got {value!r}.")
+        resolve_metric(self.metric, self.direction)
+        if not _is_int(self.seed):
+            raise ValueError(f"seed must be an integer, but got {self.seed!r}.")
+        check_amp(self.amp)
+        resolve_device(self.device)
+        check_train_options(
+            micro_batch_size=self.micro_batch_size,
+            clip_grad_norm=self.clip_grad_norm,
+            divergence_factor=self.divergence_factor,
+        )
+        self._check_goal()
+        if self.memory_budget_mb is not None and not (
+            _is_number(self.memory_budget_mb) and 0 < self.memory_budget_mb < math.inf
+        ):
+            raise ValueError(
+                f"memory_budget_mb must be a positive number of MiB, but got "
+                f"{self.memory_budget_mb!r}. Use e.g. memory_budget_mb=512, or None for the "
+                "device's own memory."
+            )
+        if self.probe not in (None, True, False):
+            raise ValueError(f"probe must be True, False or None (auto), but got {self.probe!r}.")
+        if not (_is_number(self.probe_margin) and 0 < self.probe_margin <= 1):
+            raise ValueError(
+                f"probe_margin must be a fraction in (0, 1], but got {self.probe_margin!r}. "
+                "Try 0.9."
+            )
+        if not _is_int(self.min_micro_batch_size) or self.min_micro_batch_size < 1:
+            raise ValueError(
+                "min_micro_batch_size must be an integer >= 1, but got "
+                f"{self.min_micro_batch_size!r}."
+            )
+
+    def _check_goal(self) -> None:
+        if self.goal not in GOALS:
+            raise ValueError(f"goal must be one of {', '.join(GOALS)}, but got {self.goal!r}.")
+        if self.target_unit not in ("samples", "seconds"):
+            raise ValueError(
+                f"target_unit must be 'samples' or 'seconds', but got {self.target_unit!r}."
+            )
+        if self.goal != "time_to_target":
+            return
+        if not (_is_number(self.target) and math.isfinite(self.target)):  # type: ignore[arg-type]
+            raise ValueError(
+                "goal='time_to_target' needs target=<validation metric to reach>, "
+                f"e.g. target=0.95 for accuracy; got target={self.target!r}."
+            )
+        if self.target_unit == "seconds" and self.budget.unit != "seconds":
+            raise ValueError(
+                "target_unit='seconds' needs a time budget, e.g. Budget(30, 'seconds'), so "
+                "every trial gets the same seconds; with a sample budget use 'samples'."
+            )
+
+
+def _preview_batch(data: TrainingData, n: int = 8) -> Batch | None:
+    """A few validation samples on the CPU, without starting DataLoader workers."""
+    x_val = getattr(data, "x_val", None)
+    if x_val is not None:
+        y_val = data.y_val  # type: ignore[attr-defined]
+        return slice_batch((x_val, y_val), 0, n)
+    val = getattr(data, "val", None)
+    if val is None:
+        return None
+    from torch.utils.data import default_collate
+
+    collate = getattr(data, "collate_fn", None) or default_collate
+    items = [val[i] for i in range(min(n, len(val)))]
+    return tuple(collate(items))
+
+
+@dataclass(frozen=True, eq=False)
+class Objective:
+    """A callable ``objective(trial)`` built by :func:`make_objective`.
+
+    ``direction`` (or ``directions``) tells :func:`~bsopt.create_study` which way to
+    optimise; ``describe()`` says what one trial does; ``retrain(trial)`` trains a stored
+    trial's configuration again and returns the model.
+    """
+
+    build_model: BuildModel
+    data: TrainingData
+    options: ObjectiveOptions = field(default_factory=ObjectiveOptions)
+    _: KW_ONLY
+    preflight: bool = True
+    _recorded: set[str] = field(default_factory=set, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not callable(self.build_model):
+            raise TypeError(
+                f"build_model must be callable as build_model(params) -> nn.Module, got "
+                f"{self.build_model!r}."
+            )
+        for attr in ("n_train", "n_val", "train_batches", "val_batches"):
+            if not hasattr(self.data, attr):
+                raise ValueError(
+                    f"data must be a bsopt.TensorData or bsopt.DatasetData (or provide "
+                    f"n_train, n_val, n_classes, train_batches and val_batches), but got "
+                    f"{self.data!r}. Example: data=bsopt.from_arrays(x, y)."
+                )
+        metric = self.metric
+        if metric.needs_classes and self.data.n_classes is None:
+            raise ValueError(
+                f"metric={metric.name!r} needs class labels (a single int64 target tensor), "
+                "but the data hold regression or structured targets. Use metric='loss', "
+                "'mae', 'r2' or a callable with direction=."
+            )
+        largest = self.space.batch_size[1]
+        if largest > self.data.n_train:
+            raise ValueError(
+                f"The search space's largest batch_size ({largest}) is larger than the "
+                f"training set ({self.data.n_train} samples). Use SearchSpace(batch_size="
+                f"(low, high)) with high <= {self.data.n_train}."
+            )
+        self.budget.grid(self.data.n_train)  # fails early on a budget too small to evaluate
+        if self.preflight:
+            self._preflight()
+
+    # -- the options most callers read -------------------------------------------------
+    @property
+    def space(self) -> SearchSpace:
+        return self.options.space
+
+    @property
+    def budget(self) -> Budget:
+        return self.options.budget
+
+    @property
+    def goal(self) -> Goal:
+        return self.options.goal
+
+    @property
+    def seed(self) -> int:
+        return self.options.seed
+
+    @property
+    def metric(self) -> Metric:
+        return resolve_metric(self.options.metric, self.options.direction)
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.options.device)
+
+    @property
+    def loss(self) -> LossFn:
+        return self.options.loss or default_loss
+
+    @property
+    def metric_direction(self) -> Direction:
+        return self.metric.direction
+
+    @property
+    def directions(self) -> list[Direction]:
+        """The study directions this objective needs, one per returned value."""
+        if self.goal == "time_to_target":
+            return ["minimize"]
+        if self.goal == "metric_and_time":
+            return [self.metric_direction, "minimize"]
+        return [self.metric_direction]
+
+    @property
+    def direction(self) -> Direction:
+        """The study direction of a single-objective goal."""
+        if len(self.directions) != 1:
+            raise ValueError(
+                f"goal={self.goal!r} returns two values; create the study with "
+                "directions=objective.directions instead of direction=."
+            )
+        return self.directions[0]
+
+    def describe(self) -> str:
+        low, high = self.space.batch_size
+        metric, options = self.metric, self.options
+        if self.goal == "time_to_target":
+            what = (
+                f"{options.target_unit} to reach validation {metric.name} {options.target:g} "
+                "(minimize)"
+            )
+        elif self.goal == "metric_and_time":
+            what = f"validation {metric.name} ({metric.direction}) and training seconds"
+        else:
+            what = f"validation {metric.name} ({metric.direction})"
+        own = "; plus your own suggest()" if options.suggest is not None else ""
+        return (
+            f"{what}; batch size {low}..{high} "
+            f"({self.space.batch_grid}), lr {self.space.lr[0]:g}..{self.space.lr[1]:g} (log), "
+            f"dropout {self.space.dropout[0]:g}..{self.space.dropout[1]:g}{own}; "
+            f"{self.budget.describe(self.data.n_train)}; device {self.device}"
+        )
+
+    def with_options(self, **changes: Any) -> Objective:
+        """A copy of this objective with some options changed (checked again)."""
+        options = dataclasses.replace(self.options, **changes)
+        return Objective(self.build_model, self.data, options, preflight=False)
+
+    # -- parameters and models -----------------------------------------------------------
+    def params_of(self, trial: optuna.Trial | FrozenTrial) -> Params:
+        """The :class:`~bsopt.Params` of a live trial (sampling them) or a stored one."""
+        if isinstance(trial, FrozenTrial):
+            return params_from_trial(trial, self.space, self.options.suggest)
+        return suggest_params(trial, self.space, self.options.suggest)
+
+    def _build(self, params: Params, seed: int) -> nn.Module:
+        # The caller holds _exclusive_rng: seeding and building use the global generator.
+        torch.manual_seed(seed)
+        model = self.build_model(params)
+        if not isinstance(model, nn.Module):
+            raise ValueError(
+                f"build_model(params) must return a torch.nn.Module, but returned "
+                f"{type(model).__name__}."
+            )
+        return model
+
+    def _preflight(self) -> None:
+        """Sample once, build the model and compute one loss before any trial trains, so a
+        bad ``suggest``, model, loss or metric fails now with its own message."""
+        sampler = optuna.samplers.RandomSampler(seed=self.seed)
+        trial = optuna.create_study(sampler=sampler).ask()
+        params = self.params_of(trial)
+        batch = _preview_batch(self.data)
+        with _exclusive_rng(), torch.random.fork_rng(devices=[]):
+            model = self._build(params, self.seed)
+            if batch is None:
+                return
+            batch_size_of(batch, where="validation batch")
+            model.eval()
+            with torch.no_grad():
+                output = call_model(model, batch[0])
+                check_loss_value(self.loss(output, batch[1]))
+        width = output.shape[-1] if isinstance(output, torch.Tensor) and output.ndim > 1 else 1
+        if self.metric.name == "roc_auc" and width > 2:
+            raise ValueError(
+                f"metric='roc_auc' is for two classes, but the model outputs {width} classes. "
+                "Use metric='roc_auc_ovr' (one-vs-rest) or 'roc_auc_ovo' (one-vs-one) to "
+                "state how to average over classes."
+            )
+
+    @property
+    def probing(self) -> bool:
+        """Whether trials start from a probed micro-batch (``probe=None``: on CUDA or with a
+        memory budget, where there is a device limit to find)."""
+        if self.options.probe is not None:
+            return self.options.probe
+        return self.device.type == "cuda" or self.options.memory_budget_mb is not None
+
+    def _probe_params(self) -> Params:
+        # The optimizer with the most state needs the most memory: probe with that one.
+        sampler = optuna.samplers.RandomSampler(seed=self.seed)
+        params = self.params_of(optuna.create_study(sampler=sampler).ask())
+        choices = self.space.optimizer
+        names = choices if isinstance(choices, tuple) else (choices,)
+        hungriest = max(names, key=lambda name: optimizer_states(Params(1, 1.0, optimizer=name)))
+        return dataclasses.replace(
+            params, batch_size=self.space.batch_size[1], optimizer=hungriest
+        )
+
+    def probe(
+        self,
+        study: optuna.Study | None = None,
+        params: Params | None = None,
+        *,
+        model: nn.Module | None = None,
+    ) -> ProbeResult:
+        """The largest micro-batch of this objective's model, data and device, probed once
+        per model signature and study.
+
+        Runs :func:`~bsopt.probe_batch_size` up to the search space's largest batch size,
+        with ``memory_budget_mb``, ``probe_margin``, ``amp`` and ``loss`` of the objective.
+        The result is stored as the study user attribute ``"probe:<key>"``, where the key
+        hashes the model signature (parameter names, shapes, dtypes), the input signature,
+        the device and those settings; a later call with the same key reads it back
+        (``cached=True``). A model whose shape depends on your own hyperparameters gets a
+        probe for each signature, the first time a trial builds it. ``params`` default to
+        sampled values with the most memory-hungry optimizer; ``model`` to
+        ``build_model(params)``.
+        """
+        options = self.options
+        params = params or self._probe_params()
+        if model is None:
+            with _exclusive_rng(), torch.random.fork_rng(devices=[]):
+                model = self._build(params, self.seed)
+        settings: dict[str, Any] = {
+            "params": params,
+            "device": self.device,
+            "high": self.space.batch_size[1],
+            "margin": options.probe_margin,
+            "memory_budget_mb": options.memory_budget_mb,
+            "amp": options.amp,
+        }
+        attr = PROBE_ATTR_PREFIX + probe_key_for(model, self.data, **settings)
+        if study is not None:
+            stored = study.user_attrs.get(attr)
+            if stored is not None:
+                return ProbeResult.from_dict(stored)
+        result = probe_batch_size(model, self.data, loss=self.loss, **settings)
+        if study is not None:
+            study.set_user_attr(attr, result.as_dict())
+        return result
+
+    # -- training ----------------------------------------------------------------------
+    def _record_metric(self, study: optuna.Study) -> None:
+        # The analysis reads storage only: tell it what the values mean, once per study.
+        if study.study_name in self._recorded:
+            return
+        metric = self.metric
+        wanted = {
+            "metric": metric.name,
+            "metric_direction": metric.direction,
+            "metric_unit": metric.unit,
+            "goal": self.goal,
+        }
+        stored = study.user_attrs
+        for key, value in wanted.items():
+            if stored.get(key) != value:
+                study.set_user_attr(key, value)
+        self._recorded.add(study.study_name)
+
+    def _train(
+        self,
+        params: Params,
+        seed: int,
+        *,
+        report: Callable[[int, float], StopReason | None] | None,
+        study: optuna.Study | None,
+        micro: int | None = None,
+    ) -> _Run:
+        """Train, restarting with half the micro-batch after an out-of-memory error, down to
+        ``min_micro_batch_size``. The caller holds :func:`_exclusive_rng`."""
+        options = self.options
+        run = _Run(micro=micro or options.micro_batch_size)
+        while True:
+            # Same seed, same initial weights: differences between trials come from the
+            # params, and a retry after an out-of-memory error restarts the same run.
+            model = self._build(params, seed)
+            if run.probed is None and self.probing:
+                run.probed = self.probe(study, params, model=model)
+                limit = run.probed.micro_batch_size
+                run.micro = min(run.micro or limit, limit)
+            guard: contextlib.AbstractContextManager[object] = (
+                MemoryBudget(
+                    options.memory_budget_mb, optimizer_states=optimizer_states(params)
+                ).attach(model)
+                if options.memory_budget_mb is not None
+                else contextlib.nullcontext()
+            )
+            run.oom = None
+            try:
+                with guard:
+                    run.result = train(
+                        model,
+                        self.data,
+                        params,
+                        budget=self.budget,
+                        metric=self.metric,
+                        loss=self.loss,
+                        report=report,
+                        device=self.device,
+                        seed=seed,
+                        amp=options.amp,
+                        micro_batch_size=run.micro,
+                        clip_grad_norm=options.clip_grad_norm,
+                        divergence_factor=options.divergence_factor,
+                        measure_noise_scale=options.measure_noise_scale,
+                    )
+            except Exception as error:
+                if not is_oom_error(error):
+                    raise
+                # Keep the message only: the traceback pins the failed step's tensors.
+                run.oom = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+            del model, guard
+            if run.oom is None:
+                return run
+            # Outside the except block, so the failed step's memory can really be freed.
+            release_memory(self.device)
+            used = min(run.micro or params.batch_size, params.batch_size)
+            smaller = max(used // 2, options.min_micro_batch_size)
+            if smaller >= used:
+                run.micro = used
+                return run
+            run.retries += 1
+            run.micro = smaller
+
+    def __call__(self, trial: optuna.Trial) -> float | Sequence[float]:
+        self._record_metric(trial.study)
+        params = self.params_of(trial)
+        seed = self.seed + trial.number
+        try:
+            with _exclusive_rng():
+                run = self._train(params, seed, report=_Reporter(self, trial), study=trial.study)
+        except KeyboardInterrupt:
+            trial.set_user_attr("stop_reason", StopReason.INTERRUPTED.value)
+            raise
+        if run.probed is not None:
+            trial.set_user_attr("probed_micro_batch_size", run.probed.micro_batch_size)
+        if run.result is None:
+            self._infeasible(trial, params, seed, run)
+        result = run.result
+        for key, value in result_attrs(result, params, seed).items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("oom_retries", run.retries)
+        if result.stop_reason == StopReason.PRUNED:
+            step, value = result.history[-1]
+            raise optuna.TrialPruned(f"pruned at step {step} with {result.metric}={value:.4g}")
+        if result.stop_reason == StopReason.DIVERGED:
+            raise optuna.TrialPruned(f"diverged: {result.stop_detail}")
+        if self.goal == "time_to_target":
+            score, reached = time_to_target(
+                result,
+                float(self.options.target),  # type: ignore[arg-type]
+                direction=self.metric_direction,
+                unit=self.options.target_unit,
+                total=self._budget_total(),
+            )
+            trial.set_user_attr("reached_target", reached)
+            trial.set_user_attr("final_" + result.metric, result.value)
+            return score
+        if self.goal == "metric_and_time":
+            return result.value, result.train_seconds
+        return result.value
+
+    def _infeasible(self, trial: optuna.Trial, params: Params, seed: int, run: _Run) -> NoReturn:
+        floor = self.options.min_micro_batch_size
+        for key, value in {
+            "effective_batch_size": params.batch_size,
+            "micro_batch_size": run.micro,
+            "oom_retries": run.retries,
+            "oom_error": run.oom,
+            "seed": seed,
+            "stop_reason": StopReason.OOM.value,
+            "stop_detail": run.oom,
+        }.items():
+            trial.set_user_attr(key, value)
+        # Infeasible (constraint > 0): TPE ranks it after every feasible trial and learns
+        # to avoid the region, which a FAILED trial would not teach it.
+        trial.set_constraint("oom", 1.0)
+        raise optuna.TrialPruned(
+            f"out of memory at batch_size={params.batch_size} even with micro-batches of "
+            f"{run.micro} (min_micro_batch_size={floor}): {run.oom}"
+        )
+
+    def _budget_total(self) -> float:
+        grid = self.budget.grid(self.data.n_train)
+        if self.options.target_unit == "seconds":
+            return grid.total / 1000 if grid.unit == "ms" else float("nan")
+        return float(grid.total)
+
+    def retrain(
+        self, trial: optuna.Trial | FrozenTrial, *, seed: int | None = None
+    ) -> tuple[nn.Module, TrainResult]:
+        """Train a stored trial's configuration again; returns the model and its result.
+
+        The params are rebuilt from the trial (:meth:`params_of`), the seed is the trial's
+        (or ``seed``), and the micro-batch the one it trained with, so on the CPU the
+        result's ``value`` equals the stored value of a completed ``goal="metric"`` trial.
+        The whole budget is trained without pruning, also for a trial that was pruned.
+        """
+        params = self.params_of(trial)
+        attrs = trial.user_attrs
+        if seed is None:
+            seed = int(attrs.get("seed", self.seed + trial.number))
+        micro = attrs.get("micro_batch_size") if attrs.get("accumulation_steps", 1) > 1 else None
+        with _exclusive_rng():
+            model = self._build(params, seed)
+            result = train(
+                model,
+                self.data,
+                params,
+                budget=self.budget,
+                metric=self.metric,
+                loss=self.loss,
+                device=self.device,
+                seed=seed,
+                amp=self.options.amp,
+                micro_batch_size=micro or self.options.micro_batch_size,
+                clip_grad_norm=self.options.clip_grad_norm,
+                divergence_factor=self.options.divergence_factor,
+                measure_noise_scale=self.options.measure_noise_scale,
+            )
+        return model, result
+
+
+@dataclass
+class _Run:
+    """One trial's training, across out-of-memory restarts."""
+
+    micro: int | None = None
+    result: TrainResult | None = None
+    retries: int = 0
+    probed: ProbeResult | None = None
+    oom: str | None = None
+
+
+class _Reporter:
+    """Reports each evaluation to the trial and turns Optuna's answer into a stop reason."""
+
+    def __init__(self, objective: Objective, trial: optuna.Trial) -> None:
+        self.trial = trial
+        self.goal = objective.goal
+        self.target = objective.options.target
+        self.maximize = objective.metric_direction == "maximize"
+        # Optuna does not prune multi-objective studies; report only when it can.
+        self.single = len(trial.study.directions) == 1
+        self.reported: set[int] = set()
+
+    def _report(self, value: float, step: int) -> None:
+        # A retry after an out-of-memory error replays the steps reported before it;
+        # Optuna would keep the first value anyway, with a warning.
+        if step not in self.reported:
+            self.reported.add(step)
+            self.trial.report(value, step)
+
+    def __call__(self, step: int, value: float) -> StopReason | None:
+        if self.goal == "time_to_target":
+            target = float(self.target)  # type: ignore[arg-type]
+            if (value >= target) if self.maximize else (value <= target):
+                self._report(0.0, step)
+                return StopReason.REACHED_TARGET
+            # The study minimises, so the pruner gets the distance still to go.
+            self._report(abs(target - value), step)
+        elif self.single:
+            self._report(value, step)
+        else:
+            return None
+        return StopReason.PRUNED if self.trial.should_prune() else None
+
+
+def make_objective(build_model: BuildModel, data: TrainingData, **options: Any) -> Objective:
+    """Build an Optuna objective that searches batch size, learning rate and dropout jointly
+    with your own hyperparameters.
+
+    Args:
+        build_model: ``build_model(params) -> nn.Module``; read ``params.dropout`` and your
+            own ``params.extra[...]`` to configure the model. Called once per trial after
+            seeding.
+        data: a :class:`~bsopt.TensorData` (fast, in memory) or :class:`~bsopt.DatasetData`.
+        **options: the options of :class:`ObjectiveOptions` (space, budget, suggest, metric,
+            direction, loss, device, seed, amp, ...), which documents each one. Bad values
+            raise ``ValueError`` here, before any trial trains.
 
     Returns:
         An :class:`Objective` for ``study.optimize(objective, ...)``.
@@ -461,83 +791,16 @@ def make_objective(
         >>> study = bsopt.create_study("mine", direction=objective.direction)
         >>> bsopt.optimize(study, objective, trials=30)
     """
-    space = space or SearchSpace()
-    budget = budget or Budget()
-    if not callable(build_model):
-        raise TypeError(
-            f"build_model must be callable as build_model(params), got {build_model!r}."
-        )
-    if metric not in METRIC_DIRECTIONS:
-        raise ValueError(f"metric must be 'accuracy' or 'loss', but got {metric!r}.")
-    if metric == "accuracy" and data.n_classes is None:
+    known = {f.name for f in fields(ObjectiveOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
         raise ValueError(
-            "metric='accuracy' needs class labels (int64 targets), but the data hold "
-            "regression targets. Use metric='loss'."
+            f"make_objective got unknown option(s) {', '.join(unknown)}. The options are: "
+            f"{', '.join(sorted(known))}."
         )
-    largest = space.batch_size[1]
-    if largest > data.n_train:
+    if data is None:
         raise ValueError(
-            f"The search space's largest batch_size ({largest}) is larger than the training "
-            f"set ({data.n_train} samples). Use SearchSpace(batch_size=(low, high)) with "
-            f"high <= {data.n_train}."
+            "data is None. Pass the training data, e.g. bsopt.load_digits(), "
+            "bsopt.from_arrays(x, y) or bsopt.TensorData(x_train, y_train, x_val, y_val)."
         )
-    grid = budget.grid(data.n_train)  # fails early on a budget too small for its evaluations
-    if goal not in GOALS:
-        raise ValueError(f"goal must be one of {', '.join(GOALS)}, but got {goal!r}.")
-    if goal == "time_to_target":
-        if target is None or not math.isfinite(target):
-            raise ValueError(
-                "goal='time_to_target' needs target=<validation metric to reach>, "
-                f"e.g. target=0.95 for accuracy; got target={target!r}."
-            )
-        if target_unit not in ("samples", "seconds"):
-            raise ValueError(
-                f"target_unit must be 'samples' or 'seconds', but got {target_unit!r}."
-            )
-        if target_unit == "seconds" and grid.unit != "ms":
-            raise ValueError(
-                "target_unit='seconds' needs a time budget, e.g. Budget(30, 'seconds'), so "
-                "every trial gets the same seconds; with a sample budget use 'samples'."
-            )
-    if memory_budget_mb is not None and not (
-        isinstance(memory_budget_mb, (int, float)) and 0 < memory_budget_mb < math.inf
-    ):
-        raise ValueError(
-            f"memory_budget_mb must be a positive number of MiB, but got {memory_budget_mb!r}. "
-            "Use e.g. memory_budget_mb=512, or None for the device's own memory."
-        )
-    if probe not in (None, True, False):
-        raise ValueError(f"probe must be True, False or None (auto), but got {probe!r}.")
-    if not 0 < probe_margin <= 1:
-        raise ValueError(
-            f"probe_margin must be a fraction in (0, 1], but got {probe_margin!r}. Try 0.9."
-        )
-    if (
-        isinstance(min_micro_batch_size, bool)
-        or not isinstance(min_micro_batch_size, int)
-        or min_micro_batch_size < 1
-    ):
-        raise ValueError(
-            f"min_micro_batch_size must be an integer >= 1, but got {min_micro_batch_size!r}."
-        )
-    return Objective(
-        build_model,
-        data,
-        space=space,
-        budget=budget,
-        metric=metric,
-        device=resolve_device(device),
-        seed=seed,
-        amp=amp,
-        micro_batch_size=micro_batch_size,
-        clip_grad_norm=clip_grad_norm,
-        divergence_factor=divergence_factor,
-        goal=goal,
-        target=target,
-        target_unit=target_unit,
-        memory_budget_mb=memory_budget_mb,
-        auto_probe=probe,
-        probe_margin=probe_margin,
-        min_micro_batch_size=min_micro_batch_size,
-        measure_noise_scale=measure_noise_scale,
-    )
+    return Objective(build_model, data, ObjectiveOptions(**options))

@@ -16,7 +16,6 @@ No Optuna here: the objective caches the result in the study under :func:`probe_
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-import contextlib
 import copy
 from dataclasses import asdict, dataclass, field, fields
 import hashlib
@@ -26,13 +25,14 @@ from typing import Any
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
+from bsopt._batch import Batch, batch_size_of, signature, tree_map
 from bsopt._data import TrainingData
 from bsopt._memory import MemoryBudget, is_oom_error, release_memory
+from bsopt._metrics import LossFn, default_loss
 from bsopt._optim import make_optimizer
 from bsopt._space import Params
-from bsopt._trainer import Amp, _amp_dtype, resolve_device
+from bsopt._trainer import Amp, amp_dtype, autocast_for, forward_loss, resolve_device
 
 # Study user attribute under which a probe result is cached: PROBE_ATTR_PREFIX + probe_key.
 PROBE_ATTR_PREFIX = "probe:"
@@ -135,8 +135,7 @@ def search_limit(fits: Callable[[int], bool], *, high: int, start: int = 1) -> t
 
 def probe_key(
     model: nn.Module,
-    sample_shape: tuple[int, ...],
-    dtype: torch.dtype,
+    inputs: str,
     device: torch.device,
     **settings: object,
 ) -> str:
@@ -150,30 +149,31 @@ def probe_key(
     parts: list[str] = [type(model).__qualname__]
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         parts.append(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}")
-    parts.append(f"input:{sample_shape}:{dtype}:{device}")
+    parts.append(f"input:{inputs}:{device}")
     parts += [f"{k}={settings[k]!r}" for k in sorted(settings)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def _example_batch(data: TrainingData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _example_batch(data: TrainingData, device: torch.device) -> Batch:
     batches = data.train_batches(min(data.n_train, 256), device, torch.Generator().manual_seed(0))
-    x, y = next(iter(batches))
-    return x, y
+    return next(iter(batches))
 
 
-def _input_signature(data: TrainingData) -> tuple[tuple[int, ...], torch.dtype]:
-    """Per-sample input shape and dtype, read without starting a DataLoader when possible
-    (the objective computes the probe key in every trial)."""
+def _input_signature(data: TrainingData) -> str:
+    """Per-sample shapes and dtypes of the inputs, read without starting a DataLoader when
+    possible (the objective computes the probe key in every trial)."""
     x = getattr(data, "x_train", None)
-    if isinstance(x, torch.Tensor):
-        return tuple(x.shape[1:]), x.dtype
+    if x is not None:
+        return signature(x)
     train = getattr(data, "train", None)
     if train is not None:
-        first = train[0][0]
-        if isinstance(first, torch.Tensor):
-            return tuple(first.shape), first.dtype
+        try:
+            first = train[0][0]
+            return signature(tree_map(lambda t: t.unsqueeze(0), first))
+        except (TypeError, ValueError, IndexError, AttributeError):
+            pass  # items that need collate_fn: read one collated batch instead
     x, _ = _example_batch(data, torch.device("cpu"))
-    return tuple(x.shape[1:]), x.dtype
+    return signature(x)
 
 
 def probe_key_for(
@@ -189,23 +189,22 @@ def probe_key_for(
 ) -> str:
     """The :func:`probe_key` that :func:`probe_batch_size` with these arguments stores."""
     device = resolve_device(device)
-    shape, dtype = _input_signature(data)
     return probe_key(
         model,
-        shape,
-        dtype,
+        _input_signature(data),
         device,
         optimizer_states=optimizer_states(params or Params(batch_size=1, lr=1e-3)),
-        amp=str(_amp_dtype(amp, device)),
+        amp=str(amp_dtype(amp, device)),
         memory_budget_mb=memory_budget_mb,
         margin=margin,
         high=data.n_train if high is None else high,
     )
 
 
-def _tile(t: torch.Tensor, n: int) -> torch.Tensor:
+def _tile(batch: Batch, n: int, available: int) -> Batch:
     # Batches of any size from a few real samples: memory depends on the shape, not values.
-    return t[torch.arange(n, device=t.device) % len(t)]
+    index = torch.arange(n) % available
+    return tree_map(lambda t: t[index.to(t.device)], batch)
 
 
 def probe_batch_size(
@@ -219,6 +218,7 @@ def probe_batch_size(
     margin: float = 0.9,
     memory_budget_mb: float | None = None,
     amp: Amp = "auto",
+    loss: LossFn | None = None,
 ) -> ProbeResult:
     """Find the largest micro-batch that trains one step of ``model`` on ``device``.
 
@@ -238,6 +238,7 @@ def probe_batch_size(
             of :class:`~bsopt._memory.MemoryBudget`: how a CPU machine stands in for a GPU.
             On CUDA without it, real steps run until a real out-of-memory error.
         amp: mixed precision as in :func:`~bsopt.train`; it changes the memory a step needs.
+        loss: the training loss as in :func:`~bsopt.train`; default cross-entropy or MSE.
 
     Raises:
         ValueError: a bad argument, or not even a batch of 1 fits.
@@ -249,14 +250,16 @@ def probe_batch_size(
         raise ValueError(f"high must be at least 1, but got {high}.")
     params = params or Params(batch_size=1, lr=1e-3)
     device = resolve_device(device)
-    amp_dtype = _amp_dtype(amp, device)
+    autocast = autocast_for(device, amp_dtype(amp, device))
+    loss_fn = loss or default_loss
     budget = (
         MemoryBudget(memory_budget_mb, optimizer_states=optimizer_states(params))
         if memory_budget_mb is not None
         else None
     )
     model.to(device)
-    x0, y0 = _example_batch(data, device)
+    example = _example_batch(data, device)
+    available = batch_size_of(example)
     key = probe_key_for(
         model,
         data,
@@ -267,25 +270,13 @@ def probe_batch_size(
         memory_budget_mb=memory_budget_mb,
         amp=amp,
     )
-    classification = data.n_classes is not None
     saved_model = copy.deepcopy(model.state_dict())
     was_training = model.training
     optimizer = make_optimizer(model, params)
     rng_devices = [device] if device.type == "cuda" else []
 
     def one_step(n: int) -> None:
-        x, y = _tile(x0, n), _tile(y0, n)
-        autocast: Any = (
-            torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-        )
-        with autocast:
-            out = model(x)
-            loss = (
-                F.cross_entropy(out.float(), y)
-                if classification
-                else F.mse_loss(out.float().reshape(y.shape), y)
-            )
-        loss.backward()
+        forward_loss(model, _tile(example, n, available), loss_fn, autocast).backward()
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)

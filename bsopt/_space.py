@@ -24,12 +24,20 @@ With ``batch_grid="int"`` the sampler searches ``batch_size`` itself, log-scaled
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
+from bsopt._schedules import BATCH_SCHEDULES, LR_SCHEDULES
+
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
+
+# A user's own define-by-run search: ``suggest(trial) -> {name: value}``.
+SuggestFn = Callable[["optuna.Trial"], Mapping[str, Any]]
+Range = tuple[float, float]
 
 BatchGrid = Literal["pow2", "int"]
 Optimizer = Literal["adamw", "sgd", "lars"]
@@ -37,8 +45,25 @@ LrScaling = Literal["none", "sqrt", "linear"]
 OPTIMIZERS = ("adamw", "sgd", "lars")
 # Exponent alpha of lr = base_lr * (batch / reference) ** alpha for each coupling rule.
 LR_SCALING_EXPONENTS: dict[str, float] = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
-_LR_SCHEDULES = ("constant", "cosine", "step", "onecycle")
-_BATCH_SCHEDULES = ("constant", "grow", "ramp", "adaptive")
+_LR_SCHEDULES = LR_SCHEDULES
+_BATCH_SCHEDULES = BATCH_SCHEDULES
+# Parameter names bsopt itself may store; a user's own searched names must differ.
+RESERVED_NAMES = frozenset(
+    {
+        "batch_size",
+        "log2_batch_size",
+        "lr",
+        "base_lr",
+        "lr_scaling",
+        "dropout",
+        "weight_decay",
+        "momentum",
+        "optimizer",
+        "warmup",
+        "lr_schedule",
+        "batch_schedule",
+    }
+)
 
 
 def coupled_lr(base_lr: float, batch_size: int, reference: int, alpha: float) -> float:
@@ -132,7 +157,11 @@ class SearchSpace:
         lr: ``(low, high)`` learning rate, sampled log-uniformly.
         dropout: ``(low, high)`` dropout probability, sampled uniformly within ``[0, 1)``.
             Use ``(0.0, 0.0)`` to switch dropout off.
-        weight_decay: fixed weight decay passed to the optimizer.
+        weight_decay: weight decay passed to the optimizer: a single value fixes it, a
+            ``(low, high)`` pair searches it log-uniformly (``low > 0``) as the parameter
+            ``weight_decay``.
+        momentum: SGD/LARS momentum: a single value fixes it, a ``(low, high)`` pair searches
+            it uniformly within ``[0, 1)`` as the parameter ``momentum``.
         optimizer: ``"adamw"`` (default), ``"sgd"`` (Nesterov momentum ``momentum``) or
             ``"lars"`` (layer-wise trust ratios for large batches; its effective step is
             ``lr`` times a trust ratio of about 1e-3, so give it learning rates around
@@ -158,15 +187,17 @@ class SearchSpace:
             or ``"adaptive"`` (the measured gradient noise scale, clamped between the
             range's low bound and the sampled batch); a tuple searches it.
 
-    A single value fixes a dimension: ``batch_size=(64, 64)`` trains every trial at 64.
+    A single value fixes a dimension: ``batch_size=64`` (or ``(64, 64)``) trains every trial
+    at 64, ``lr=3e-3`` fixes the learning rate. Your own hyperparameters are searched with
+    ``make_objective(..., suggest=fn)``.
     """
 
     batch_size: tuple[int, int] = (16, 256)
     lr: tuple[float, float] = (1e-4, 1e-1)
     dropout: tuple[float, float] = (0.0, 0.5)
-    weight_decay: float = 0.0
+    weight_decay: float | tuple[float, float] = 0.0
     optimizer: Optimizer | tuple[Optimizer, ...] = "adamw"
-    momentum: float = 0.9
+    momentum: float | tuple[float, float] = 0.9
     batch_grid: BatchGrid = "pow2"
     lr_scaling: LrScaling | tuple[LrScaling, ...] | None = None
     reference_batch_size: int | None = None
@@ -175,9 +206,14 @@ class SearchSpace:
     batch_schedule: str | tuple[str, ...] = "constant"
 
     def __post_init__(self) -> None:
+        for name in ("batch_size", "lr", "dropout"):
+            object.__setattr__(self, name, _as_range(name, getattr(self, name)))
         lo_b, hi_b = self.batch_size
         if not all(isinstance(b, int) and not isinstance(b, bool) for b in self.batch_size):
-            raise ValueError(f"batch_size bounds must be integers, but got {self.batch_size!r}.")
+            raise ValueError(
+                f"batch_size must be an integer or a (low, high) pair of integers, but got "
+                f"{self.batch_size!r}."
+            )
         _check_range("batch_size", (lo_b, hi_b), positive=True)
         if self.batch_grid not in ("pow2", "int"):
             raise ValueError(f"batch_grid must be 'pow2' or 'int', but got {self.batch_grid!r}.")
@@ -193,11 +229,15 @@ class SearchSpace:
                 f"dropout must lie in [0, 1), but got {self.dropout!r}. "
                 "A dropout of 1 would drop every activation."
             )
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be 0 or more, but got {self.weight_decay}.")
+        decay = _as_range("weight_decay", self.weight_decay)
+        _check_range("weight_decay", decay, positive=isinstance(self.weight_decay, tuple))
+        if decay[0] < 0:
+            raise ValueError(f"weight_decay must be 0 or more, but got {self.weight_decay!r}.")
         _check_choices("optimizer", self.optimizer, OPTIMIZERS)
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), but got {self.momentum}.")
+        momentum = _as_range("momentum", self.momentum)
+        _check_range("momentum", momentum, positive=False)
+        if not (0.0 <= momentum[0] and momentum[1] < 1.0):
+            raise ValueError(f"momentum must lie in [0, 1), but got {self.momentum!r}.")
         if self.lr_scaling is not None:
             _check_choices("lr_scaling", self.lr_scaling, tuple(LR_SCALING_EXPONENTS))
         ref = self.reference_batch_size
@@ -245,9 +285,11 @@ class SearchSpace:
             batch_size=batch_size,
             lr=lr,
             dropout=dropout,
-            weight_decay=self.weight_decay,
+            weight_decay=_suggest_fixed_or_range(
+                trial, "weight_decay", self.weight_decay, log=True
+            ),
             optimizer=_suggest_choice(trial, "optimizer", self.optimizer),  # type: ignore[arg-type]
-            momentum=self.momentum,
+            momentum=_suggest_fixed_or_range(trial, "momentum", self.momentum, log=False),
             warmup=warmup,
             lr_schedule=_suggest_choice(trial, "lr_schedule", self.lr_schedule),
             batch_schedule=_suggest_choice(trial, "batch_schedule", self.batch_schedule),
@@ -262,6 +304,82 @@ class SearchSpace:
         used = 2**exponent
         # A single-point distribution records the used value without searching it again.
         return trial.suggest_int("batch_size", used, used, log=True)
+
+
+def _as_range(name: str, value: Any) -> Any:
+    """A single number means a fixed value: ``(value, value)``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (value, value)
+    if isinstance(value, list):
+        value = tuple(value)
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise ValueError(
+            f"{name} must be a single value (fixed) or a (low, high) pair (searched), but got "
+            f"{value!r}."
+        )
+    return value
+
+
+def _suggest_fixed_or_range(
+    trial: optuna.Trial, name: str, value: float | tuple[float, float], *, log: bool
+) -> float:
+    # A fixed value is not a parameter, so studies that never search it keep their space.
+    if not isinstance(value, tuple):
+        return float(value)
+    return _suggest_float(trial, name, value, log=log)
+
+
+def suggest_params(
+    trial: optuna.Trial, space: SearchSpace, suggest: SuggestFn | None = None
+) -> Params:
+    """``space.suggest(trial)`` plus the user's own ``suggest(trial)`` values as ``extra``.
+
+    Raises:
+        ValueError: ``suggest`` returned no mapping, or a name bsopt uses itself.
+    """
+    params = space.suggest(trial)
+    if suggest is None:
+        return params
+    extra = suggest(trial)
+    if not isinstance(extra, Mapping):
+        raise ValueError(
+            "suggest(trial) must return a dict of your hyperparameters, e.g. "
+            "{'width': trial.suggest_int('width', 16, 256)}, but it returned "
+            f"{type(extra).__name__}."
+        )
+    clash = sorted(set(extra) & RESERVED_NAMES)
+    if clash:
+        raise ValueError(
+            f"suggest(trial) returned {', '.join(map(repr, clash))}, which bsopt searches "
+            "itself. Set those through SearchSpace (e.g. SearchSpace(weight_decay=(1e-5, "
+            "1e-2))), and give your own hyperparameters other names."
+        )
+    return replace(params, extra=dict(extra))
+
+
+def params_from_trial(
+    trial: FrozenTrial | optuna.Trial, space: SearchSpace, suggest: SuggestFn | None = None
+) -> Params:
+    """The :class:`Params` a stored trial trained with, rebuilt from its parameters.
+
+    The space (and ``suggest``) run again define-by-run against the trial's stored values,
+    so conditional parameters and coupled learning rates come out exactly as in the trial.
+
+    Raises:
+        ValueError: the trial lacks a parameter this space needs (another space or study).
+    """
+    import optuna
+
+    fixed = optuna.trial.FixedTrial(dict(trial.params), number=trial.number)
+    try:
+        return suggest_params(fixed, space, suggest)  # type: ignore[arg-type]
+    except ValueError as error:
+        if "is not found" not in str(error):
+            raise
+        raise ValueError(
+            f"Trial #{trial.number} cannot be rebuilt with this search space: {error}. Use "
+            "the objective (space and suggest) the study was run with."
+        ) from None
 
 
 def _check_choices(name: str, value: str | tuple[str, ...], allowed: tuple[str, ...]) -> None:

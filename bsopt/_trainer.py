@@ -2,42 +2,41 @@
 
 ``train`` runs a model for a :class:`~bsopt.Budget`, evaluates it on the budget's grid of
 samples seen (or training milliseconds), hands each evaluation to a ``report(step, value)``
-callback and returns a :class:`TrainResult`. A callback that returns ``True`` stops training
-(the objective uses this for pruning); the loop itself never imports Optuna.
+callback and returns a :class:`TrainResult`. A callback that returns a
+:class:`~bsopt.StopReason` stops training (the objective uses this for pruning); the loop
+itself never imports Optuna.
 
 Batches never cross an evaluation point: the batch that would overshoot is split, so every
-trial is evaluated after exactly the same number of samples whatever its batch size.
+trial is evaluated after exactly the same number of samples whatever its batch size. Samples
+are counted along the batch dimension of every tensor in the batch, whatever its structure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-import contextlib
 from dataclasses import dataclass, field
 import math
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
+from bsopt._batch import Batch, Tree, batch_size_of, call_model, slice_batch, split_batch
 from bsopt._budget import Budget
-from bsopt._data import Batch, BatchSize, TrainingData
+from bsopt._data import BatchSize, TrainingData
 from bsopt._memory import peak_memory_mb, release_memory, reset_peak_memory
+from bsopt._metrics import LossFn, Metric, MetricFn, check_loss_value, default_loss, resolve_metric
 from bsopt._noise import NoiseScale
 from bsopt._optim import make_optimizer
 from bsopt._schedules import batch_size_at, lr_factor
 from bsopt._space import Params
+from bsopt._stop import DivergenceCheck, StopReason
 
-Metric = Literal["accuracy", "loss"]
 Amp = Literal["auto", "bf16", "fp16", "off"]
-ReportFn = Callable[[int, float], "bool | str"]
-
-METRIC_DIRECTIONS: dict[str, Literal["maximize", "minimize"]] = {
-    "accuracy": "maximize",
-    "loss": "minimize",
-}
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+# Returns why to stop (True means pruned), or None / False to go on.
+ReportFn = Callable[[int, float], "StopReason | bool | None"]
 
 
 @dataclass
@@ -45,14 +44,15 @@ class TrainResult:
     """What one training run produced. ``value`` is the last evaluation of ``metric``.
 
     ``history`` holds ``(step, value)`` per evaluation and ``history_seconds`` the training
-    seconds spent when each was taken; ``batch_history`` the batch size trained with in
-    each evaluation interval and ``noise_history`` the gradient noise scale estimated at
-    each evaluation (empty unless measured).
+    seconds spent when each was taken; ``val_loss`` is the last validation loss (recorded
+    whatever the metric); ``batch_history`` the batch size trained with in each evaluation
+    interval and ``noise_history`` the gradient noise scale estimated at each evaluation
+    (empty unless measured). ``stop_detail`` says more about ``stop_reason``.
     """
 
     value: float
     metric: str
-    stop_reason: str
+    stop_reason: StopReason
     history: list[tuple[int, float]]
     history_seconds: list[float]
     samples_seen: int
@@ -67,8 +67,11 @@ class TrainResult:
     peak_memory_mb: float
     device: str
     amp: str
-    extra: dict[str, float] = field(default_factory=dict)
+    val_loss: float = math.nan
+    stop_detail: str = ""
+    epochs_started: int = 0
     noise_history: list[float] = field(default_factory=list)
+    noise_interval: tuple[float, float] | None = None
     batch_history: list[int] = field(default_factory=list)
 
     @property
@@ -80,7 +83,18 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` or ``"auto"`` picks CUDA when present, else the CPU."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device={device!r} is not a device torch knows ({error}). Use 'auto', 'cpu', "
+            "'cuda' or 'cuda:N'."
+        ) from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"device={str(device)!r} is not supported: bsopt trains on 'cpu' or 'cuda[:N]'. "
+            "Use device='auto' to pick CUDA when present."
+        )
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device={str(device)!r} was asked for, but CUDA is not available here. "
@@ -89,9 +103,18 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
-def _amp_dtype(amp: Amp, device: torch.device) -> torch.dtype | None:
-    if amp not in ("auto", "bf16", "fp16", "off"):
-        raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', but got {amp!r}.")
+def check_amp(amp: object) -> Amp:
+    if amp not in AMP_MODES:
+        raise ValueError(
+            f"amp must be one of {', '.join(AMP_MODES)} (mixed precision on CUDA), but got "
+            f"{amp!r}."
+        )
+    return amp  # type: ignore[return-value]
+
+
+def amp_dtype(amp: Amp, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``, or ``None`` for full precision."""
+    check_amp(amp)
     # Autocast on the CPU slows small models down; mixed precision is a GPU feature here.
     if amp == "off" or device.type != "cuda":
         return None
@@ -102,10 +125,20 @@ def _amp_dtype(amp: Amp, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-def _loss(output: torch.Tensor, target: torch.Tensor, classification: bool) -> torch.Tensor:
-    if classification:
-        return F.cross_entropy(output, target)
-    return F.mse_loss(output.reshape(target.shape), target)
+def autocast_for(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """One autocast context for a whole run, switched off by ``enabled`` when not wanted."""
+    return torch.autocast(
+        device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None
+    )
+
+
+def forward_loss(
+    model: nn.Module, batch: Batch, loss_fn: LossFn, autocast: torch.autocast
+) -> torch.Tensor:
+    """The loss of ``batch``: the one loss path of training, probing and evaluation."""
+    x, y = batch
+    with autocast:
+        return check_loss_value(loss_fn(call_model(model, x), y))
 
 
 def _grad_sq_norm(model: nn.Module) -> float:
@@ -116,35 +149,66 @@ def _grad_sq_norm(model: nn.Module) -> float:
     return float(torch.stack([g.pow(2).sum() for g in grads]).sum())
 
 
+def _concat(parts: list[Tree]) -> Tree:
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts)
+    if isinstance(first, dict):
+        return {k: _concat([p[k] for p in parts]) for k in first}
+    return type(first)(_concat([p[i] for p in parts]) for i in range(len(first)))
+
+
 @torch.inference_mode()
-def evaluate(
+def validate(
     model: nn.Module,
     data: TrainingData,
     device: torch.device,
     metric: Metric,
-    amp_dtype: torch.dtype | None = None,
-) -> float:
-    """Validation accuracy or mean loss over the whole validation split."""
-    classification = data.n_classes is not None
+    loss_fn: LossFn = default_loss,
+    autocast: torch.autocast | None = None,
+) -> tuple[float, float]:
+    """``(metric value, mean validation loss)`` over the whole validation split.
+
+    Accuracy and loss are summed on the device (one host sync per evaluation); any other
+    metric sees the concatenated outputs and targets of the split.
+    """
+    autocast = autocast or autocast_for(device, None)
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    autocast = (
-        torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-    )
+    outputs: list[Tree] = []
+    targets: list[Tree] = []
     with autocast:
         for x, y in data.val_batches(device):
-            out = model(x)
-            if classification:
-                loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
-                correct += (out.argmax(dim=1) == y).sum()
-            else:
-                loss_sum += F.mse_loss(out.float().reshape(y.shape), y, reduction="sum")
+            out = call_model(model, x)
+            loss_sum += check_loss_value(loss_fn(out, y)).float() * batch_size_of(y)
+            if metric.name == "accuracy":
+                correct += (out.argmax(dim=-1) == y).sum()
+            elif metric.fn is not None:
+                outputs.append(out)
+                targets.append(y)
     model.train()
-    # One synchronisation per evaluation, not one per batch.
-    if metric == "accuracy":
-        return correct.item() / data.n_val
-    return loss_sum.item() / data.n_val
+    val_loss = loss_sum.item() / data.n_val
+    if metric.name == "accuracy":
+        return correct.item() / data.n_val, val_loss
+    if metric.fn is None:
+        return val_loss, val_loss
+    return float(metric.fn(_concat(outputs), _concat(targets))), val_loss
+
+
+def evaluate(
+    model: nn.Module,
+    data: TrainingData,
+    device: str | torch.device | None = None,
+    metric: str | Metric | MetricFn = "accuracy",
+    *,
+    loss: LossFn | None = None,
+    direction: Literal["maximize", "minimize"] | None = None,
+) -> float:
+    """The validation ``metric`` of ``model`` on ``data`` (see :func:`train` for metrics)."""
+    chosen = resolve_metric(metric, direction)
+    value, _ = validate(model, data, resolve_device(device), chosen, loss or default_loss)
+    return value
 
 
 def _batches_forever(
@@ -158,13 +222,104 @@ def _batches_forever(
             first = False
 
 
+@dataclass
+class _Step:
+    """One optimizer update over a batch, accumulated over micro-batches when needed."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: torch.autocast
+    loss_fn: LossFn
+    micro_cap: int
+    clip_grad_norm: float | None
+    device: torch.device
+
+    def __call__(self, batch: Batch, n: int, noise: NoiseScale | None) -> torch.Tensor:
+        micro = min(n, self.micro_cap)
+        if noise is not None and micro == n:
+            micro = (n + 1) // 2  # two micro-batches give the two gradient norms
+        if micro == n:
+            # The whole batch in one pass, the common case: no accumulator, no weights.
+            loss = forward_loss(self.model, batch, self.loss_fn, self.autocast)
+            self.scaler.scale(loss).backward()
+            step_loss = loss.detach().float()
+        else:
+            step_loss = self._accumulate(batch, n, micro, noise)
+        if self.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return step_loss
+
+    def _accumulate(
+        self, batch: Batch, n: int, micro: int, noise: NoiseScale | None
+    ) -> torch.Tensor:
+        # Each micro-batch loss is weighted by its share of the batch, so the summed
+        # gradient equals the full batch's.
+        step_loss = torch.zeros((), device=self.device)
+        small: tuple[float, int] | None = None
+        for start in range(0, n, micro):
+            part = slice_batch(batch, start, start + micro)
+            size = min(micro, n - start)
+            loss = forward_loss(self.model, part, self.loss_fn, self.autocast) * (size / n)
+            self.scaler.scale(loss).backward()
+            step_loss += loss.detach().float()
+            if noise is not None and small is None:
+                # The first micro-batch's own gradient, undoing its weight in the batch.
+                small = (self._grad_sq() * (n / size) ** 2, size)
+        if noise is not None and small is not None:
+            noise.update(small[0], small[1], self._grad_sq(), n)
+        return step_loss
+
+    def _grad_sq(self) -> float:
+        # Under fp16 loss scaling the gradients are scaled; the noise scale needs true norms.
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        return _grad_sq_norm(self.model) / scale**2
+
+
+def check_train_options(
+    *,
+    micro_batch_size: object,
+    clip_grad_norm: object,
+    divergence_factor: object,
+    noise_every: object = 4,
+) -> None:
+    """Eager checks of the options ``train`` and ``make_objective`` share."""
+    if micro_batch_size is not None and (
+        isinstance(micro_batch_size, bool)
+        or not isinstance(micro_batch_size, int)
+        or micro_batch_size < 1
+    ):
+        raise ValueError(
+            f"micro_batch_size must be an integer >= 1 (the most samples pushed through the "
+            f"model at once) or None for no cap, but got {micro_batch_size!r}."
+        )
+    if clip_grad_norm is not None and not (
+        isinstance(clip_grad_norm, (int, float))
+        and not isinstance(clip_grad_norm, bool)
+        and 0 < clip_grad_norm < math.inf
+    ):
+        raise ValueError(
+            f"clip_grad_norm must be a positive finite number (the largest gradient norm "
+            f"allowed), but got {clip_grad_norm!r}. Use None to switch clipping off."
+        )
+    DivergenceCheck(divergence_factor)  # type: ignore[arg-type]
+    if isinstance(noise_every, bool) or not isinstance(noise_every, int) or noise_every < 1:
+        raise ValueError(f"noise_every must be an integer >= 1, but got {noise_every!r}.")
+
+
 def train(
     model: nn.Module,
     data: TrainingData,
     params: Params,
     *,
     budget: Budget | None = None,
-    metric: Metric = "accuracy",
+    metric: str | Metric | MetricFn = "accuracy",
+    direction: Literal["maximize", "minimize"] | None = None,
+    loss: LossFn | None = None,
     report: ReportFn | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
@@ -178,23 +333,26 @@ def train(
     """Train ``model`` on ``data`` with ``params`` for ``budget`` and evaluate on its grid.
 
     Args:
-        model: any ``nn.Module`` mapping a batch of inputs to logits (classification) or
-            predictions (regression). It is moved to ``device``.
+        model: any ``nn.Module``. It is called as ``model(x)``, ``model(*x)`` for tuple or
+            list inputs, or ``model(**x)`` for dict inputs, and moved to ``device``.
         data: a :class:`~bsopt.TensorData` or :class:`~bsopt.DatasetData`.
         params: batch size, learning rate, optimizer and schedules (:class:`~bsopt.Params`).
             The learning rate follows ``params.lr_schedule`` after ``params.warmup``, as a
             function of the budget spent; the batch size follows ``params.batch_schedule``
             and changes only at evaluation points.
         budget: how long to train and how often to evaluate; default ``Budget(10)``.
-        metric: ``"accuracy"`` (classification, maximised) or ``"loss"`` (minimised).
+        metric: the validation metric: ``"accuracy"``, ``"loss"``, a scikit-learn metric by
+            name (``bsopt.METRICS``), or a callable ``fn(outputs, targets) -> float`` with
+            ``direction``.
+        loss: ``loss(output, target) -> scalar tensor``, used for training and the
+            validation loss; default cross-entropy for integer targets, MSE for float ones.
         report: called as ``report(step, value)`` after each evaluation, where ``step`` is
-            samples seen (or training milliseconds for a time budget); returning ``True``
-            stops training with ``stop_reason="pruned"``, returning a string stops it with
-            that string as the reason.
+            samples seen (or training milliseconds for a time budget); returning a
+            :class:`~bsopt.StopReason` stops training with it (``True`` means pruned).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:1"``, ...
         seed: seeds the shuffling; seed the model's initialisation before building it.
-        amp: mixed precision on CUDA: ``"auto"`` (bf16 where supported, else fp16),
-            ``"bf16"``, ``"fp16"`` or ``"off"``. Ignored on the CPU.
+        amp: mixed precision on CUDA: ``"auto"`` (bf16 where supported, else fp16 with loss
+            scaling), ``"bf16"``, ``"fp16"`` or ``"off"``. Ignored on the CPU.
         micro_batch_size: largest batch pushed through the model at once; a larger
             ``params.batch_size`` is reached by gradient accumulation.
         clip_grad_norm: clip the global gradient norm to this value before each update.
@@ -207,35 +365,33 @@ def train(
             Always on for ``batch_schedule="adaptive"``, which sets the batch from it.
     """
     budget = budget or Budget()
-    if metric not in METRIC_DIRECTIONS:
-        raise ValueError(f"metric must be 'accuracy' or 'loss', but got {metric!r}.")
-    classification = data.n_classes is not None
-    if metric == "accuracy" and not classification:
+    chosen = resolve_metric(metric, direction)
+    if chosen.needs_classes and data.n_classes is None:
         raise ValueError(
-            "metric='accuracy' needs class labels (int64 targets), but the data are "
-            "regression targets. Use metric='loss'."
+            f"metric={chosen.name!r} needs class labels (int64 targets), but the data hold "
+            "regression or structured targets. Use metric='loss', 'mae' or a callable."
         )
     if params.batch_size > data.n_train:
         raise ValueError(
             f"batch_size={params.batch_size} is larger than the training set "
             f"({data.n_train} samples). Lower the batch-size range of the search space."
         )
-    if micro_batch_size is not None and micro_batch_size < 1:
-        raise ValueError(f"micro_batch_size must be at least 1, but got {micro_batch_size}.")
-    if not divergence_factor > 1:
-        raise ValueError(f"divergence_factor must be above 1, but got {divergence_factor}.")
-    if noise_every < 1:
-        raise ValueError(f"noise_every must be at least 1, but got {noise_every}.")
-
+    check_train_options(
+        micro_batch_size=micro_batch_size,
+        clip_grad_norm=clip_grad_norm,
+        divergence_factor=divergence_factor,
+        noise_every=noise_every,
+    )
+    loss_fn = loss or default_loss
     device = resolve_device(device)
-    amp_dtype = _amp_dtype(amp, device)
-    # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    dtype = amp_dtype(amp, device)
+    autocast = autocast_for(device, dtype)
     micro_cap = micro_batch_size or params.batch_size
     grid = budget.grid(data.n_train)
     timed = grid.unit == "ms"
     scheduled_lr = params.lr_schedule != "constant" or params.warmup > 0
     noise = NoiseScale() if measure_noise_scale or params.batch_schedule == "adaptive" else None
+    divergence = DivergenceCheck(divergence_factor)
 
     def scheduled_batch(points_done: int) -> int:
         return batch_size_at(
@@ -254,11 +410,18 @@ def train(
     model.to(device)
     model.train()
     optimizer = make_optimizer(model, params)
-    generator = torch.Generator().manual_seed(seed)
-    reset_peak_memory(device)
-    autocast = (
-        torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    step = _Step(
+        model,
+        optimizer,
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range.
+        torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        autocast,
+        loss_fn,
+        micro_cap,
+        clip_grad_norm,
+        device,
     )
+    reset_peak_memory(device)
 
     history: list[tuple[int, float]] = []
     history_seconds: list[float] = []
@@ -266,9 +429,8 @@ def train(
     train_seconds = eval_seconds = 0.0
     interval_loss = torch.zeros((), device=device)
     interval_steps = 0
-    first_interval_loss: float | None = None
-    stop_reason = "completed"
-    value = math.nan
+    stop_reason, stop_detail = StopReason.COMPLETED, ""
+    value = val_loss = math.nan
     next_point = 0
     leftover: Batch | None = None
     noise_history: list[float] = []
@@ -277,24 +439,20 @@ def train(
         data,
         params.batch_size if params.batch_schedule == "constant" else (lambda: current_batch),
         device,
-        generator,
+        torch.Generator().manual_seed(seed),
     )
-    wall_start = time.perf_counter()
-    tick = time.perf_counter()
+    wall_start = tick = time.perf_counter()
 
     while next_point < len(grid.points):
         if leftover is not None:
-            (x, y), leftover = leftover, None
+            batch, leftover = leftover, None
         else:
-            (x, y), new_epoch = next(batches)
+            batch, new_epoch = next(batches)
             epochs_started += new_epoch
-        if not timed:
-            room = grid.points[next_point] - samples
-            if len(x) > room:
-                leftover = (x[room:], y[room:])
-                x, y = x[:room], y[:room]
-
-        n = len(x)
+        n = batch_size_of(batch)
+        if not timed and n > grid.points[next_point] - samples:
+            batch, leftover = split_batch(batch, grid.points[next_point] - samples)
+            n = grid.points[next_point] - samples
         if scheduled_lr:
             progress = (
                 (train_seconds + time.perf_counter() - tick) * 1000 / grid.total
@@ -303,89 +461,32 @@ def train(
             )
             for group in optimizer.param_groups:
                 group["lr"] = params.lr * lr_factor(progress, params.lr_schedule, params.warmup)
-        micro = min(n, micro_cap)
         measure = noise is not None and n >= 2 and steps % noise_every == 0
-        if measure and micro == n:
-            micro = (n + 1) // 2  # two micro-batches give the two gradient norms
-
-        if micro == n:
-            # The whole batch in one pass, the common case. The loop below would give the same
-            # numbers (its weight is exactly 1) at ~25 us more per step: an accumulator, a
-            # multiplication and its backward node, two slices. That is 3-5% of a small
-            # model's step on the CPU.
-            with autocast:
-                loss = _loss(model(x), y, classification)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-            else:
-                loss.backward()
-            step_loss = loss.detach().float()
-        else:
-            # One optimizer update over the micro-batches. Each micro-batch loss is weighted
-            # by its share of the batch, so the summed gradient equals the full batch's.
-            step_loss = torch.zeros((), device=device)
-            small_sq = None
-            for start in range(0, n, micro):
-                xm, ym = x[start : start + micro], y[start : start + micro]
-                with autocast:
-                    loss = _loss(model(xm), ym, classification) * (len(xm) / n)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                else:
-                    loss.backward()
-                step_loss += loss.detach().float()
-                if measure and small_sq is None:
-                    # The first micro-batch's own gradient, undoing its weight in the batch.
-                    small_sq = _grad_sq_norm(model) * (n / len(xm)) ** 2
-                    b_small = len(xm)
-            if measure and noise is not None and small_sq is not None:
-                noise.update(small_sq, b_small, _grad_sq_norm(model), n)
-        if clip_grad_norm is not None:
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        step_loss = step(batch, n, noise if measure else None)
         samples += n
         steps += 1
         interval_loss += step_loss
         interval_steps += 1
 
-        if steps % check_every == 0 and not math.isfinite(step_loss.item()):
-            stop_reason = "diverged: non-finite training loss"
+        if steps % check_every == 0 and (reason := divergence.non_finite(step_loss.item())):
+            stop_reason, stop_detail = StopReason.DIVERGED, reason
             break
-
         elapsed_ms = (train_seconds + time.perf_counter() - tick) * 1000
-        at_point = (
-            elapsed_ms >= grid.points[next_point] if timed else samples == grid.points[next_point]
-        )
-        if not at_point:
+        if elapsed_ms < grid.points[next_point] if timed else samples < grid.points[next_point]:
             continue
 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         now = time.perf_counter()
         train_seconds += now - tick
-        mean_loss = interval_loss.item() / interval_steps
-        if not math.isfinite(mean_loss):
-            stop_reason = "diverged: non-finite training loss"
-            break
-        if first_interval_loss is None:
-            first_interval_loss = mean_loss
-        elif mean_loss > divergence_factor * first_interval_loss:
-            stop_reason = (
-                f"diverged: training loss {mean_loss:.3g} > "
-                f"{divergence_factor:g} x first {first_interval_loss:.3g}"
-            )
+        reason = divergence.interval(interval_loss.item() / interval_steps)
+        if reason is not None:
+            stop_reason, stop_detail = StopReason.DIVERGED, reason
             break
         interval_loss.zero_()
         interval_steps = 0
 
-        value = evaluate(model, data, device, metric, amp_dtype)
+        value, val_loss = validate(model, data, device, chosen, loss_fn, autocast)
         step_key = grid.points[next_point]
         history.append((step_key, value))
         history_seconds.append(train_seconds)
@@ -397,18 +498,19 @@ def train(
             batch_history.append(current_batch)
         tick = time.perf_counter()
         eval_seconds += tick - now
-        verdict = report(step_key, value) if report is not None else False
+        verdict = report(step_key, value) if report is not None else None
         if verdict:
-            stop_reason = verdict if isinstance(verdict, str) else "pruned"
+            stop_reason = verdict if isinstance(verdict, StopReason) else StopReason.PRUNED
             break
         tick = time.perf_counter()
 
-    if stop_reason.startswith("diverged"):
+    if stop_reason == StopReason.DIVERGED:
         train_seconds += time.perf_counter() - tick
     result = TrainResult(
         value=value,
-        metric=metric,
+        metric=chosen.name,
         stop_reason=stop_reason,
+        stop_detail=stop_detail,
         history=history,
         history_seconds=history_seconds,
         samples_seen=samples,
@@ -422,11 +524,18 @@ def train(
         accumulation_steps=math.ceil(params.batch_size / micro_cap),
         peak_memory_mb=peak_memory_mb(device),
         device=str(device),
-        amp=str(amp_dtype).removeprefix("torch.") if amp_dtype else "off",
-        extra={"epochs_started": float(epochs_started)},
+        amp=str(dtype).removeprefix("torch.") if dtype else "off",
+        val_loss=val_loss,
+        epochs_started=epochs_started,
         noise_history=noise_history,
+        noise_interval=_noise_interval(noise),
         batch_history=batch_history,
     )
-    del optimizer, batches, leftover
+    del optimizer, step, batches, leftover
     release_memory(device)
     return result
+
+
+def _noise_interval(noise: NoiseScale | None) -> tuple[float, float] | None:
+    interval: Any = getattr(noise, "interval", None)
+    return (float(interval[0]), float(interval[1])) if interval else None

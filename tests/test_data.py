@@ -65,13 +65,14 @@ def test_from_arrays_infers_the_task() -> None:
         ),
         (
             lambda: TensorData(
-                torch.zeros(5, 2, dtype=torch.long),
+                torch.zeros(5, 2, dtype=torch.uint8),
                 torch.zeros(5, dtype=torch.long),
                 torch.zeros(2, 2),
                 torch.zeros(2, dtype=torch.long),
             ),
             ValueError,
-            r"inputs must be a floating-point tensor, but got dtype=torch.int64",
+            r"training inputs must be floating point or int64, int32, bool, but got "
+            r"dtype=torch.uint8",
         ),
         (
             lambda: TensorData(
@@ -81,7 +82,7 @@ def test_from_arrays_infers_the_task() -> None:
                 torch.zeros(2, dtype=torch.int32),
             ),
             ValueError,
-            r"targets must be int64 class labels .* got dtype=torch.int32",
+            r"training targets must be floating point or int64, but got dtype=torch.int32",
         ),
         (
             lambda: TensorData(
@@ -91,7 +92,8 @@ def test_from_arrays_infers_the_task() -> None:
                 torch.zeros(2, dtype=torch.long),
             ),
             ValueError,
-            r"same feature shape, but got \(2,\) and \(3,\)",
+            r"same structure, per-sample shapes and dtypes, but got \(2,\) float32 and "
+            r"\(3,\) float32",
         ),
         (
             lambda: TensorData(
@@ -111,7 +113,7 @@ def test_from_arrays_infers_the_task() -> None:
                 torch.zeros(2, dtype=torch.long),
             ),
             TypeError,
-            r"training data must be torch tensors, but got x=ndarray",
+            r"training data must be torch tensors .*but got x=ndarray",
         ),
         (
             lambda: TensorData(

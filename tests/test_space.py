@@ -67,7 +67,11 @@ def test_batch_sizes_lists_the_grid() -> None:
     [
         ({"batch_size": (256, 16)}, r"batch_size must be given as \(low, high\) with low <= high"),
         ({"batch_size": (0, 16)}, r"batch_size bounds must be positive .* got low=0"),
-        ({"batch_size": (16.0, 64)}, r"batch_size bounds must be integers"),
+        (
+            {"batch_size": (16.0, 64)},
+            r"batch_size must be an integer or a \(low, high\) pair of integers, but got "
+            r"\(16.0, 64\)",
+        ),
         ({"batch_size": (24, 64)}, r"powers of two, but got \(24, 64\).*batch_grid='int'"),
         ({"lr": (0.1, 0.001)}, r"lr must be given as \(low, high\) with low <= high"),
         ({"lr": (0.0, 0.1)}, r"lr bounds must be positive"),
