@@ -94,3 +94,35 @@ def target_fraction(
         scale = (b / reference) ** alpha
         hits += sum(log_loss(float(x) * scale, b, samples, h) <= threshold for x in grid)
     return hits / (points * len(batch_sizes))
+
+
+def critical_batch(samples: int, h: np.ndarray, *, lrs: np.ndarray | None = None) -> float:
+    """The NQM's critical batch size for the best lr: where the linear regime's best lr
+    (``lr* = c · B``, measured at small batches) reaches the flat regime's (the best lr at
+    very large batches, capped by stability). The two-regime fit should find about this."""
+    grid = np.logspace(-5, np.log10(2.0 / float(h.max())), 801) if lrs is None else lrs
+    small = [2, 4, 8]
+    large = [2**15, 2**16]
+    _, per_batch = grid_optimum(small + large, grid, samples, h)
+    slope = float(np.median([per_batch[b][0] / b for b in small]))
+    cap = max(per_batch[b][0] for b in large)
+    return cap / slope
+
+
+def random_search(
+    batch_sizes: list[int],
+    trials_per_batch: int,
+    lr_range: tuple[float, float],
+    samples: int,
+    h: np.ndarray,
+    *,
+    seed: int = 0,
+) -> list[tuple[int, float, float]]:
+    """``(batch size, lr, log10 loss)`` of a seeded random search: ``trials_per_batch``
+    log-uniform learning rates at each batch size."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for b in batch_sizes:
+        for lr in np.exp(rng.uniform(np.log(lr_range[0]), np.log(lr_range[1]), trials_per_batch)):
+            out.append((b, float(lr), log_loss(float(lr), b, samples, h)))
+    return out

@@ -3,10 +3,12 @@
 from bsopt._analysis import (
     BatchSizeAnalysis,
     BatchSizeStats,
+    CriticalBatchFit,
     ImportanceRow,
     Importances,
     LrFit,
     analyze_batch_sizes,
+    fit_critical_batch,
     fit_lr_scaling,
     param_importances,
 )
@@ -47,6 +49,7 @@ from bsopt._workers import WorkerError, attach_worker, run_workers, serve_proxy,
 __version__ = "0.1.0"
 
 __all__ = [
+    "CriticalBatchFit",
     "DEFAULT_STORAGE",
     "BatchSizeAnalysis",
     "BatchSizeStats",
@@ -76,6 +79,7 @@ __all__ = [
     "batch_size_of",
     "create_study",
     "evaluate",
+    "fit_critical_batch",
     "fit_lr_scaling",
     "from_arrays",
     "is_oom_error",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 import statistics
 from typing import Any
@@ -33,6 +33,10 @@ from bsopt._storage import mask_url, open_storage, resolve_storage_url
 #: Evaluators of :func:`param_importances`, by the name the report shows.
 EVALUATORS = ("PED-ANOVA", "fANOVA", "MDI forest")
 _SEARCHED_BATCH = "log2_batch_size"
+#: User attribute marking a :func:`~bsopt.confirm` rerun: the number of the trial it repeats.
+CONFIRM_ATTR = "confirm_of"
+#: Confidence level of every interval the analysis states.
+CONFIDENCE = 0.95
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,8 +79,11 @@ def trial_batch_size(trial: FrozenTrial) -> int | None:
         return int(trial.params["batch_size"])
     if _SEARCHED_BATCH in trial.params:
         return int(2 ** trial.params[_SEARCHED_BATCH])
-    value = trial.user_attrs.get("effective_batch_size")
-    return int(value) if isinstance(value, (int, float)) else None
+    for key in ("batch_size", "effective_batch_size"):
+        value = trial.user_attrs.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return int(value)
+    return None
 
 
 def trial_lr(trial: FrozenTrial) -> float | None:
@@ -126,11 +133,21 @@ def trial_value(trial: FrozenTrial) -> float | None:
     return _finite(trial.values[0])
 
 
+def is_confirm_run(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` is a :func:`~bsopt.confirm` rerun (user attribute ``confirm_of``).
+
+    Reruns repeat a searched configuration with a fresh seed: they are kept out of the search
+    statistics (importance, best per batch size, the lr fit) and used by the verdict instead.
+    """
+    return CONFIRM_ATTR in trial.user_attrs
+
+
 def _complete(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed search trials with a finite value (confirm reruns excluded)."""
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if trial_value(t) is not None
+        if trial_value(t) is not None and not is_confirm_run(t)
     ]
 
 
@@ -372,6 +389,267 @@ def param_importances(
 
 
 # ---------------------------------------------------------------------------------------------
+# Intervals
+# ---------------------------------------------------------------------------------------------
+
+
+def _t_quantile(confidence: float, df: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + confidence / 2, df))
+
+
+def t_interval(
+    values: Sequence[float], *, confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
+    """The two-sided t-interval of the mean of ``values`` (``n - 1`` degrees of freedom).
+
+    ``None`` with fewer than two values: one value has no spread to judge from.
+    """
+    n = len(values)
+    if n < 2:
+        return None
+    mean = statistics.fmean(values)
+    half = _t_quantile(confidence, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return (mean - half, mean + half)
+
+
+def welch_interval(
+    a: Sequence[float], b: Sequence[float], *, confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
+    """The t-interval of ``mean(a) - mean(b)`` without assuming equal variances (Welch, with
+    Welch–Satterthwaite degrees of freedom). ``None`` unless both have two values or more."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va = statistics.variance(a) / len(a)
+    vb = statistics.variance(b) / len(b)
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return (diff, diff)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = _t_quantile(confidence, df) * se
+    return (diff - half, diff + half)
+
+
+# ---------------------------------------------------------------------------------------------
+# The learning rate against the batch size
+# ---------------------------------------------------------------------------------------------
+
+#: The usual lr–batch scaling rules, by exponent.
+RULES = (
+    (1.0, "the linear rule (lr ∝ batch)"),
+    (0.5, "the square-root rule (lr ∝ √batch)"),
+    (0.0, "no coupling (the best lr does not move with the batch size)"),
+)
+
+
+@dataclass(frozen=True)
+class LrFit:
+    """How the best learning rate moves with the batch size, fitted in log-log space.
+
+    One line, ``log lr* = intercept + slope · log B``, or — when the data support it — two
+    regimes (a broken power law): that line up to ``critical_batch_size`` and flat beyond it,
+    where a larger batch no longer allows a larger learning rate. ``slope``, ``stderr``,
+    ``interval`` and ``intercept`` describe the sloped part (the whole range when there is no
+    kink).
+
+    Attributes:
+        points: the ``(batch_size, best lr)`` pairs fitted.
+        stderr: the slope's standard error (``None`` with two points: a line through two
+            points has no residual).
+        interval: the slope's ``confidence`` t-interval (``n - 2`` degrees of freedom for one
+            line, ``n - 3`` for two regimes); ``None`` with ``stderr``.
+        critical_batch_size: where the best lr stops growing; ``None`` when one line fits as
+            well (or there are too few batch sizes to tell: four are needed).
+        kink_p_value: the F-test p-value of two regimes against one line (``None`` when not
+            tested). The kink's place is searched, which makes it somewhat optimistic.
+        line_slope: the slope of the single line, also when two regimes were chosen.
+    """
+
+    slope: float
+    stderr: float | None
+    intercept: float
+    points: tuple[tuple[int, float], ...]
+    interval: tuple[float, float] | None = None
+    critical_batch_size: float | None = None
+    kink_p_value: float | None = None
+    line_slope: float | None = None
+    confidence: float = CONFIDENCE
+
+    def lr_at(self, batch_size: float) -> float:
+        """The fitted best learning rate at ``batch_size``."""
+        x = math.log(batch_size)
+        if self.critical_batch_size is not None:
+            x = min(x, math.log(self.critical_batch_size))
+        return float(math.exp(self.intercept + self.slope * x))
+
+    def rule(self) -> str:
+        """The scaling rule the slope's interval singles out, in words; a rule is named only
+        when the interval holds its exponent and excludes the others."""
+        if self.interval is None:
+            return "too few batch sizes to judge the rule (a line through two points)"
+        low, high = self.interval
+        span = f"{100 * self.confidence:.0f}% interval [{low:.2f}, {high:.2f}]"
+        inside = [text for alpha, text in RULES if low <= alpha <= high]
+        if len(inside) == 1:
+            return f"consistent with {inside[0]} ({span} excludes the other rules)"
+        if inside:
+            names = [text.split(" (")[0] for text in inside]
+            return f"the data cannot tell apart {_names(names)} ({span})"
+        return f"matches none of the usual rules 0, 0.5, 1 ({span})"
+
+
+def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
+    """Least squares ``y = a + b x``: ``(b, a, stderr of b, residual sum of squares)``."""
+    from scipy import stats
+
+    fit = stats.linregress(x, y)
+    residual = y - (fit.intercept + fit.slope * x)
+    rss = float((residual**2).sum())
+    stderr = float(fit.stderr)
+    if not math.isfinite(stderr):
+        # linregress leaves it NaN when y is constant (no correlation to speak of); the
+        # slope's standard error is then that of a perfect fit.
+        sxx = float(((x - x.mean()) ** 2).sum())
+        stderr = math.sqrt(rss / max(len(x) - 2, 1) / sxx)
+    return float(fit.slope), float(fit.intercept), stderr, rss
+
+
+def fit_lr_scaling(
+    points: Sequence[tuple[float, float]],
+    *,
+    confidence: float = CONFIDENCE,
+    kink_alpha: float = 0.05,
+) -> LrFit | None:
+    """Fit ``lr* ∝ batch_size ** slope`` to ``(batch_size, lr)`` pairs in log-log space, and
+    look for a critical batch size beyond which the best lr stays flat.
+
+    The two-regime fit (slope up to a kink, flat beyond) is chosen over one line only when an
+    F-test says it fits better at level ``kink_alpha``, with at least two batch sizes on each
+    side of the kink and a rising slope below it. Returns ``None`` with fewer than two
+    distinct batch sizes.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), but got {confidence!r}.")
+    pts = sorted((float(b), float(lr)) for b, lr in points if b > 0 and lr > 0)
+    distinct = sorted({b for b, _ in pts})
+    if len(distinct) < 2:
+        return None
+    x = np.log([b for b, _ in pts])
+    y = np.log([lr for _, lr in pts])
+    n = len(pts)
+    stored = tuple((int(b), lr) for b, lr in pts)
+    if n == 2:
+        slope = float((y[1] - y[0]) / (x[1] - x[0]))
+        return LrFit(slope, None, float(y[0] - slope * x[0]), stored, line_slope=slope)
+    slope, intercept, stderr, rss_line = _line(x, y)
+    q = _t_quantile(confidence, n - 2)
+    line = LrFit(
+        slope,
+        stderr,
+        intercept,
+        stored,
+        interval=(slope - q * stderr, slope + q * stderr),
+        line_slope=slope,
+        confidence=confidence,
+    )
+    if len(distinct) < 4:
+        return line
+    # The kink at log B = c: the regressor becomes min(log B, c). Search c between the second
+    # and the second-to-last batch size, so that each regime holds two of them at least.
+    logs = np.log(distinct)
+    grid = np.unique(np.concatenate([np.linspace(logs[1], logs[-2], 200), logs[1:-1]]))
+    best: tuple[float, float, float, float, float] | None = None
+    for c in grid:
+        z = np.minimum(x, c)
+        if np.ptp(z) == 0:
+            continue
+        b, a, se, rss = _line(z, y)
+        if b > 0 and (best is None or rss < best[3]):
+            best = (b, a, se, rss, float(c))
+    if best is None:
+        return line
+    from scipy import stats
+
+    b, a, se, rss, c = best
+    dof = n - 3
+    if rss <= 1e-12 * max(rss_line, 1e-300):
+        p_value = 0.0 if rss_line > 0 else 1.0
+    else:
+        f_stat = (rss_line - rss) / (rss / dof)
+        p_value = float(stats.f.sf(f_stat, 1, dof))
+    if p_value >= kink_alpha:
+        return replace(line, kink_p_value=p_value)
+    se = se * math.sqrt((n - 2) / dof)  # one more parameter fitted: the kink
+    q = _t_quantile(confidence, dof)
+    return LrFit(
+        b,
+        se,
+        a,
+        stored,
+        interval=(b - q * se, b + q * se),
+        critical_batch_size=float(math.exp(c)),
+        kink_p_value=p_value,
+        line_slope=slope,
+        confidence=confidence,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps against samples: McCandlish's critical batch size
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CriticalBatchFit:
+    """McCandlish et al. (2018)'s trade-off between optimizer steps and samples to a target,
+
+        (S / S_min − 1) (E / E_min − 1) = 1,  i.e.  E(B) = E_min + S_min · B,
+
+    fitted to the fewest samples ``E(B)`` each batch size ``B`` needed to reach the target.
+    ``critical_batch_size`` = ``E_min / S_min``: below it a larger batch saves steps at
+    little extra data; above it each doubling of the batch roughly doubles the samples.
+    """
+
+    s_min: float
+    e_min: float
+    critical_batch_size: float
+    points: tuple[tuple[int, int], ...]
+
+
+def fit_critical_batch(
+    points: Sequence[tuple[float, float]], *, max_error: float = 0.25
+) -> CriticalBatchFit | None:
+    """Fit :class:`CriticalBatchFit` to ``(batch_size, samples to target)`` pairs.
+
+    Least squares on relative errors. ``None`` with fewer than three distinct sample counts,
+    when the fit gives no positive ``S_min`` and ``E_min`` (the samples do not grow with the
+    batch size, or do not level off below it, inside the range tried), or when the curve
+    misses the points by more than ``max_error`` (root mean square of relative errors).
+    """
+    pts = sorted((float(b), float(e)) for b, e in points if b > 0 and e > 0)
+    if len({b for b, _ in pts}) < 3:
+        return None
+    b = np.array([p[0] for p in pts])
+    e = np.array([p[1] for p in pts])
+    # E = E_min + S_min B, each residual weighted by 1 / E (relative error).
+    design = np.stack([np.ones_like(b), b], axis=1) / e[:, None]
+    coef, *_ = np.linalg.lstsq(design, np.ones_like(e), rcond=None)
+    e_min, s_min = float(coef[0]), float(coef[1])
+    if not (e_min > 0 and s_min > 0) or len(set(e)) < 3:
+        return None
+    # Samples measured on a coarse evaluation grid often fit no curve at all: say nothing
+    # rather than a number the points do not support.
+    relative = (e_min + s_min * b) / e - 1
+    if float(np.sqrt(np.mean(relative**2))) > max_error:
+        return None
+    return CriticalBatchFit(
+        s_min, e_min, e_min / s_min, tuple((int(bb), int(ee)) for bb, ee in pts)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Batch sizes
 # ---------------------------------------------------------------------------------------------
 
@@ -380,13 +658,21 @@ def param_importances(
 class BatchSizeStats:
     """What the stored trials say about one batch size.
 
-    ``best``/``best_trial``/``best_lr``: the best completed trial at this batch size.
+    ``best``/``best_trial``/``best_lr``: the best completed search trial at this batch size.
     ``top_mean``/``top_std``: mean and standard deviation of its ``top_k`` best completed
-    values (the spread the verdict compares differences with; ``top_std`` is ``None`` with
-    fewer than two). ``mean``/``std``: over all its completed trials.
-    ``samples_per_second``: median training throughput over its trials that recorded one.
-    ``samples_to_target``/``seconds_to_target``: the fewest samples (and the training seconds
-    they took at that trial's throughput) any of its trials needed to reach the target value.
+    values (``top_std`` is ``None`` with fewer than two). ``mean``/``std``: over all its
+    completed search trials. ``samples_per_second``: median training throughput over its
+    trials that recorded one. ``samples_to_target``/``seconds_to_target``: the fewest samples
+    (and the training seconds they took at that trial's throughput) any of its trials needed
+    to reach the target value.
+
+    The comparison with the best batch size: ``compared`` are the values compared (the
+    ``top_k`` best search values, or the :func:`~bsopt.confirm` reruns when the analysis
+    uses them), ``interval`` the t-interval of their mean, ``difference`` the difference of
+    means to the best batch size's (this minus best) with its Welch ``difference_interval``,
+    and ``status`` one of ``"best"``, ``"worse"`` (the interval excludes 0 on the worse side),
+    ``"tie"`` (it holds 0, or lies on the better side), ``"too few"`` (fewer than two values
+    on a side) or ``""`` (no completed trial). ``confirm_values`` are its reruns' values.
     """
 
     batch_size: int
@@ -404,64 +690,29 @@ class BatchSizeStats:
     samples_per_second: float | None
     samples_to_target: int | None
     seconds_to_target: float | None
+    compared: tuple[float, ...] = ()
+    interval: tuple[float, float] | None = None
+    difference: float | None = None
+    difference_interval: tuple[float, float] | None = None
+    status: str = ""
+    confirm_values: tuple[float, ...] = ()
+    confirm_of: tuple[int, ...] = ()
 
-
-@dataclass(frozen=True)
-class LrFit:
-    """Least-squares fit of ``log(lr*) = intercept + slope · log(batch_size)``.
-
-    ``points`` are ``(batch_size, best lr)`` pairs. ``stderr`` is the slope's standard error
-    (``None`` with only two points: a line through two points has no residual).
-    """
-
-    slope: float
-    stderr: float | None
-    intercept: float
-    points: tuple[tuple[int, float], ...]
-
-    def lr_at(self, batch_size: float) -> float:
-        """The fitted best learning rate at ``batch_size``."""
-        return float(math.exp(self.intercept + self.slope * math.log(batch_size)))
-
-    def rule(self) -> str:
-        """The scaling rule the slope is consistent with, in words."""
-        if self.stderr is None:
-            return "too few batch sizes to judge the rule (a line through two points)"
-        tolerance = max(2 * self.stderr, 0.15)
-        rules = [(1.0, "the linear rule (lr ∝ batch)"), (0.5, "the square-root rule")]
-        rules.append((0.0, "no coupling (the best lr does not move with the batch size)"))
-        matches = [text for alpha, text in rules if abs(self.slope - alpha) <= tolerance]
-        if len(matches) == 1:
-            return f"consistent with {matches[0]}"
-        if matches:
-            return "too uncertain to choose between " + "; ".join(matches)
-        return "matches none of the usual rules (0, 0.5, 1)"
-
-
-def fit_lr_scaling(points: Sequence[tuple[float, float]]) -> LrFit | None:
-    """Fit ``lr* ∝ batch_size ** slope`` to ``(batch_size, lr)`` pairs in log-log space.
-
-    Returns ``None`` with fewer than two distinct batch sizes.
-    """
-    pts = [(float(b), float(lr)) for b, lr in points if b > 0 and lr > 0]
-    if len({b for b, _ in pts}) < 2:
-        return None
-    x = np.log([b for b, _ in pts])
-    y = np.log([lr for _, lr in pts])
-    xm, ym = x.mean(), y.mean()
-    sxx = float(((x - xm) ** 2).sum())
-    slope = float(((x - xm) * (y - ym)).sum() / sxx)
-    intercept = float(ym - slope * xm)
-    stderr = None
-    if len(pts) > 2:
-        residual = y - (intercept + slope * x)
-        stderr = float(math.sqrt(float((residual**2).sum()) / (len(pts) - 2) / sxx))
-    return LrFit(slope, stderr, intercept, tuple((int(b), lr) for b, lr in pts))
+    @property
+    def compared_mean(self) -> float | None:
+        return statistics.fmean(self.compared) if self.compared else None
 
 
 @dataclass(frozen=True)
 class BatchSizeAnalysis:
-    """The answer of :func:`analyze_batch_sizes`; ``verdict`` says it in words (Markdown)."""
+    """The answer of :func:`analyze_batch_sizes`; ``verdict`` says it in words (Markdown).
+
+    ``best_batch_size`` is the batch size with the best value (the best single search trial,
+    or the best mean of the confirm reruns when ``basis == "confirm"``); ``tied`` lists every
+    batch size the data cannot separate from it (itself included); ``recommended_batch_size``
+    is the cheapest of those by measured cost (``cost_basis`` says which), else the best.
+    ``unit`` is ``"fraction"`` (differences in percentage points) or ``"value"``.
+    """
 
     study_name: str
     direction: str
@@ -476,6 +727,19 @@ class BatchSizeAnalysis:
     noise_scale: float | None
     noise_scale_trials: int
     verdict: str
+    tied: tuple[int, ...] = ()
+    recommended_batch_size: int | None = None
+    cost_basis: str | None = None
+    basis: str = "search"
+    critical_batch: CriticalBatchFit | None = None
+    noise_scale_range: tuple[float, float] | None = None
+    noise_scale_no_signal: int = 0
+    n_confirm: int = 0
+    confidence: float = CONFIDENCE
+
+    @property
+    def unit(self) -> str:
+        return "fraction" if self.fraction else "value"
 
     def stats(self, batch_size: int) -> BatchSizeStats:
         """The statistics of one batch size."""
@@ -487,18 +751,23 @@ class BatchSizeAnalysis:
 
     def to_markdown(self) -> str:
         """The per-batch-size table in Markdown."""
+        compared = "confirm runs" if self.basis == "confirm" else "top-k"
+        pct = f"{100 * self.confidence:.0f}%"
         lines = [
-            "| batch size | complete | pruned | failed | best | top-k mean ± std | best lr "
-            "| samples/s | samples to target | s to target |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| batch size | complete | pruned | failed | best | {compared} mean [{pct}] "
+            "| vs best | best lr | samples/s | samples to target | s to target |",
+            "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
         ]
         for s in self.per_batch:
-            top = "–"
-            if s.top_mean is not None:
-                top = _fmt(s.top_mean) + (f" ± {_fmt(s.top_std)}" if s.top_std is not None else "")
+            mean = s.compared_mean
+            top = "–" if mean is None else _fmt(mean)
+            if s.interval is not None:
+                top += f" [{_fmt(s.interval[0])}, {_fmt(s.interval[1])}]"
+            if s.compared:
+                top += f" (n={len(s.compared)})"
             lines.append(
                 f"| {s.batch_size} | {s.n_complete} | {s.n_pruned} | {s.n_failed} | "
-                f"{_fmt(s.best)} | {top} | {_fmt(s.best_lr, 3)} | "
+                f"{_fmt(s.best)} | {top} | {s.status or '–'} | {_fmt(s.best_lr, 3)} | "
                 f"{_fmt_count(s.samples_per_second)} | {_fmt_count(s.samples_to_target)} | "
                 f"{_fmt(s.seconds_to_target, 3)} |"
             )
@@ -525,11 +794,49 @@ def _first_step_at(trial: FrozenTrial, target: float, maximize: bool) -> int | N
     return None
 
 
-def _metric_name(study: optuna.Study, maximize: bool, fraction: bool) -> str:
+#: Metrics whose values are shares in [0, 1] (differences in percentage points), for studies
+#: written before the objective stored ``metric_unit``.
+_FRACTION_METRICS = ("accuracy", "f1", "roc_auc", "precision", "recall", "auc", "jaccard")
+_VALUE_METRICS = ("loss", "mae", "mse", "rmse", "r2", "error", "perplexity", "log")
+
+
+def _unit(study: optuna.Study, values: Sequence[float]) -> str:
+    """``"fraction"`` or ``"value"``: the study's ``metric_unit`` attribute when stored, else
+    judged from the metric's name, else from the values (all in [0, 1] and maximised)."""
+    if study.user_attrs.get("goal") == "time_to_target":
+        return "value"
+    stored = study.user_attrs.get("metric_unit")
+    if stored in ("fraction", "value"):
+        return str(stored)
+    name = study.user_attrs.get("metric")
+    if isinstance(name, str) and name:
+        lowered = name.lower()
+        if any(word in lowered for word in _VALUE_METRICS):
+            return "value"
+        if any(word in lowered for word in _FRACTION_METRICS):
+            return "fraction"
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    if values and maximize and all(0.0 <= v <= 1.0 for v in values):
+        return "fraction"
+    return "value"
+
+
+def _metric_name(study: optuna.Study) -> str:
+    if study.user_attrs.get("goal") == "time_to_target":
+        return "samples to target"
     named = study.user_attrs.get("metric")
     if isinstance(named, str) and named:
         return f"validation {named}"
     return "value"
+
+
+def _trial_noise_interval(trial: FrozenTrial) -> tuple[float, float] | None:
+    value = trial.user_attrs.get("noise_scale_interval")
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        low, high = _finite(value[0]), _finite(value[1])
+        if low is not None and high is not None and 0 < low <= high:
+            return (low, high)
+    return None
 
 
 def analyze_batch_sizes(
@@ -539,6 +846,7 @@ def analyze_batch_sizes(
     target: float | None = None,
     min_trials: int = 3,
     top_k: int = 3,
+    confidence: float = CONFIDENCE,
 ) -> BatchSizeAnalysis:
     """Which batch size is best for this study's model, how sure that is, and what it costs.
 
@@ -551,34 +859,58 @@ def analyze_batch_sizes(
         min_trials: completed trials a batch size needs before the verdict trusts its best
             value; the verdict says "too few trials" when the leading batch size has fewer,
             or when fewer than two batch sizes completed a trial.
-        top_k: the best values per batch size whose spread the verdict compares differences
-            with (a difference inside that spread is called a tie).
+        top_k: how many of each batch size's best search values are compared (as repeated
+            measurements of its best region) when there are no confirm reruns.
+        confidence: the level of every interval (t-intervals with the right degrees of
+            freedom; Welch's for differences).
+
+    Every batch size is compared with the best one: a difference whose interval holds 0 is a
+    tie, and a tie is broken by measured cost (seconds to the target, else samples/s), naming
+    the cheaper batch size. When the study holds :func:`~bsopt.confirm` reruns (user
+    attribute ``confirm_of``) for two batch sizes or more, they are compared instead of the
+    search values, and the verdict gives their mean ± interval. Reruns never count in the
+    search statistics.
 
     Reads storage only: COMPLETE trials give the values; PRUNED, FAIL and RUNNING trials are
     counted per batch size, and every trial's intermediate values (reported at samples seen)
     count for time to target. The learning rate is the ``lr`` user attribute (the rate used),
-    the throughput ``samples_per_second``, the gradient noise scale ``noise_scale`` when
-    trials recorded one (its absence is stated, not an error).
+    the throughput ``samples_per_second``, the gradient noise scale ``noise_scale`` (with
+    ``noise_scale_interval``) when trials recorded one (its absence is stated, not an error).
     """
     for name, value, low in (("min_trials", min_trials, 1), ("top_k", top_k, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, but got {value!r}.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), e.g. 0.95, but got {confidence!r}.")
     study = load_study(study, storage=storage)
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    trials = study.get_trials(deepcopy=False)
+    all_trials = study.get_trials(deepcopy=False)
+    reruns = [
+        t
+        for t in all_trials
+        if is_confirm_run(t) and t.state == TrialState.COMPLETE and trial_value(t) is not None
+    ]
+    trials = [t for t in all_trials if not is_confirm_run(t)]
     counts = Counter(t.state.name for t in trials)
     complete = _complete(study)
     finite = {t.number for t in complete}
-    fraction = bool(complete) and all(0.0 <= (trial_value(t) or 0.0) <= 1.0 for t in complete)
+    fraction = _unit(study, [v for t in complete if (v := trial_value(t)) is not None])
+    fraction_flag = fraction == "fraction"
+
+    def order(v: float) -> float:
+        return -v if maximize else v
 
     by_batch: dict[int, list[FrozenTrial]] = {}
     for t in trials:
         b = trial_batch_size(t)
         if b is not None:
             by_batch.setdefault(b, []).append(t)
-
-    def better(a: float, b: float) -> bool:
-        return a > b if maximize else a < b
+    rerun_by_batch: dict[int, list[FrozenTrial]] = {}
+    for t in reruns:
+        b = trial_batch_size(t)
+        if b is not None:
+            rerun_by_batch.setdefault(b, []).append(t)
+            by_batch.setdefault(b, [])
 
     best_per_batch: dict[int, float] = {}
     for b, group in by_batch.items():
@@ -592,13 +924,14 @@ def analyze_batch_sizes(
     for b in sorted(by_batch):
         group = by_batch[b]
         done = sorted(
-            (t for t in group if t.number in finite),
-            key=lambda t: -(trial_value(t) or 0.0) if maximize else (trial_value(t) or 0.0),
+            (t for t in group if t.number in finite), key=lambda t: order(trial_value(t) or 0.0)
         )
         values = [v for t in done if (v := trial_value(t)) is not None]
         top = values[:top_k]
         speeds = [
-            v for t in group if (v := _finite(t.user_attrs.get("samples_per_second"))) is not None
+            v
+            for t in group + rerun_by_batch.get(b, [])
+            if (v := _finite(t.user_attrs.get("samples_per_second"))) is not None
         ]
         to_target: list[tuple[int, float | None]] = []
         if target is not None:
@@ -610,6 +943,9 @@ def analyze_batch_sizes(
                     speed = _finite(t.user_attrs.get("samples_per_second"))
                     to_target.append((step, step / speed if speed else None))
         fastest = min(to_target, key=lambda p: p[0]) if to_target else None
+        rerun_values = tuple(
+            v for t in rerun_by_batch.get(b, []) if (v := trial_value(t)) is not None
+        )
         per_batch.append(
             BatchSizeStats(
                 batch_size=b,
@@ -627,28 +963,92 @@ def analyze_batch_sizes(
                 samples_per_second=statistics.median(speeds) if speeds else None,
                 samples_to_target=fastest[0] if fastest else None,
                 seconds_to_target=fastest[1] if fastest else None,
+                compared=tuple(top),
+                confirm_values=rerun_values,
+                confirm_of=tuple(
+                    sorted({int(t.user_attrs[CONFIRM_ATTR]) for t in rerun_by_batch.get(b, [])})
+                ),
             )
         )
 
-    lr_points = [(s.batch_size, s.best_lr) for s in per_batch if s.best_lr is not None]
-    lr_fit = fit_lr_scaling(lr_points)
+    basis = "confirm" if sum(1 for s in per_batch if len(s.confirm_values) >= 2) >= 2 else "search"
+    if basis == "confirm":
+        per_batch = [replace(s, compared=s.confirm_values) for s in per_batch]
+    per_batch = [
+        replace(s, interval=t_interval(s.compared, confidence=confidence)) for s in per_batch
+    ]
 
+    # The leader: the best single search value, or the best mean of confirm reruns. An exact
+    # tie goes to the cheaper batch size (then the smaller one).
+    def score(s: BatchSizeStats) -> float | None:
+        return s.compared_mean if basis == "confirm" else s.best
+
+    candidates = [s for s in per_batch if score(s) is not None]
+    leader: BatchSizeStats | None = None
+    if candidates:
+        top_score = min(order(score(s) or 0.0) for s in candidates)
+        level = [s for s in candidates if order(score(s) or 0.0) == top_score]
+        leader = min(level, key=lambda s: (_cost(s, level)[0], s.batch_size))
+
+    compared = []
+    for s in per_batch:
+        if leader is None or not s.compared:
+            compared.append(s)
+            continue
+        if s is leader:
+            compared.append(replace(s, status="best"))
+            continue
+        diff = statistics.fmean(s.compared) - statistics.fmean(leader.compared)
+        interval = welch_interval(s.compared, leader.compared, confidence=confidence)
+        if interval is None:
+            status = "tie" if diff == 0 else "too few"
+        else:
+            worse_side = interval[1] < 0 if maximize else interval[0] > 0
+            status = "worse" if worse_side else "tie"
+        compared.append(replace(s, difference=diff, difference_interval=interval, status=status))
+    per_batch = compared
+    if leader is not None:
+        leader = next(s for s in per_batch if s.batch_size == leader.batch_size)
+
+    tied: tuple[int, ...] = ()
+    recommended = leader.batch_size if leader else None
+    cost_basis = None
+    if leader is not None:
+        level = [s for s in per_batch if s.status in ("best", "tie")]
+        tied = tuple(s.batch_size for s in level)
+        if len(level) > 1:
+            costs = [(_cost(s, level), s) for s in level]
+            cost_basis = costs[0][0][1]
+            if cost_basis is not None:
+                recommended = min(costs, key=lambda c: (c[0][0], c[1].batch_size))[1].batch_size
+
+    lr_points = [(s.batch_size, s.best_lr) for s in per_batch if s.best_lr is not None]
+    lr_fit = fit_lr_scaling(lr_points, confidence=confidence)
+    critical = fit_critical_batch(
+        [(s.batch_size, s.samples_to_target) for s in per_batch if s.samples_to_target]
+    )
+
+    measured = [t for t in trials if {"noise_scale", "noise_scale_history"} & set(t.user_attrs)]
     scales = [n for t in trials if (n := trial_noise_scale(t)) is not None]
     study_scale = _finite(study.user_attrs.get("noise_scale"))
     noise_scale = statistics.median(scales) if scales else study_scale
+    noise_range = (min(scales), max(scales)) if len(scales) > 1 else None
+    if len(scales) == 1:
+        only = next(t for t in trials if trial_noise_scale(t) is not None)
+        noise_range = _trial_noise_interval(only)
 
-    leader: BatchSizeStats | None = None
-    for s in per_batch:
-        if s.best is not None and (leader is None or better(s.best, leader.best or 0.0)):
-            leader = s
-    with_complete = [s for s in per_batch if s.n_complete > 0]
-    enough = leader is not None and leader.n_complete >= min_trials and len(with_complete) >= 2
+    with_complete = [s for s in per_batch if s.n_complete > 0 or s.confirm_values]
+    enough = (
+        leader is not None
+        and (leader.n_complete >= min_trials or len(leader.confirm_values) >= 2)
+        and len(with_complete) >= 2
+    )
 
     analysis = BatchSizeAnalysis(
         study_name=study.study_name,
         direction="maximize" if maximize else "minimize",
-        metric=_metric_name(study, maximize, fraction),
-        fraction=fraction,
+        metric=_metric_name(study),
+        fraction=fraction_flag,
         counts=dict(counts),
         per_batch=tuple(per_batch),
         best_batch_size=leader.batch_size if leader else None,
@@ -658,25 +1058,60 @@ def analyze_batch_sizes(
         noise_scale=noise_scale,
         noise_scale_trials=len(scales),
         verdict="",
+        tied=tied,
+        recommended_batch_size=recommended,
+        cost_basis=cost_basis,
+        basis=basis,
+        critical_batch=critical,
+        noise_scale_range=noise_range,
+        noise_scale_no_signal=len(measured) - len(scales),
+        n_confirm=len(reruns),
+        confidence=confidence,
     )
-    return _with_verdict(analysis, min_trials=min_trials, top_k=top_k)
+    return replace(analysis, verdict=_verdict(analysis, min_trials=min_trials, top_k=top_k))
 
 
-def _diff(a: float, b: float, fraction: bool) -> str:
-    """``|a - b|`` in percentage points for fractions, else in the metric's units."""
-    gap = abs(a - b)
-    return f"{100 * gap:.2g} pp" if fraction else f"{gap:.3g}"
+def _cost(s: BatchSizeStats, group: Sequence[BatchSizeStats]) -> tuple[float, str | None]:
+    """A batch size's measured cost, comparable within ``group``: seconds to the target when
+    every member has it, else seconds per sample (1 / samples/s); ``inf`` and ``None``
+    when the group has no common measure."""
+    if all(g.seconds_to_target is not None for g in group):
+        return (s.seconds_to_target or 0.0, "seconds to target")
+    if all(g.samples_per_second for g in group):
+        return (1.0 / (s.samples_per_second or 1.0), "samples/s")
+    return (math.inf, None)
 
 
-def _with_verdict(a: BatchSizeAnalysis, *, min_trials: int, top_k: int) -> BatchSizeAnalysis:
-    from dataclasses import replace
+def _diff(gap: float, fraction: bool, *, signed: bool = False, unit: bool = True) -> str:
+    """A difference in percentage points for fractions, else in the metric's units."""
+    value = 100 * gap if fraction else gap
+    unit = unit and fraction
+    unit_text = " pp" if unit else ""
+    text = f"{value:+.2g}" if signed and value != 0 else f"{abs(value):.2g}"
+    return text.replace("-", "−") + unit_text
 
-    return replace(a, verdict=_verdict(a, min_trials=min_trials, top_k=top_k))
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _names(items: Sequence[object]) -> str:
+    words = [str(i) for i in items]
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _cost_text(s: BatchSizeStats, basis: str) -> str:
+    if basis == "seconds to target":
+        return f"{s.batch_size}: {s.seconds_to_target:.2g} s to the target"
+    return f"{s.batch_size}: {s.samples_per_second:,.0f} samples/s"
 
 
 def _verdict(a: BatchSizeAnalysis, *, min_trials: int, top_k: int) -> str:
     c = a.counts
     total = sum(c.values())
+    pct = f"{100 * a.confidence:.0f}%"
     lines: list[str] = []
     states = ", ".join(
         f"{c.get(s, 0)} {w}"
@@ -686,10 +1121,11 @@ def _verdict(a: BatchSizeAnalysis, *, min_trials: int, top_k: int) -> str:
     lines.append(
         f"Study **{a.study_name}** ({a.direction} {a.metric}): {total} trials — {states}"
         + (f", {running} running or waiting" if running else "")
+        + (f"; {_plural(a.n_confirm, 'confirm rerun')} beside them" if a.n_confirm else "")
         + "."
     )
     leader = a.stats(a.best_batch_size) if a.best_batch_size is not None else None
-    if leader is None or leader.best is None:
+    if leader is None or (leader.best is None and not leader.confirm_values):
         lines.insert(
             0,
             "**Too few trials to tell**: no completed trial yet, so no batch size can be "
@@ -697,20 +1133,30 @@ def _verdict(a: BatchSizeAnalysis, *, min_trials: int, top_k: int) -> str:
         )
         return "\n\n".join(lines)
 
-    others = [s for s in a.per_batch if s.best is not None and s is not leader]
-    best_text = f"{leader.best:.4g}"
-    head = (
-        f"best batch size for this model: **{leader.batch_size}** ({a.metric} {best_text}, "
-        f"trial #{leader.best_trial}, best of {leader.n_complete} completed "
-        f"trial{'s' if leader.n_complete != 1 else ''}"
-    )
+    others = [s for s in a.per_batch if s.compared and s is not leader]
+    if a.basis == "confirm":
+        mean = leader.compared_mean or 0.0
+        half = (leader.interval[1] - mean) if leader.interval else None
+        spread = f" ± {_diff(half, a.fraction)}" if half is not None else ""
+        head = (
+            f"best batch size for this model: **{leader.batch_size}** ({a.metric} "
+            f"{mean:.4g}{spread}, mean of {_plural(len(leader.compared), 'confirm run')} "
+            f"with fresh seeds, ± the {pct} t-interval"
+        )
+    else:
+        head = (
+            f"best batch size for this model: **{leader.batch_size}** ({a.metric} "
+            f"{leader.best:.4g}, trial #{leader.best_trial}, best of "
+            f"{_plural(leader.n_complete, 'completed trial')}"
+        )
     head += f", lr {leader.best_lr:.3g})" if leader.best_lr is not None else ")"
+    tie = len(a.tied) > 1
     if not a.enough_data:
         missing = []
-        if leader.n_complete < min_trials:
+        if leader.n_complete < min_trials and len(leader.confirm_values) < 2:
             missing.append(
-                f"{leader.batch_size} has {leader.n_complete} completed trial"
-                f"{'s' if leader.n_complete != 1 else ''} (at least {min_trials} needed)"
+                f"{leader.batch_size} has {_plural(leader.n_complete, 'completed trial')} "
+                f"(at least {min_trials} needed)"
             )
         if not others:
             missing.append("no other batch size completed a trial to compare with")
@@ -720,21 +1166,65 @@ def _verdict(a: BatchSizeAnalysis, *, min_trials: int, top_k: int) -> str:
             + "; ".join(missing)
             + f". Leading so far — {head}. Run more trials before trusting this.",
         )
+    elif tie:
+        rest = [b for b in a.tied if b != leader.batch_size]
+        text = (
+            f"**Tie**: the data cannot separate {leader.batch_size} from {_names(rest)} (the "
+            f"{pct} intervals of their differences hold 0). "
+        )
+        group = [a.stats(b) for b in a.tied]
+        if a.cost_basis is not None and a.recommended_batch_size is not None:
+            cheaper = a.stats(a.recommended_batch_size)
+            listed = sorted(group, key=lambda s: _cost(s, group)[0])
+            text += (
+                f"The cheaper choice is **{cheaper.batch_size}** by measured cost ("
+                + "; ".join(_cost_text(s, a.cost_basis) for s in listed)
+                + "). "
+            )
+        else:
+            text += (
+                "No cost was measured for all of them (samples_per_second, time to target), "
+                "so the tie cannot be broken here: pick the one that is cheaper for you. "
+            )
+        text += "Leading value: " + head[len("best batch size for this model: ") :] + "."
+        lines.insert(0, text)
     else:
         lines.insert(0, head[0].upper() + head[1:] + ".")
 
     if others:
-        ranked = sorted(others, key=lambda s: s.best or 0.0, reverse=a.direction == "maximize")
+        what = (
+            "the confirm reruns' means"
+            if a.basis == "confirm"
+            else f"the mean of each batch size's top-{top_k} search values"
+        )
         parts = []
+        ranked = sorted(
+            others,
+            key=lambda s: (s.difference or 0.0) * (-1 if a.direction == "maximize" else 1),
+        )
         for s in ranked:
-            word = "lower" if a.direction == "maximize" else "higher"
-            few = f", only {s.n_complete} trial{'s' if s.n_complete != 1 else ''}"
-            parts.append(
-                f"{s.batch_size} scored {_diff(leader.best, s.best or 0.0, a.fraction)} {word}"
-                f" ({s.best:.4g}{few if s.n_complete < min_trials else ''})"
+            few = (
+                ""
+                if s.n_complete >= min_trials or a.basis == "confirm"
+                else (f", only {_plural(s.n_complete, 'trial')}")
             )
-        lines.append("Other batch sizes: " + "; ".join(parts) + ".")
-        unfinished = [s for s in a.per_batch if s.best is None]
+            if s.status == "too few" or s.difference is None:
+                parts.append(f"{s.batch_size}: too few values to compare{few}")
+                continue
+            iv = s.difference_interval
+            span = ""
+            if iv is not None:
+                lo_text, hi_text = (_diff(v, a.fraction, signed=True, unit=False) for v in iv)
+                span = f" [{lo_text}, {hi_text}]"
+            word = {"worse": "worse", "tie": "cannot be separated"}.get(s.status, s.status)
+            gap = _diff(s.difference, a.fraction, signed=True)
+            parts.append(f"{s.batch_size} {gap}{span} — {word}{few}")
+        lines.append(
+            f"Each batch size against {leader.batch_size} ({what}, {pct} Welch intervals): "
+            + "; ".join(parts)
+            + "."
+        )
+        unfinished = [s for s in a.per_batch if s.best is None and not s.confirm_values]
         if unfinished:
             lines.append(
                 "No completed trial at "
@@ -745,39 +1235,43 @@ def _verdict(a: BatchSizeAnalysis, *, min_trials: int, top_k: int) -> str:
                 )
                 + "."
             )
-        runner = ranked[0]
-        spread = max(x for x in (leader.top_std, runner.top_std, 0.0) if x is not None)
-        gap = abs(leader.best - (runner.best or 0.0))
-        if a.enough_data:
-            if runner.n_complete < min_trials or leader.top_std is None:
-                lines.append(
-                    f"The runner-up {runner.batch_size} has too few trials "
-                    f"({runner.n_complete}) to say whether the gap is real."
-                )
-            elif gap <= spread:
-                lines.append(
-                    f"**Within the spread**: {leader.batch_size} and {runner.batch_size} differ "
-                    f"by {_diff(gap, 0.0, a.fraction)}, less than the spread of their top-{top_k}"
-                    f" trials (± {_diff(spread, 0.0, a.fraction)}); the data cannot separate "
-                    "them — pick the cheaper one."
-                )
-            else:
-                lines.append(
-                    f"The lead over {runner.batch_size} ({_diff(gap, 0.0, a.fraction)}) is larger "
-                    f"than the spread of the top-{top_k} trials "
-                    f"(± {_diff(spread, 0.0, a.fraction)})."
-                )
+        if a.basis == "search":
+            lines.append(
+                "These are the best of many trials, which flatters the winner; "
+                "`bsopt confirm` reruns the top configurations with fresh seeds and gives "
+                "mean ± interval per batch size."
+            )
 
     fit = a.lr_fit
     if fit is None:
         lines.append("Learning rate vs batch size: too few batch sizes with a completed trial.")
     else:
-        err = f" ± {fit.stderr:.2f}" if fit.stderr is not None else ""
-        lines.append(
-            f"Best lr scales as batch^{fit.slope:.2f}{err} over {len(fit.points)} batch sizes "
-            f"(log-log least squares): {fit.rule()}. Fitted best lr at "
-            f"{leader.batch_size}: {fit.lr_at(leader.batch_size):.3g}."
-        )
+        n = len(fit.points)
+        if fit.critical_batch_size is not None:
+            p = fit.kink_p_value if fit.kink_p_value is not None else 0.0
+            flat = fit.lr_at(fit.critical_batch_size)
+            lines.append(
+                f"**Critical batch size ≈ {fit.critical_batch_size:,.0f}**: up to it the best "
+                f"lr scales as batch^{fit.slope:.2f} — {fit.rule()}; beyond it the best lr "
+                f"stays flat at ≈ {flat:.3g}, so larger batches buy no larger step (two "
+                f"regimes fit {n} batch sizes better than one line: F-test p = {p:.2g})."
+            )
+        else:
+            lines.append(
+                f"Best lr scales as batch^{fit.slope:.2f} over {n} batch sizes (log-log fit): "
+                f"{fit.rule()}."
+            )
+            if fit.kink_p_value is not None:
+                lines.append(
+                    f"No critical batch size within {fit.points[0][0]}–{fit.points[-1][0]}: "
+                    f"two regimes do not fit better than one line (F-test p = "
+                    f"{fit.kink_p_value:.2g})."
+                )
+            else:
+                lines.append(
+                    f"Too few batch sizes ({len({b for b, _ in fit.points})}) to look for a "
+                    "critical batch size (4 needed)."
+                )
 
     speeds = [s for s in a.per_batch if s.samples_per_second]
     if leader.samples_per_second and len(speeds) > 1:
@@ -791,9 +1285,8 @@ def _verdict(a: BatchSizeAnalysis, *, min_trials: int, top_k: int) -> str:
     reached = [s for s in a.per_batch if s.samples_to_target is not None]
     if a.target is not None and reached:
         quickest = min(reached, key=lambda s: s.samples_to_target or 0)
-        target_text = f"{a.target:.4g}"
         part = (
-            f"Time to target ({a.metric} {target_text}): fewest samples at "
+            f"Time to target ({a.metric} {a.target:.4g}): fewest samples at "
             f"{quickest.batch_size} ({quickest.samples_to_target:,}"
         )
         if quickest.seconds_to_target is not None:
@@ -802,14 +1295,35 @@ def _verdict(a: BatchSizeAnalysis, *, min_trials: int, top_k: int) -> str:
         if leader.samples_to_target is not None and quickest is not leader:
             part += f"; {leader.batch_size} needed {leader.samples_to_target:,}"
         lines.append(part + ".")
+    crit = a.critical_batch
+    if crit is not None:
+        lines.append(
+            f"Steps vs samples to the target (McCandlish et al. 2018, fitted over "
+            f"{len(crit.points)} batch sizes): S_min ≈ {crit.s_min:,.0f} steps, E_min ≈ "
+            f"{crit.e_min:,.0f} samples, so B_crit = E_min / S_min ≈ "
+            f"{crit.critical_batch_size:,.0f} (samples to target are measured on the "
+            "evaluation grid, so this is coarse)."
+        )
 
     if a.noise_scale is None:
-        lines.append(
-            "Gradient noise scale: not recorded by these trials (no `noise_scale` user "
-            "attribute), so the best batch size cannot be compared with it."
-        )
+        if a.noise_scale_no_signal:
+            lines.append(
+                f"Gradient noise scale: measured by {_plural(a.noise_scale_no_signal, 'trial')} "
+                "but not enough signal for an estimate (too few measurements, or the batch far "
+                "below the noise scale)."
+            )
+        else:
+            lines.append(
+                "Gradient noise scale: not recorded by these trials (no `noise_scale` user "
+                "attribute; `make_objective(measure_noise_scale=True)` records it), so the "
+                "best batch size cannot be compared with it."
+            )
     else:
         where = f"median of {a.noise_scale_trials} trials" if a.noise_scale_trials else "study"
+        if a.noise_scale_range is not None:
+            low, high = a.noise_scale_range
+            kind = "range over trials" if a.noise_scale_trials > 1 else "interval"
+            where += f"; {kind} {low:,.0f}–{high:,.0f}"
         relation = "below" if leader.batch_size < a.noise_scale else "at or above"
         lines.append(
             f"Gradient noise scale B_noise ≈ {a.noise_scale:,.0f} ({where}); the best batch "
