@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
+import numbers
 from typing import Literal
 
 BudgetUnit = Literal["epochs", "samples", "seconds"]
@@ -53,6 +54,12 @@ class Budget:
     def __post_init__(self) -> None:
         if self.unit not in _UNITS:
             raise ValueError(f"Budget unit must be one of {_UNITS}, but got {self.unit!r}.")
+        if isinstance(self.amount, bool) or not isinstance(self.amount, numbers.Real):
+            raise ValueError(
+                f"Budget amount must be a number of {self.unit}, but got "
+                f"{type(self.amount).__name__} {self.amount!r}. Pass it as a number, e.g. "
+                f"Budget(10) for ten epochs or Budget(30, 'seconds')."
+            )
         if not (math.isfinite(self.amount) and self.amount > 0):
             raise ValueError(
                 f"Budget amount must be a positive number of {self.unit}, but got {self.amount!r}."

@@ -8,13 +8,16 @@ standardises every channel with statistics of the training split only.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Sequence
+import functools
 import gzip
 import math
 import os
 from pathlib import Path
 import pickle
 import struct
+from typing import Any
 import zlib
 
 import numpy as np
@@ -120,8 +123,9 @@ def load_cifar10(
     itself or, if they are not there, from ``folder/cifar-10-batches-py`` (the layout of the
     official archive once extracted). Nothing is downloaded.
 
-    The batches are pickle files, and unpickling can run arbitrary code. This function only
-    unpickles the files in the folder the caller points it at; load only files you trust.
+    The batches are pickle files. They are read with a restricted unpickler that rebuilds
+    only builtin containers and numpy arrays, so a crafted file cannot run code: it is
+    refused with a ValueError.
 
     The validation split is a stratified ``val_fraction`` of the training batches (``seed``
     fixes it); the official ``test_batch`` is not read. ``limit`` keeps only the first
@@ -399,12 +403,50 @@ def _find_cifar10_dir(base: Path) -> Path:
     )
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: builtin containers and numpy arrays, never code.
+
+    A pickle names the functions that rebuild its objects, and plain ``pickle.load`` calls
+    any of them (``os.system`` included). A CIFAR-10 batch needs only numpy's array
+    rebuilders; every other name is refused before anything is called.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _allowed_globals()
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which a CIFAR-10 batch never needs; bsopt loads "
+                "only builtin containers and numpy arrays from it, so the file may be "
+                "malicious"
+            )
+        return allowed[(module, name)]
+
+
+@functools.lru_cache(maxsize=1)
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    sample = np.zeros(1, dtype=np.uint8)
+    # numpy's own array rebuilders, found the way numpy pickles (protocol 2-4 and 5), so
+    # that both its module names (numpy.core before 2.0, numpy._core since) resolve to them.
+    reconstruct: Any = sample.__reduce__()[0]
+    frombuffer: Any = sample.__reduce_ex__(5)[0]
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,  # bytes pickled by Python 3 at protocol 2
+    }
+    for function in (reconstruct, frombuffer):
+        for module in ("numpy.core", "numpy._core"):
+            for sub in ("multiarray", "numeric"):
+                allowed[(f"{module}.{sub}", function.__name__)] = function
+    return allowed
+
+
 def _read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     n_pixels = math.prod(_CIFAR10_SHAPE)
     try:
         with path.open("rb") as f:
             # The official batches were pickled by Python 2; "bytes" keeps their keys as bytes.
-            batch = pickle.load(f, encoding="bytes")
+            batch = _BatchUnpickler(f, encoding="bytes").load()
     except (
         pickle.UnpicklingError,
         EOFError,

@@ -49,3 +49,19 @@ def test_bad_budget_is_refused(kwargs: dict[str, object], message: str) -> None:
 def test_budget_smaller_than_its_evaluations_is_refused() -> None:
     with pytest.raises(ValueError, match=r"is 5 samples, fewer than the 10 evaluations"):
         Budget(5, "samples", evals=10).grid(100)
+
+
+@pytest.mark.parametrize("amount", ["10", None, True, [10]])
+def test_amount_of_another_type_is_named_with_the_fix(amount: object) -> None:
+    with pytest.raises(
+        ValueError,
+        match=rf"Budget amount must be a number of epochs, but got {type(amount).__name__} .*"
+        r"e\.g\. Budget\(10\) for ten epochs",
+    ):
+        Budget(amount)  # type: ignore[arg-type]
+
+
+def test_numpy_amounts_are_numbers() -> None:
+    import numpy as np
+
+    assert Budget(np.float64(2.0)).grid(10).total == 20

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import gzip
+import os
 from pathlib import Path
 import pickle
 import struct
@@ -345,3 +346,40 @@ def test_cifar10_not_a_dict(tmp_path: Path) -> None:
         pickle.dump([1, 2, 3], f)
     with pytest.raises(ValueError, match=r"data_batch_1.* must hold a dict .* but holds a list"):
         load_cifar10(tmp_path)
+
+
+class _RunsACommand:
+    """Unpickling this calls os.system: what a crafted CIFAR-10 batch would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_cifar10_crafted_batch_runs_no_code(tmp_path: Path) -> None:
+    _write_cifar(tmp_path, _make_images(3, 32, 32))
+    marker = tmp_path / "pwned"
+    with (tmp_path / "data_batch_2").open("wb") as f:
+        pickle.dump({b"data": _RunsACommand(marker), b"labels": []}, f)
+    with pytest.raises(ValueError, match=r"data_batch_2.* names (posix|os)\.system.*malicious"):
+        load_cifar10(tmp_path)
+    assert not marker.exists()
+    # The same payload through plain pickle.load does run the command: the test can fail.
+    with (tmp_path / "data_batch_2").open("rb") as f:
+        pickle.load(f)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar10_batches_of_every_pickle_protocol_load(tmp_path: Path, protocol: int) -> None:
+    images = _make_images(3, 32, 32)
+    _write_cifar(tmp_path, images)
+    for path in sorted(tmp_path.glob("data_batch_*")):
+        with path.open("rb") as f:
+            batch = pickle.load(f)
+        with path.open("wb") as f:
+            pickle.dump(batch, f, protocol=protocol)
+    raw, _, _, _ = _undo(load_cifar10(tmp_path, val_fraction=0.2))
+    assert raw.shape[0] == len(images)
