@@ -299,6 +299,17 @@ class ObjectiveOptions:
             )
 
 
+def _scratch_trial(seed: int) -> optuna.Trial:
+    """A trial of a throwaway in-memory study, to sample values outside any real study."""
+    logger = optuna.logging.get_logger("optuna")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # not "A new study created in memory" on every run
+    try:
+        return optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
+    finally:
+        logger.setLevel(level)
+
+
 def _preview_batch(data: TrainingData, n: int = 8) -> Batch | None:
     """A few validation samples on the CPU, without starting DataLoader workers."""
     x_val = getattr(data, "x_val", None)
@@ -460,9 +471,7 @@ class Objective:
     def _preflight(self) -> None:
         """Sample once, build the model and compute one loss before any trial trains, so a
         bad ``suggest``, model, loss or metric fails now with its own message."""
-        sampler = optuna.samplers.RandomSampler(seed=self.seed)
-        trial = optuna.create_study(sampler=sampler).ask()
-        params = self.params_of(trial)
+        params = self.params_of(_scratch_trial(self.seed))
         batch = _preview_batch(self.data)
         with _exclusive_rng(), torch.random.fork_rng(devices=[]):
             model = self._build(params, self.seed)
@@ -491,8 +500,7 @@ class Objective:
 
     def _probe_params(self) -> Params:
         # The optimizer with the most state needs the most memory: probe with that one.
-        sampler = optuna.samplers.RandomSampler(seed=self.seed)
-        params = self.params_of(optuna.create_study(sampler=sampler).ask())
+        params = self.params_of(_scratch_trial(self.seed))
         choices = self.space.optimizer
         names = choices if isinstance(choices, tuple) else (choices,)
         hungriest = max(names, key=lambda name: optimizer_states(Params(1, 1.0, optimizer=name)))

@@ -337,9 +337,9 @@ def suggest_params(
     Raises:
         ValueError: ``suggest`` returned no mapping, or a name bsopt uses itself.
     """
-    params = space.suggest(trial)
     if suggest is None:
-        return params
+        return space.suggest(trial)
+    # The user's values first: any name of bsopt's in the trial then came from them.
     extra = suggest(trial)
     if not isinstance(extra, Mapping):
         raise ValueError(
@@ -347,13 +347,14 @@ def suggest_params(
             "{'width': trial.suggest_int('width', 16, 256)}, but it returned "
             f"{type(extra).__name__}."
         )
-    clash = sorted(set(extra) & RESERVED_NAMES)
+    clash = sorted((set(extra) | set(trial.params)) & RESERVED_NAMES)
     if clash:
         raise ValueError(
-            f"suggest(trial) returned {', '.join(map(repr, clash))}, which bsopt searches "
-            "itself. Set those through SearchSpace (e.g. SearchSpace(weight_decay=(1e-5, "
-            "1e-2))), and give your own hyperparameters other names."
+            f"suggest(trial) suggested or returned {', '.join(map(repr, clash))}, which bsopt "
+            "searches itself. Set those through SearchSpace (e.g. SearchSpace(weight_decay="
+            "(1e-5, 1e-2))), and give your own hyperparameters other names."
         )
+    params = space.suggest(trial)
     return replace(params, extra=dict(extra))
 
 
