@@ -27,13 +27,14 @@ from bsopt._data import (
 from bsopt._datasets import load_cifar10, load_mnist
 from bsopt._fair import FairReporter, LoopObjective, retry_oom
 from bsopt._memory import MemoryBudget, is_oom_error, release_memory
+from bsopt._metrics import METRICS, LossFn, Metric
 from bsopt._models import mlp, mlp_builder
-from bsopt._objective import Objective, make_objective
+from bsopt._objective import Objective, ObjectiveOptions, make_objective
 from bsopt._probe import ProbeResult, probe_batch_size
 from bsopt._pruners import make_pruner
 from bsopt._report import Report, write_report
 from bsopt._runner import run
-from bsopt._space import Params, SearchSpace
+from bsopt._space import Params, SearchSpace, params_from_trial
 from bsopt._stop import StopReason
 from bsopt._storage import (
     DEFAULT_STORAGE,
@@ -48,21 +49,40 @@ from bsopt._workers import WorkerError, attach_worker, run_workers, serve_proxy,
 
 __version__ = "0.1.0"
 
+# The framework integrations import their framework (an optional extra) on first use, so
+# `import bsopt` never needs lightning or transformers.
+_INTEGRATIONS = {
+    "LightningReporter": "bsopt._lightning",
+    "TransformersReporter": "bsopt._transformers",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _INTEGRATIONS:
+        import importlib
+
+        return getattr(importlib.import_module(_INTEGRATIONS[name]), name)
+    raise AttributeError(f"module 'bsopt' has no attribute {name!r}")
+
 __all__ = [
-    "CriticalBatchFit",
     "DEFAULT_STORAGE",
+    "METRICS",
     "BatchSizeAnalysis",
     "BatchSizeStats",
     "Budget",
+    "CriticalBatchFit",
     "DatasetData",
     "FairReporter",
     "Grid",
     "ImportanceRow",
     "Importances",
     "LoopObjective",
+    "LossFn",
     "LrFit",
     "MemoryBudget",
+    "Metric",
     "Objective",
+    "ObjectiveOptions",
     "Params",
     "ProbeResult",
     "Report",
@@ -96,6 +116,7 @@ __all__ = [
     "open_storage",
     "optimize",
     "param_importances",
+    "params_from_trial",
     "probe_batch_size",
     "release_memory",
     "resolve_storage_url",
