@@ -56,6 +56,37 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
+def plan_batch(
+    batch_size: int, *, world_size: int = 1, max_per_device: int | None = None
+) -> tuple[int, int]:
+    """``(per_device, accumulation)`` with ``per_device * accumulation * world_size ==
+    batch_size``: the fewest accumulation steps whose per-device batch is at most
+    ``max_per_device`` (default: no cap).
+
+    This is how a framework's per-device batch size and gradient-accumulation setting are
+    derived from bsopt's searched effective batch.
+
+    Raises:
+        ValueError: ``batch_size`` is not a multiple of ``world_size``.
+    """
+    _positive_int("batch_size", batch_size)
+    _positive_int("world_size", world_size)
+    if max_per_device is not None:
+        _positive_int("micro_batch_size", max_per_device)
+    if batch_size % world_size:
+        raise ValueError(
+            f"The effective batch_size={batch_size} must be a multiple of the number of "
+            f"processes ({world_size}), so each gets the same share. Search powers of two, or "
+            "a batch-size range whose values divide evenly."
+        )
+    per_process = batch_size // world_size
+    cap = max_per_device or per_process
+    for accumulation in range(1, per_process + 1):
+        if per_process % accumulation == 0 and per_process // accumulation <= cap:
+            return per_process // accumulation, accumulation
+    raise AssertionError("unreachable: accumulation == per_process always fits")  # pragma: no cover
+
+
 class FairReporter:
     """Report a hand-written training loop to an Optuna trial on bsopt's samples-seen grid.
 
@@ -92,6 +123,9 @@ class FairReporter:
             interval exceeds this multiple of the first interval's (a NaN or infinite loss
             stops at once); above 1.
         amp: the mixed-precision mode, stored as ``amp``.
+        defer_attrs: with ``report(..., raise_pruned=False)``, do not store the attributes
+            when the run stops there; the caller ends it with :meth:`stop` or
+            :meth:`finish`, which store them once (bsopt's own objective does this).
 
     Raises:
         ValueError: no trial, a budget with fewer samples than evaluations, or an argument
@@ -112,8 +146,10 @@ class FairReporter:
         metric: str = "value",
         divergence_factor: float = 10.0,
         amp: str = "off",
+        defer_attrs: bool = False,
     ) -> None:
         _check_trial(trial, type(self).__name__)
+        self.defer_attrs = defer_attrs
         if not isinstance(budget, Budget):
             raise ValueError(
                 f"budget must be a bsopt.Budget, e.g. bsopt.Budget(10, 'epochs'), but got "
@@ -262,6 +298,7 @@ class FairReporter:
         loss: float | torch.Tensor | None = None,
         *,
         optimizer_step: bool = True,
+        raise_pruned: bool = True,
     ) -> bool:
         """Count one training step; ``True`` when a grid point is reached (call :meth:`report`).
 
@@ -272,6 +309,8 @@ class FairReporter:
                 check; a NaN or infinite loss stops the run at once (``optuna.TrialPruned``).
             optimizer_step: ``False`` for a micro-batch whose gradients are accumulated
                 without an update yet.
+            raise_pruned: with ``False``, a diverged run ends (its attributes stored) and
+                ``True`` is returned instead of raising: check ``reporter.done``.
 
         Raises:
             optuna.TrialPruned: the loss is not finite (stop reason ``diverged``).
@@ -302,8 +341,7 @@ class FairReporter:
             if isinstance(loss, (float, int)):
                 reason = DivergenceCheck.non_finite(float(loss))
                 if reason is not None:
-                    self._pause_clock()
-                    self.stop(StopReason.DIVERGED, reason)
+                    return self._halt(StopReason.DIVERGED, reason, raise_pruned)
             self._interval_loss = self._interval_loss + loss
             self._interval_steps += 1
         point = self.grid.points[self._next]
@@ -313,9 +351,20 @@ class FairReporter:
             # A diverged run stops before its evaluation is computed.
             stop = self._interval_check()
             if stop is not None:
-                self.stop(*stop)
+                return self._halt(*stop, raise_pruned)
             self._due_at = time.perf_counter()
         return reached
+
+    def _halt(self, reason: StopReason, detail: str, raise_pruned: bool) -> bool:
+        if raise_pruned:
+            self.stop(reason, detail)
+        if self.defer_attrs:
+            # The caller stores everything at once with stop() or finish().
+            self._pause_clock()
+            self.stop_reason, self.stop_detail = reason, detail
+            return True
+        self._end(reason, detail)
+        return True
 
     def _pause_clock(self) -> None:
         if self._tick is not None:
@@ -408,11 +457,7 @@ class FairReporter:
         if stop is None:
             stop = self._report_to_trial(key, value)
         if stop is not None:
-            reason, detail = stop
-            if raise_pruned:
-                self.stop(reason, detail)
-            self._end(reason, detail)
-            return True
+            return self._halt(*stop, raise_pruned)
         if not self.done:
             self._tick = time.perf_counter()
         return False

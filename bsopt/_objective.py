@@ -20,7 +20,7 @@ from dataclasses import KW_ONLY, dataclass, field, fields
 import logging
 import math
 import threading
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -30,7 +30,8 @@ from torch import nn
 from bsopt._batch import Batch, batch_size_of, call_model, slice_batch
 from bsopt._budget import Budget
 from bsopt._data import TrainingData
-from bsopt._memory import MemoryBudget, is_oom_error, release_memory
+from bsopt._fair import FairReporter, retry_oom
+from bsopt._memory import MemoryBudget
 from bsopt._metrics import LossFn, Metric, MetricFn, check_loss_value, default_loss, resolve_metric
 from bsopt._probe import (
     PROBE_ATTR_PREFIX,
@@ -54,7 +55,7 @@ _logger = logging.getLogger(__name__)
 # process, so two trials training at once in threads (study.optimize(n_jobs=2)) would draw
 # from one stream in an order that changes run to run. One trial trains at a time per
 # process; worker processes (bsopt run --jobs N) are the way to train several at once.
-_ONE_TRIAL_AT_A_TIME = threading.Lock()
+_ONE_TRIAL_AT_A_TIME = threading.RLock()
 
 
 @contextlib.contextmanager
@@ -138,8 +139,7 @@ def result_attrs(result: TrainResult, params: Params, seed: int) -> dict[str, ob
         "amp": result.amp,
         "seed": seed,
         "stop_reason": result.stop_reason.value,
-        "stop_detail": result.stop_detail,
-    }
+    } | ({"stop_detail": result.stop_detail} if result.stop_detail else {})
 
 
 def _is_int(value: object) -> bool:
@@ -569,128 +569,97 @@ class Objective:
                 study.set_user_attr(key, value)
         self._recorded.add(study.study_name)
 
-    def _train(
-        self,
-        params: Params,
-        seed: int,
-        *,
-        report: Callable[[int, float], StopReason | None] | None,
-        study: optuna.Study | None,
-        micro: int | None = None,
-    ) -> _Run:
-        """Train, restarting with half the micro-batch after an out-of-memory error, down to
-        ``min_micro_batch_size``. The caller holds :func:`_exclusive_rng`."""
+    def _attempt(
+        self, trial: optuna.Trial, params: Params, seed: int, micro: int
+    ) -> tuple[FairReporter, TrainResult]:
+        """One training run of a trial with micro-batches of ``micro``, reported through a
+        :class:`~bsopt.FairReporter` (the same path as a hand-written loop)."""
         options = self.options
-        run = _Run(micro=micro or options.micro_batch_size)
-        while True:
-            # Same seed, same initial weights: differences between trials come from the
-            # params, and a retry after an out-of-memory error restarts the same run.
-            model = self._build(params, seed)
-            if run.probed is None and self.probing:
-                run.probed = self.probe(study, params, model=model)
-                limit = run.probed.micro_batch_size
-                run.micro = min(run.micro or limit, limit)
-            guard: contextlib.AbstractContextManager[object] = (
-                MemoryBudget(
-                    options.memory_budget_mb, optimizer_states=optimizer_states(params)
-                ).attach(model)
-                if options.memory_budget_mb is not None
-                else contextlib.nullcontext()
+        reporter = FairReporter(
+            trial,
+            self.budget,
+            self.data.n_train,
+            batch_size=params.batch_size,
+            lr=params.lr,
+            micro_batch_size=micro,
+            seed=seed,
+            device=self.device,
+            metric=self.metric.name,
+            divergence_factor=options.divergence_factor,
+            amp=options.amp,
+            defer_attrs=True,
+        )
+        # Same seed, same initial weights: differences between trials come from the params,
+        # and a retry after an out-of-memory error restarts the same run.
+        model = self._build(params, seed)
+        guard: contextlib.AbstractContextManager[object] = (
+            MemoryBudget(
+                options.memory_budget_mb, optimizer_states=optimizer_states(params)
+            ).attach(model)
+            if options.memory_budget_mb is not None
+            else contextlib.nullcontext()
+        )
+        with guard:
+            result = train(
+                model,
+                self.data,
+                params,
+                budget=self.budget,
+                metric=self.metric,
+                loss=self.loss,
+                report=_Report(self, reporter),
+                device=self.device,
+                seed=seed,
+                amp=options.amp,
+                micro_batch_size=micro,
+                clip_grad_norm=options.clip_grad_norm,
+                divergence_factor=options.divergence_factor,
+                measure_noise_scale=options.measure_noise_scale,
             )
-            run.oom = None
-            try:
-                with guard:
-                    run.result = train(
-                        model,
-                        self.data,
-                        params,
-                        budget=self.budget,
-                        metric=self.metric,
-                        loss=self.loss,
-                        report=report,
-                        device=self.device,
-                        seed=seed,
-                        amp=options.amp,
-                        micro_batch_size=run.micro,
-                        clip_grad_norm=options.clip_grad_norm,
-                        divergence_factor=options.divergence_factor,
-                        measure_noise_scale=options.measure_noise_scale,
-                    )
-            except Exception as error:
-                if not is_oom_error(error):
-                    raise
-                # Keep the message only: the traceback pins the failed step's tensors.
-                run.oom = f"{type(error).__name__}: {error}".splitlines()[0][:300]
-            del model, guard
-            if run.oom is None:
-                return run
-            # Outside the except block, so the failed step's memory can really be freed.
-            release_memory(self.device)
-            used = min(run.micro or params.batch_size, params.batch_size)
-            smaller = max(used // 2, options.min_micro_batch_size)
-            if smaller >= used:
-                run.micro = used
-                return run
-            run.retries += 1
-            run.micro = smaller
+        return reporter, result
 
     def __call__(self, trial: optuna.Trial) -> float | Sequence[float]:
         self._record_metric(trial.study)
         params = self.params_of(trial)
         seed = self.seed + trial.number
+        options = self.options
+        micro = options.micro_batch_size or params.batch_size
+        extra: dict[str, object] = {}
         try:
             with _exclusive_rng():
-                run = self._train(params, seed, report=_Reporter(self, trial), study=trial.study)
+                if self.probing:
+                    probed = self.probe(trial.study, params)
+                    micro = min(micro, probed.micro_batch_size)
+                    extra["probed_micro_batch_size"] = probed.micro_batch_size
+                reporter, result = retry_oom(
+                    trial,
+                    lambda m: self._attempt(trial, params, seed, m),
+                    batch_size=params.batch_size,
+                    micro_batch_size=micro,
+                    min_micro_batch_size=options.min_micro_batch_size,
+                    device=self.device,
+                    seed=seed,
+                )
         except KeyboardInterrupt:
             trial.set_user_attr("stop_reason", StopReason.INTERRUPTED.value)
             raise
-        if run.probed is not None:
-            trial.set_user_attr("probed_micro_batch_size", run.probed.micro_batch_size)
-        if run.result is None:
-            self._infeasible(trial, params, seed, run)
-        result = run.result
-        for key, value in result_attrs(result, params, seed).items():
-            trial.set_user_attr(key, value)
-        trial.set_user_attr("oom_retries", run.retries)
-        if result.stop_reason == StopReason.PRUNED:
-            step, value = result.history[-1]
-            raise optuna.TrialPruned(f"pruned at step {step} with {result.metric}={value:.4g}")
-        if result.stop_reason == StopReason.DIVERGED:
-            raise optuna.TrialPruned(f"diverged: {result.stop_detail}")
+        reporter.set_attrs(**result_attrs(result, params, seed), **extra)
+        if result.stop_reason in (StopReason.PRUNED, StopReason.DIVERGED):
+            reporter.stop(result.stop_reason, result.stop_detail or reporter.stop_detail)
         if self.goal == "time_to_target":
             score, reached = time_to_target(
                 result,
-                float(self.options.target),  # type: ignore[arg-type]
+                float(options.target),  # type: ignore[arg-type]
                 direction=self.metric_direction,
-                unit=self.options.target_unit,
+                unit=options.target_unit,
                 total=self._budget_total(),
             )
-            trial.set_user_attr("reached_target", reached)
-            trial.set_user_attr("final_" + result.metric, result.value)
-            return score
+            reporter.set_attrs(reached_target=reached, **{"final_" + result.metric: result.value})
+            return reporter.finish(score, reason=result.stop_reason)
+        value = reporter.finish(result.value, reason=result.stop_reason)
         if self.goal == "metric_and_time":
-            return result.value, result.train_seconds
-        return result.value
-
-    def _infeasible(self, trial: optuna.Trial, params: Params, seed: int, run: _Run) -> NoReturn:
-        floor = self.options.min_micro_batch_size
-        for key, value in {
-            "effective_batch_size": params.batch_size,
-            "micro_batch_size": run.micro,
-            "oom_retries": run.retries,
-            "oom_error": run.oom,
-            "seed": seed,
-            "stop_reason": StopReason.OOM.value,
-            "stop_detail": run.oom,
-        }.items():
-            trial.set_user_attr(key, value)
-        # Infeasible (constraint > 0): TPE ranks it after every feasible trial and learns
-        # to avoid the region, which a FAILED trial would not teach it.
-        trial.set_constraint("oom", 1.0)
-        raise optuna.TrialPruned(
-            f"out of memory at batch_size={params.batch_size} even with micro-batches of "
-            f"{run.micro} (min_micro_batch_size={floor}): {run.oom}"
-        )
+            return value, result.train_seconds
+        return value
 
     def _budget_total(self) -> float:
         grid = self.budget.grid(self.data.n_train)
@@ -733,49 +702,26 @@ class Objective:
         return model, result
 
 
-@dataclass
-class _Run:
-    """One trial's training, across out-of-memory restarts."""
+class _Report:
+    """The trainer's ``report(step, value)``: through the FairReporter to the trial."""
 
-    micro: int | None = None
-    result: TrainResult | None = None
-    retries: int = 0
-    probed: ProbeResult | None = None
-    oom: str | None = None
-
-
-class _Reporter:
-    """Reports each evaluation to the trial and turns Optuna's answer into a stop reason."""
-
-    def __init__(self, objective: Objective, trial: optuna.Trial) -> None:
-        self.trial = trial
+    def __init__(self, objective: Objective, reporter: FairReporter) -> None:
+        self.reporter = reporter
         self.goal = objective.goal
         self.target = objective.options.target
         self.maximize = objective.metric_direction == "maximize"
-        # Optuna does not prune multi-objective studies; report only when it can.
-        self.single = len(trial.study.directions) == 1
-        self.reported: set[int] = set()
-
-    def _report(self, value: float, step: int) -> None:
-        # A retry after an out-of-memory error replays the steps reported before it;
-        # Optuna would keep the first value anyway, with a warning.
-        if step not in self.reported:
-            self.reported.add(step)
-            self.trial.report(value, step)
 
     def __call__(self, step: int, value: float) -> StopReason | None:
+        reached = False
         if self.goal == "time_to_target":
             target = float(self.target)  # type: ignore[arg-type]
-            if (value >= target) if self.maximize else (value <= target):
-                self._report(0.0, step)
-                return StopReason.REACHED_TARGET
+            reached = (value >= target) if self.maximize else (value <= target)
             # The study minimises, so the pruner gets the distance still to go.
-            self._report(abs(target - value), step)
-        elif self.single:
-            self._report(value, step)
-        else:
-            return None
-        return StopReason.PRUNED if self.trial.should_prune() else None
+            value = 0.0 if reached else abs(target - value)
+        at = {"train_seconds": step / 1000} if self.reporter.timed else {"samples_seen": step}
+        if self.reporter.report(value, raise_pruned=False, **at):
+            return self.reporter.stop_reason
+        return StopReason.REACHED_TARGET if reached else None
 
 
 def make_objective(build_model: BuildModel, data: TrainingData, **options: Any) -> Objective:
