@@ -84,7 +84,7 @@ def plan_batch(
     for accumulation in range(1, per_process + 1):
         if per_process % accumulation == 0 and per_process // accumulation <= cap:
             return per_process // accumulation, accumulation
-    raise AssertionError("unreachable: accumulation == per_process always fits")  # pragma: no cover
+    raise AssertionError("unreachable: one sample per step always fits")  # pragma: no cover
 
 
 class FairReporter:

@@ -1,0 +1,345 @@
+"""LightningReporter against the real lightning package on the CPU: tiny models, real trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import bsopt
+
+L = pytest.importorskip("lightning.pytorch", reason="needs the lightning extra")
+
+N_TRAIN = 96
+
+
+def _tensors(n: int, seed: int) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    return TensorDataset(x, (x[:, 0] > 0).long())
+
+
+class Data(L.LightningDataModule):
+    def __init__(self, batch_size: int = 32) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.train = _tensors(N_TRAIN, 0)
+        self.val = _tensors(32, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val, batch_size=64)
+
+
+class Classifier(L.LightningModule):
+    def __init__(self, lr: float = 0.05, blow_up_at: int | None = None) -> None:
+        super().__init__()
+        self.net = nn.Linear(8, 2)
+        self.lr = lr
+        self.blow_up_at = blow_up_at
+        self.trained_samples = 0
+        self.samples_at_validation: list[int] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        self.trained_samples += len(x)
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        if self.blow_up_at is not None and self.global_step >= self.blow_up_at:
+            loss = loss * float("nan")
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        if batch_idx == 0:
+            self.samples_at_validation.append(self.trained_samples)
+        acc = (self.net(x).argmax(dim=1) == y).float().mean()
+        self.log("val_acc", acc)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+def _trainer(reporter: Any, kwargs: dict[str, Any]) -> Any:
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        callbacks=[reporter],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def _study(tmp_path: Path, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    return bsopt.create_study(
+        "lightning",
+        storage=f"sqlite:///{tmp_path / 'lightning.db'}",
+        pruner=pruner or optuna.pruners.NopPruner(),
+    )
+
+
+def test_validation_runs_on_the_sample_grid_with_accumulation(tmp_path: Path) -> None:
+    budget = bsopt.Budget(2, "epochs", evals=4)  # 192 samples: points 48, 96, 144, 192
+    modules: list[Classifier] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        module = Classifier()
+        modules.append(module)
+        data = Data()
+        reporter = bsopt.LightningReporter(
+            trial, budget, N_TRAIN, batch_size=16, monitor="val_acc", lr=0.05, seed=1
+        )
+        kwargs = reporter.configure(data, micro_batch_size=8)
+        assert data.batch_size == 8
+        assert kwargs["accumulate_grad_batches"] == 2
+        _trainer(reporter, kwargs).fit(module, datamodule=data)
+        return reporter.finish()
+
+    study = _study(tmp_path)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    # Batches of 16 reach every point exactly: validation after exactly those samples.
+    assert modules[0].samples_at_validation == [48, 96, 144, 192]
+    assert modules[0].trained_samples == 192
+    assert sorted(trial.intermediate_values) == [48, 96, 144, 192]
+    assert trial.value == trial.intermediate_values[192]
+    attrs = trial.user_attrs
+    assert attrs["effective_batch_size"] == 16
+    assert attrs["micro_batch_size"] == 8
+    assert attrs["accumulation_steps"] == 2
+    assert attrs["samples_seen"] == 192
+    assert attrs["optimizer_steps"] == 12
+    assert attrs["epochs"] == 2.0
+    assert attrs["lr"] == 0.05
+    assert attrs["seed"] == 1
+    assert attrs["world_size"] == 1
+    assert attrs["grid_overshoot"] == 0
+    assert attrs["stop_reason"] == "completed"
+    assert attrs["samples_per_second"] > 0
+
+
+def test_a_batch_that_does_not_divide_the_grid_validates_at_the_next_step(
+    tmp_path: Path,
+) -> None:
+    budget = bsopt.Budget(2, "epochs", evals=4)  # points 48, 96, 144, 192
+    modules: list[Classifier] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        module = Classifier()
+        modules.append(module)
+        data = Data()
+        reporter = bsopt.LightningReporter(
+            trial, budget, N_TRAIN, batch_size=40, monitor="val_acc"
+        )
+        _trainer(reporter, reporter.configure(data)).fit(module, datamodule=data)
+        return reporter.finish()
+
+    study = _study(tmp_path)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    # Epochs of 96 samples come as 40, 40, 16: 40, 80, 96 | 136, 176, 192.
+    assert modules[0].samples_at_validation == [80, 96, 176, 192]
+    assert sorted(trial.intermediate_values) == [48, 96, 144, 192]
+    assert trial.user_attrs["grid_overshoot"] == 32
+    assert trial.user_attrs["samples_seen"] == 192
+
+
+def test_the_pruner_stops_lightning_and_the_trial_is_pruned(tmp_path: Path) -> None:
+    budget = bsopt.Budget(2, "epochs", evals=4)
+    modules: list[Classifier] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        module = Classifier()
+        modules.append(module)
+        data = Data()
+        reporter = bsopt.LightningReporter(
+            trial, budget, N_TRAIN, batch_size=16, monitor="val_acc"
+        )
+        _trainer(reporter, reporter.configure(data)).fit(module, datamodule=data)
+        return reporter.finish()
+
+    study = _study(tmp_path, optuna.pruners.ThresholdPruner(lower=1.1))
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert list(trial.intermediate_values) == [48]
+    assert modules[0].trained_samples == 48  # training stopped at the first point
+    assert trial.user_attrs["stop_reason"] == "pruned"
+    assert trial.user_attrs["stop_detail"].startswith("pruned at 48 samples seen with val_acc=")
+
+
+def test_a_diverged_loss_stops_training_as_diverged(tmp_path: Path) -> None:
+    budget = bsopt.Budget(2, "epochs", evals=4)
+
+    def objective(trial: optuna.Trial) -> float:
+        data = Data()
+        reporter = bsopt.LightningReporter(
+            trial, budget, N_TRAIN, batch_size=16, monitor="val_acc"
+        )
+        _trainer(reporter, reporter.configure(data)).fit(Classifier(blow_up_at=4), datamodule=data)
+        return reporter.finish()
+
+    study = _study(tmp_path)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["stop_reason"] == "diverged"
+    assert "non-finite" in trial.user_attrs["stop_detail"]
+    assert trial.user_attrs["samples_seen"] == 80  # the fifth step; validation at 96 is skipped
+    assert list(trial.intermediate_values) == [48]
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def test_a_callback_without_a_trial_says_how_to_pass_one() -> None:
+    with pytest.raises(ValueError, match=r"LightningReporter needs the optuna\.Trial"):
+        bsopt.LightningReporter(None, bsopt.Budget(1), 96, batch_size=16, monitor="val_acc")  # type: ignore[arg-type]
+
+
+def test_a_time_budget_is_refused() -> None:
+    with pytest.raises(ValueError, match="epochs or samples"):
+        bsopt.LightningReporter(
+            optuna.trial.FixedTrial({}),
+            bsopt.Budget(5, "seconds"),
+            96,
+            batch_size=16,
+            monitor="val_acc",
+        )
+
+
+def test_an_evaluation_interval_shorter_than_one_step_is_refused() -> None:
+    reporter = bsopt.LightningReporter(
+        optuna.trial.FixedTrial({}),
+        bsopt.Budget(1, "epochs", evals=8),
+        96,
+        batch_size=32,
+        monitor="val_acc",
+    )
+    data = Data()
+    with pytest.raises(ValueError, match="evaluates every 12 samples, less than one optimizer"):
+        _trainer(reporter, reporter.configure(data)).fit(Classifier(), datamodule=data)
+
+
+def test_a_datamodule_without_a_batch_size_is_refused() -> None:
+    class NoBatchSize(L.LightningDataModule):
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(_tensors(N_TRAIN, 0), batch_size=32)
+
+    reporter = bsopt.LightningReporter(
+        optuna.trial.FixedTrial({}), bsopt.Budget(1), 96, batch_size=16, monitor="val_acc"
+    )
+    with pytest.raises(
+        ValueError, match=r"NoBatchSize has no batch_size to set.*self\.batch_size"
+    ):
+        reporter.configure(NoBatchSize())
+
+
+def test_a_datamodule_that_ignores_its_batch_size_is_caught() -> None:
+    class Ignores(Data):
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(self.train, batch_size=32)
+
+    reporter = bsopt.LightningReporter(
+        optuna.trial.FixedTrial({}),
+        bsopt.Budget(1, evals=2),
+        96,
+        batch_size=16,
+        monitor="val_acc",
+    )
+    data = Ignores()
+    with pytest.raises(ValueError, match="does not use its batch_size"):
+        _trainer(reporter, reporter.configure(data)).fit(Classifier(), datamodule=data)
+
+
+def test_an_unlogged_monitor_lists_the_logged_metrics(tmp_path: Path) -> None:
+    reporter = bsopt.LightningReporter(
+        optuna.trial.FixedTrial({}),
+        bsopt.Budget(1, evals=2),
+        96,
+        batch_size=16,
+        monitor="val_accuracy",
+    )
+    data = Data()
+    with pytest.raises(ValueError, match=r"monitor='val_accuracy'.*logged: val_acc"):
+        _trainer(reporter, reporter.configure(data)).fit(Classifier(), datamodule=data)
+
+
+def test_trainer_settings_that_skip_grid_points_are_refused() -> None:
+    reporter = bsopt.LightningReporter(
+        optuna.trial.FixedTrial({}), bsopt.Budget(4), 96, batch_size=16, monitor="val_acc"
+    )
+    data = Data()
+    kwargs = reporter.configure(data) | {"max_epochs": 2}
+    with pytest.raises(ValueError, match="max_epochs=2 stops training before the budget"):
+        _trainer(reporter, kwargs).fit(Classifier(), datamodule=data)
+    kwargs = reporter.configure(data) | {"check_val_every_n_epoch": 2, "val_check_interval": 1.0}
+    with pytest.raises(ValueError, match="check_val_every_n_epoch=2 would skip them"):
+        _trainer(reporter, kwargs).fit(Classifier(), datamodule=data)
+
+
+# -- DDP: two real processes on gloo -----------------------------------------------------------
+
+
+class RankRecorder(Classifier):
+    """Writes each rank's trained samples to a file: the spawned ranks' state does not come
+    back to the test process."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def on_fit_end(self) -> None:
+        path = Path(self.folder) / f"rank{self.global_rank}.txt"
+        path.write_text(str(self.trained_samples))
+
+
+@pytest.mark.slow
+def test_under_ddp_rank_0_reports_and_every_rank_stops_at_the_prune(tmp_path: Path) -> None:
+    budget = bsopt.Budget(2, "epochs", evals=4)  # points 48, 96, 144, 192
+
+    def objective(trial: optuna.Trial) -> float:
+        data = Data()
+        reporter = bsopt.LightningReporter(
+            trial, budget, N_TRAIN, batch_size=16, monitor="val_acc"
+        )
+        kwargs = reporter.configure(data, devices=2)
+        assert (data.batch_size, kwargs["accumulate_grad_batches"]) == (8, 1)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=2,
+            strategy="ddp_fork",
+            callbacks=[reporter],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            **kwargs,
+        )
+        trainer.fit(RankRecorder(str(tmp_path)), datamodule=data)
+        return reporter.finish()
+
+    # Never good enough, but the first evaluation is warm-up: pruned at the second one.
+    study = _study(tmp_path, optuna.pruners.ThresholdPruner(lower=1.1, n_warmup_steps=96))
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert sorted(trial.intermediate_values) == [48, 96]  # reported once, by rank 0
+    assert trial.user_attrs["stop_reason"] == "pruned"
+    assert trial.user_attrs["samples_seen"] == 96  # 16 per update: 8 per rank x 2 ranks
+    assert trial.user_attrs["world_size"] == 2
+    assert trial.user_attrs["micro_batch_size"] == 8
+    assert trial.user_attrs["accumulation_steps"] == 1
+    # Both ranks stopped at the same step, after 48 samples each.
+    assert (tmp_path / "rank0.txt").read_text() == "48"
+    assert (tmp_path / "rank1.txt").read_text() == "48"
