@@ -29,12 +29,12 @@ from bsopt._fair import FairReporter, LoopObjective, retry_oom
 from bsopt._memory import MemoryBudget, is_oom_error, release_memory
 from bsopt._metrics import METRICS, LossFn, Metric
 from bsopt._models import mlp, mlp_builder
-from bsopt._objective import Objective, ObjectiveOptions, make_objective
+from bsopt._objective import Objective, ObjectiveOptions, make_objective, params_from_trial
 from bsopt._probe import ProbeResult, probe_batch_size
 from bsopt._pruners import make_pruner
 from bsopt._report import Report, write_report
 from bsopt._runner import run
-from bsopt._space import Params, SearchSpace, params_from_trial
+from bsopt._space import Params, SearchSpace
 from bsopt._stop import StopReason
 from bsopt._storage import (
     DEFAULT_STORAGE,

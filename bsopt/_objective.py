@@ -40,7 +40,7 @@ from bsopt._probe import (
     probe_batch_size,
     probe_key_for,
 )
-from bsopt._space import Params, SearchSpace, SuggestFn, params_from_trial, suggest_params
+from bsopt._space import Params, SearchSpace, SuggestFn, suggest_params
 from bsopt._stop import StopReason
 from bsopt._trainer import Amp, TrainResult, check_amp, check_train_options, resolve_device, train
 
@@ -297,6 +297,29 @@ class ObjectiveOptions:
                 "target_unit='seconds' needs a time budget, e.g. Budget(30, 'seconds'), so "
                 "every trial gets the same seconds; with a sample budget use 'samples'."
             )
+
+
+def params_from_trial(
+    trial: FrozenTrial | optuna.Trial, space: SearchSpace, suggest: SuggestFn | None = None
+) -> Params:
+    """The :class:`Params` a stored trial trained with, rebuilt from its parameters.
+
+    The space (and ``suggest``) run again define-by-run against the trial's stored values,
+    so conditional parameters and coupled learning rates come out exactly as in the trial.
+
+    Raises:
+        ValueError: the trial lacks a parameter this space needs (another space or study).
+    """
+    fixed = optuna.trial.FixedTrial(dict(trial.params), number=trial.number)
+    try:
+        return suggest_params(fixed, space, suggest)  # type: ignore[arg-type]
+    except ValueError as error:
+        if "is not found" not in str(error):
+            raise
+        raise ValueError(
+            f"Trial #{trial.number} cannot be rebuilt with this search space: {error}. Use "
+            "the objective (space and suggest) the study was run with."
+        ) from None
 
 
 def _scratch_trial(seed: int) -> optuna.Trial:

@@ -33,7 +33,6 @@ from bsopt._schedules import BATCH_SCHEDULES, LR_SCHEDULES
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.trial import FrozenTrial
 
 # A user's own define-by-run search: ``suggest(trial) -> {name: value}``.
 SuggestFn = Callable[["optuna.Trial"], Mapping[str, Any]]
@@ -356,31 +355,6 @@ def suggest_params(
         )
     params = space.suggest(trial)
     return replace(params, extra=dict(extra))
-
-
-def params_from_trial(
-    trial: FrozenTrial | optuna.Trial, space: SearchSpace, suggest: SuggestFn | None = None
-) -> Params:
-    """The :class:`Params` a stored trial trained with, rebuilt from its parameters.
-
-    The space (and ``suggest``) run again define-by-run against the trial's stored values,
-    so conditional parameters and coupled learning rates come out exactly as in the trial.
-
-    Raises:
-        ValueError: the trial lacks a parameter this space needs (another space or study).
-    """
-    import optuna
-
-    fixed = optuna.trial.FixedTrial(dict(trial.params), number=trial.number)
-    try:
-        return suggest_params(fixed, space, suggest)  # type: ignore[arg-type]
-    except ValueError as error:
-        if "is not found" not in str(error):
-            raise
-        raise ValueError(
-            f"Trial #{trial.number} cannot be rebuilt with this search space: {error}. Use "
-            "the objective (space and suggest) the study was run with."
-        ) from None
 
 
 def _check_choices(name: str, value: str | tuple[str, ...], allowed: tuple[str, ...]) -> None:

@@ -11,18 +11,24 @@ PACKAGE = Path(bsopt.__file__).parent
 
 # Each module may import only modules listed before it (its layer or below).
 LAYERS = [
+    "_stop",
     "_memory",
+    "_batch",
     "_budget",
+    "_schedules",
     "_space",
     "_data",
     "_datasets",
     "_models",
-    "_schedules",
     "_noise",
     "_optim",
+    "_metrics",
     "_trainer",
     "_probe",
+    "_fair",
     "_objective",
+    "_lightning",
+    "_transformers",
     "_pruners",
     "_storage",
     "_study",
@@ -34,7 +40,7 @@ LAYERS = [
     "_cli",
 ]
 NO_OPTUNA = {"_memory", "_budget", "_space", "_data", "_datasets", "_models", "_trainer"}
-NO_OPTUNA |= {"_schedules", "_noise", "_optim"}
+NO_OPTUNA |= {"_schedules", "_noise", "_optim", "_stop", "_batch", "_metrics"}
 # The probe sits below the objective, which caches its result in the study.
 NO_OPTUNA |= {"_probe"}
 
