@@ -61,6 +61,16 @@ def batch_size_of(tree: Tree, *, where: str = "batch") -> int:
     Raises:
         ValueError: a leaf is 0-d, the structure holds no tensor, or leaves disagree.
     """
+    if (
+        isinstance(tree, tuple)
+        and len(tree) == 2
+        and isinstance(tree[0], torch.Tensor)
+        and isinstance(tree[1], torch.Tensor)
+        and tree[0].ndim > 0
+        and tree[1].ndim > 0
+        and tree[0].shape[0] == tree[1].shape[0]
+    ):
+        return int(tree[0].shape[0])  # the common (x, y) batch, checked without a walk
     size: int | None = None
     first = ""
     for path, tensor in leaves(tree):

@@ -14,6 +14,7 @@ are counted along the batch dimension of every tensor in the batch, whatever its
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import contextlib
 from dataclasses import dataclass, field
 import math
 import time
@@ -125,15 +126,21 @@ def amp_dtype(amp: Amp, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-def autocast_for(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
-    """One autocast context for a whole run, switched off by ``enabled`` when not wanted."""
-    return torch.autocast(
-        device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None
-    )
+def autocast_for(
+    device: torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager[object]:
+    """One autocast context for a whole run. Without mixed precision it is a null context:
+    entering even a disabled ``torch.autocast`` costs ~10 us, 1% of a small model's step."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+Autocast = contextlib.AbstractContextManager[object]
 
 
 def forward_loss(
-    model: nn.Module, batch: Batch, loss_fn: LossFn, autocast: torch.autocast
+    model: nn.Module, batch: Batch, loss_fn: LossFn, autocast: Autocast
 ) -> torch.Tensor:
     """The loss of ``batch``: the one loss path of training, probing and evaluation."""
     x, y = batch
@@ -165,7 +172,7 @@ def validate(
     device: torch.device,
     metric: Metric,
     loss_fn: LossFn = default_loss,
-    autocast: torch.autocast | None = None,
+    autocast: Autocast | None = None,
 ) -> tuple[float, float]:
     """``(metric value, mean validation loss)`` over the whole validation split.
 
@@ -229,7 +236,7 @@ class _Step:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    autocast: torch.autocast
+    autocast: Autocast
     loss_fn: LossFn
     micro_cap: int
     clip_grad_norm: float | None
