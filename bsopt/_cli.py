@@ -25,8 +25,14 @@ import optuna
 from bsopt._objective import Objective
 from bsopt._pruners import PRUNERS
 from bsopt._runner import BUILTIN_STUDIES, build_from_ref, load_study_definition, run
-from bsopt._storage import StorageError, mask_url, open_storage, resolve_storage_url
-from bsopt._study import create_study, summary
+from bsopt._storage import (
+    StorageError,
+    mask_url,
+    open_storage,
+    resolve_storage_url,
+    storage_error,
+)
+from bsopt._study import check_study_name, create_study, summary
 from bsopt._workers import WorkerError, attach_worker, run_workers, serve_proxy
 
 _USER_ERRORS = (ValueError, TypeError, StorageError, FileNotFoundError, WorkerError)
@@ -40,6 +46,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _study_name(text: str) -> str:
+    try:
+        return check_study_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_common(parser: argparse.ArgumentParser, *, study_default: str | None) -> None:
@@ -58,6 +71,7 @@ def _add_common(parser: argparse.ArgumentParser, *, study_default: str | None) -
     parser.add_argument(
         "--study",
         default=study_default,
+        type=_study_name,
         help="study name in the storage (default: the study's own name)",
     )
     parser.add_argument("--seed", type=int, default=0, help="sampler and training seed")
@@ -86,6 +100,11 @@ def _add_common(parser: argparse.ArgumentParser, *, study_default: str | None) -
         metavar="SECONDS",
         help="a trial without heartbeat this long is failed and retried (default: 2 x heartbeat)",
     )
+    parser.add_argument(
+        "--allow-space-change",
+        action="store_true",
+        help="resume a study although its search space or budget changed (else refused)",
+    )
 
 
 class _Heartbeat(TypedDict):
@@ -110,7 +129,7 @@ def _heartbeat(args: argparse.Namespace) -> _Heartbeat:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     name, build = load_study_definition(args.study_ref)
-    study_name = args.study or name
+    study_name = args.study if args.study is not None else name
     if args.jobs == 1:
         attach_worker(
             build,
@@ -120,6 +139,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             seed=args.seed,
             pruner=args.pruner,
             create=args.create,
+            allow_space_change=args.allow_space_change,
             **_heartbeat(args),
         )
         return 0
@@ -133,6 +153,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         pruner=args.pruner,
         create=args.create,
         dry_run=True,
+        allow_space_change=args.allow_space_change,
         **_heartbeat(args),
     )
     run_workers(
@@ -145,6 +166,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         sampler_seed=None,
         pruner=args.pruner,
         show_progress_bar=not args.no_progress,
+        allow_space_change=args.allow_space_change,
         **_heartbeat(args),
     )
     print(summary(study, storage_url=args.storage))
@@ -168,13 +190,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run(build: Callable[..., Objective], args: argparse.Namespace, *, default_name: str) -> None:
     run(
         build,
-        study_name=args.study or default_name,
+        study_name=args.study if args.study is not None else default_name,
         trials=args.trials,
         storage=args.storage,
         seed=args.seed,
         pruner=args.pruner,
         show_progress_bar=not args.no_progress,
         jobs=args.jobs,
+        allow_space_change=args.allow_space_change,
         **_heartbeat(args),
     )
 
@@ -222,7 +245,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     if args.memory_budget_mb is not None:
         objective.memory_budget_mb = args.memory_budget_mb
     url = resolve_storage_url(args.storage)
-    study_name = args.study or name
+    study_name = args.study if args.study is not None else name
     study = create_study(
         study_name,
         storage=open_storage(url, heartbeat_interval=None),
@@ -279,7 +302,9 @@ def _add_report_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="storage URL (default: $BSOPT_STORAGE, else sqlite:///storage/bsopt.db)",
     )
-    p.add_argument("--study", required=True, help="the study name in the storage")
+    p.add_argument(
+        "--study", required=True, type=_study_name, help="the study name in the storage"
+    )
     p.add_argument(
         "--out", default=None, help="folder to write into (default: bsopt-report/STUDY)"
     )
@@ -374,7 +399,12 @@ def _parser() -> argparse.ArgumentParser:
                 default=None,
                 help="storage URL (default: $BSOPT_STORAGE, else sqlite:///storage/bsopt.db)",
             )
-            p.add_argument("--study", default=None, help="study name (default: the study's own)")
+            p.add_argument(
+                "--study",
+                default=None,
+                type=_study_name,
+                help="study name (default: the study's own)",
+            )
             p.add_argument("--seed", type=int, default=0, help="the study definition's seed")
             p.add_argument(
                 "--memory-budget-mb",
@@ -399,7 +429,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _guarded(action: Callable[[], int], *, debug: bool, trials_hint: str) -> int:
+def _guarded(
+    action: Callable[[], int], *, debug: bool, trials_hint: str, storage: str | None = None
+) -> int:
     try:
         return action()
     except _USER_ERRORS as e:
@@ -409,11 +441,18 @@ def _guarded(action: Callable[[], int], *, debug: bool, trials_hint: str) -> int
         return 2
     except KeyboardInterrupt:
         print(
-            f"\nbsopt: interrupted. Finished trials are kept; the running one is marked "
-            f"failed. {trials_hint}",
+            "\nbsopt: interrupted. Finished trials are kept; the running one is marked "
+            f"failed (stop reason 'interrupted') and runs again first. {trials_hint}",
             file=sys.stderr,
         )
         return 130
+    except Exception as e:
+        # A storage fault outside the trial loop (creating the study, the summary, ...).
+        fault = storage_error(e, storage)
+        if fault is None or debug:
+            raise
+        print(f"bsopt: error: {fault}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -424,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lambda: handler(args),
         debug=args.debug,
         trials_hint="Run the same command again to resume to the same total.",
+        storage=getattr(args, "storage", None),
     )
 
 
@@ -452,4 +492,5 @@ def run_script(
         action,
         debug=args.debug,
         trials_hint="Run the same command again to resume to the same total.",
+        storage=args.storage,
     )

@@ -15,7 +15,15 @@ from bsopt._models import mlp_builder
 from bsopt._objective import Objective, make_objective
 from bsopt._pruners import PrunerName, make_pruner
 from bsopt._storage import mask_url, open_storage, resolve_storage_url
-from bsopt._study import create_study, n_finished, optimize, summary
+from bsopt._study import (
+    check_definition,
+    check_study_name,
+    create_study,
+    n_finished,
+    optimize,
+    raise_storage_fault,
+    summary,
+)
 from bsopt._workers import run_workers
 
 
@@ -54,13 +62,52 @@ def load_study_definition(ref: str) -> tuple[str, BuildObjective]:
     if spec is None or spec.loader is None:
         raise ValueError(f"The study script {str(path)!r} cannot be imported.")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ValueError(
+            f"The study script {str(path)!r} has a syntax error at line {e.lineno}: {e.msg}. "
+            "Fix it and run again."
+        ) from e
+    except Exception as e:
+        raise ValueError(
+            f"The study script {str(path)!r} raised {type(e).__name__} while being imported"
+            f"{_line_in(e, path)}: {e}. Fix it and run again (--debug shows the traceback)."
+        ) from e
     build = getattr(module, "build_objective", None)
     if not callable(build):
         raise ValueError(
             f"The study script {str(path)!r} defines no build_objective(*, seed) function."
         )
-    return path.stem, build
+    return path.stem, _Checked(build, str(path))
+
+
+def _line_in(e: BaseException, path: Path) -> str:
+    """ " (line N)" of the deepest frame of ``e``'s traceback inside ``path``, if any."""
+    line = None
+    tb = e.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return "" if line is None else f" (line {line})"
+
+
+class _Checked:
+    """A study script's ``build_objective``: its errors name the script, not a traceback."""
+
+    def __init__(self, build: BuildObjective, path: str) -> None:
+        self.build = build
+        self.path = path
+
+    def __call__(self, *, seed: int) -> Objective:
+        try:
+            return self.build(seed=seed)
+        except Exception as e:
+            raise ValueError(
+                f"build_objective(seed={seed}) of the study script {self.path!r} raised "
+                f"{type(e).__name__}{_line_in(e, Path(self.path))}: {e}"
+            ) from e
 
 
 def build_from_ref(ref: str, *, seed: int) -> Objective:
@@ -82,13 +129,16 @@ def run(
     jobs: int = 1,
     heartbeat_interval: int | None = 60,
     grace_period: int | None = None,
+    allow_space_change: bool = False,
 ) -> optuna.Study:
     """Create or resume ``study_name`` and run it to ``trials`` finished trials in total.
 
     With ``jobs`` > 1 the trials run in that many worker processes (see
     :func:`~bsopt.run_workers`); ``heartbeat_interval`` and ``grace_period`` go to
-    :func:`~bsopt.open_storage`.
+    :func:`~bsopt.open_storage`. A resumed study must have the same search space and
+    budget unless ``allow_space_change`` (see :func:`~bsopt._study.check_definition`).
     """
+    check_study_name(study_name)
     objective = build_objective(seed=seed)
     url = resolve_storage_url(storage)
     study = create_study(
@@ -102,10 +152,15 @@ def run(
         ),
         seed=seed,
     )
-    # The analysis reads storage only: tell it what the values mean.
-    study.set_user_attr("metric", objective.metric)
-    study.set_user_attr("goal", objective.goal)
-    done = n_finished(study)
+    try:
+        check_definition(study, objective, allow_change=allow_space_change, echo=echo)
+        # The analysis reads storage only: tell it what the values mean.
+        study.set_user_attr("metric", objective.metric)
+        study.set_user_attr("goal", objective.goal)
+        done = n_finished(study)
+    except Exception as e:
+        raise_storage_fault(e, study)
+        raise
     echo(f"Study {study_name!r} in {mask_url(url)}: {done} of {trials} trials finished.")
     echo(f"Each trial: {objective.describe()}")
     if done < trials and jobs > 1:
@@ -122,9 +177,22 @@ def run(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             show_progress_bar=show_progress_bar,
+            allow_space_change=allow_space_change,
         )
     elif done < trials:
         echo(f"Running {trials - done} more (pruner: {pruner}).")
-        optimize(study, objective, trials=trials, show_progress_bar=show_progress_bar)
-    echo(summary(study, storage_url=url))
+    if jobs == 1 or done >= trials:
+        # Also on a finished study: fails trials a dead worker left RUNNING.
+        optimize(
+            study,
+            objective,
+            trials=trials,
+            show_progress_bar=show_progress_bar,
+            allow_space_change=allow_space_change,
+        )
+    try:
+        echo(summary(study, storage_url=url))
+    except Exception as e:
+        raise_storage_fault(e, study)
+        raise
     return study

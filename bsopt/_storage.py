@@ -7,10 +7,16 @@ lock timeout, and on never showing a password.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
+import random
 import re
+import tempfile
+import time
+from urllib.parse import quote, unquote
 import warnings
 
 import optuna
@@ -33,7 +39,14 @@ _DEFAULT_DRIVERS = {
     "mysql": ("MySQLdb", "mysql+pymysql", "pymysql"),
     "mariadb": ("MySQLdb", "mariadb+pymysql", "pymysql"),
 }
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)([^@\s]*)(@)")
+# For URLs SQLAlchemy cannot parse: mask everything between "user:" and the last "@" of the
+# authority, so a password holding "@" is hidden whole.
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)(\S*)(@[^@/\s]*)")
+# Query-string parameters that hold credentials (libpq, PyMySQL and common drivers).
+SECRET_QUERY_KEYS = frozenset(
+    {"password", "passwd", "pwd", "pass", "secret", "token", "sslpassword", "api_key", "apikey"}
+)
+_MASK = "***"
 
 
 class StorageError(RuntimeError):
@@ -45,17 +58,82 @@ def resolve_storage_url(url: str | None = None) -> str:
     return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
 
 
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (also for URLs SQLAlchemy rejects)."""
+def _encode_at_in_password(url: str) -> str:
+    """``url`` with any ``@`` inside its password percent-encoded.
+
+    ``postgresql://bob:p@ss@db/x`` means the password ``p@ss`` at host ``db``; SQLAlchemy
+    would read host ``ss@db`` (and show half the password in its rendering).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    head = rest.split("?", 1)[0]
+    at = head.rfind("@")
+    if at < 0:
+        return url
+    userinfo = rest[:at]
+    if "@" not in userinfo or ":" not in userinfo:
+        return url
+    user, _, password = userinfo.partition(":")
+    return f"{scheme}://{user}:{password.replace('@', '%40')}{rest[at:]}"
+
+
+def _secrets(url: str) -> list[str]:
+    """The credentials inside ``url`` (password, secret query values), as written and decoded."""
+    found: list[str] = []
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(_encode_at_in_password(url))
     except (sqlalchemy.exc.ArgumentError, ValueError):
-        return _PASSWORD_IN_URL.sub(r"\1***\3", url)
+        match = _PASSWORD_IN_URL.search(url)
+        return [match.group(2)] if match and match.group(2) else []
+    if parsed.password:
+        found.append(str(parsed.password))
+    for key, value in parsed.query.items():
+        if key.lower() in SECRET_QUERY_KEYS:
+            found.extend([value] if isinstance(value, str) else list(value))
+    variants = {v for s in found if s for v in (s, quote(s, safe=""), unquote(s))}
+    return sorted((v for v in variants if v), key=len, reverse=True)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password and credential query parameters replaced by ``***``.
+
+    Rendered by SQLAlchemy, so the password is found where the driver would find it (also
+    one holding ``@``); URLs SQLAlchemy rejects are masked between ``user:`` and the last
+    ``@``.
+    """
+    try:
+        parsed = make_url(_encode_at_in_password(url))
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return _PASSWORD_IN_URL.sub(rf"\1{_MASK}\3", url)
+    query = {
+        key: (_MASK if key.lower() in SECRET_QUERY_KEYS else value)
+        for key, value in parsed.query.items()
+    }
+    rendered = parsed.set(query=query).render_as_string(hide_password=True)
+    return rendered.replace(quote(_MASK, safe=""), _MASK)
+
+
+def scrub(text: str, url: str | None) -> str:
+    """``text`` with the credentials of ``url`` masked wherever they appear.
+
+    The URL itself is replaced by its masked form; a password elsewhere (an error message
+    quoting it) is masked only where it stands as a word of its own, so a one-character
+    password does not mask the letters of unrelated words.
+    """
+    if not url:
+        return text
+    text = text.replace(url, mask_url(url))
+    for secret in _secrets(url):
+        before = r"(?<![A-Za-z0-9])" if secret[0].isalnum() else ""
+        after = r"(?![A-Za-z0-9])" if secret[-1].isalnum() else ""
+        text = re.sub(before + re.escape(secret) + after, _MASK, text)
+    return text
 
 
 def _parse(url: str) -> URL:
     try:
-        return make_url(url)
+        return make_url(_encode_at_in_password(url))
     except (sqlalchemy.exc.ArgumentError, ValueError):
         raise ValueError(
             f"The storage URL {mask_url(url)!r} cannot be parsed. {_URL_HELP}"
@@ -75,18 +153,38 @@ def writable_folder(folder: Path, *, what: str, fix: str) -> Path:
     return folder
 
 
-def _prepare_sqlite(parsed: URL) -> None:
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)
+
+
+def _prepare_sqlite(parsed: URL) -> bool:
+    """Check a SQLite (or journal) file's folder; ``True`` when it can only be read.
+
+    An existing file in a read-only folder, or a read-only file, opens read-only, so that
+    reading commands (``bsopt studies``, ``bsopt report``) work on it; a write then fails
+    with a clear error. A missing file needs a folder where it can be created.
+    """
     database = parsed.database
     if not database or database == ":memory:":
         raise ValueError(
             "An in-memory SQLite storage cannot be shared or resumed. "
             "Give a file, e.g. sqlite:///storage/bsopt.db."
         )
+    path = Path(database).expanduser().resolve()
+    if path.is_file() and not (_writable(path) and _writable(path.parent)):
+        return True
     writable_folder(
-        Path(database).expanduser().resolve().parent,
+        path.parent,
         what="storage",
         fix="Choose a writable place with --storage or BSOPT_STORAGE.",
     )
+    return False
+
+
+def _read_only_sqlite_url(parsed: URL) -> str:
+    """A URL opening the same SQLite file in SQLite's read-only mode."""
+    path = Path(str(parsed.database)).expanduser().resolve()
+    return f"sqlite:///{path.as_uri()}?mode=ro&uri=true"
 
 
 def with_default_driver(url: str) -> str:
@@ -171,9 +269,14 @@ def open_storage(
             journal file, many processes on one host) and ``grpc://host:port`` (a
             ``bsopt proxy``) ignore these three settings.
 
+    An existing SQLite file that cannot be written (a read-only file or folder) opens
+    read-only: reading works, and a write fails with a :class:`StorageError`. Processes
+    creating the same new SQLite file at once take turns (a lock file next to it); on
+    database servers a race to create the schema is retried.
+
     Raises:
         ValueError: the URL cannot be parsed, or a SQLite folder is not writable.
-        StorageError: the database server cannot be reached or refused the connection.
+        StorageError: the database cannot be opened: server unreachable, file damaged, ...
     """
     resolved = resolve_storage_url(url)
     parsed = _parse(resolved)
@@ -183,8 +286,13 @@ def open_storage(
         return _open_grpc(parsed)
     resolved = with_default_driver(resolved)
     parsed = _parse(resolved)
+    connect_url = parsed.render_as_string(hide_password=False)
+    lock_path: Path | None = None
     if parsed.get_backend_name() == "sqlite":
-        _prepare_sqlite(parsed)
+        if _prepare_sqlite(parsed):
+            connect_url = _read_only_sqlite_url(parsed)
+        else:
+            lock_path = _creation_lock(Path(str(parsed.database)))
     try:
         with warnings.catch_warnings():
             # Heartbeats are flagged experimental by Optuna; we rely on them deliberately.
@@ -194,31 +302,191 @@ def open_storage(
                 if heartbeat_interval is not None
                 else None
             )
-            return RDBStorage(
-                resolved,
-                engine_kwargs=_engine_kwargs(parsed),
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=callback,
-            )
+
+            def create() -> RDBStorage:
+                return RDBStorage(
+                    connect_url,
+                    engine_kwargs=_engine_kwargs(parsed),
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=callback,
+                )
+
+            if lock_path is not None:
+                # Several processes creating one new file would race to create its tables
+                # ("table studies already exists"): they take turns.
+                from filelock import FileLock
+
+                with FileLock(str(lock_path), timeout=120):
+                    return _retry_schema_race(create)
+            return _retry_schema_race(create)
     except (ImportError, sqlalchemy.exc.NoSuchModuleError):
         raise StorageError(
             f"No database driver for {parsed.drivername!r} is installed. Install one "
             "(psycopg for PostgreSQL, PyMySQL for MySQL/MariaDB) and name it in the URL, "
             "e.g. postgresql+psycopg://..."
         ) from None
-    except (sqlalchemy.exc.SQLAlchemyError, OSError) as e:
-        where = (
-            f"{parsed.host or 'localhost'}:{parsed.port or 'default port'}"
-            if parsed.get_backend_name() != "sqlite"
-            else str(parsed.database)
+    except Exception as e:
+        error = storage_error(e, resolved, opening=True)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _creation_lock(database: Path) -> Path | None:
+    """The lock file serialising the creation of a new SQLite file (``None``: it exists).
+
+    It lives in the temporary folder, named after the database's absolute path, so that
+    nothing is left next to the database.
+    """
+    path = database.expanduser().resolve()
+    if path.is_file() and path.stat().st_size > 0:
+        return None
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"bsopt-create-{digest}.lock"
+
+
+def _retry_schema_race(create: Callable[[], RDBStorage], attempts: int = 5) -> RDBStorage:
+    """``create()``, again after a short pause when another process created the schema."""
+    for attempt in range(attempts):
+        try:
+            return create()
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                sqlalchemy.exc.OperationalError) as e:  # fmt: skip
+            text = str(e).lower()
+            racing = any(m in text for m in ("already exists", "duplicate", "unique constraint"))
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * 0.5)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+# --- storage faults: one clear line instead of a traceback ---------------------------------
+
+_SQLITE_HINTS = (
+    (
+        ("readonly database", "read-only file system", "permission denied"),
+        "The database file or its folder is read-only: make both writable, or pass a "
+        "writable --storage.",
+    ),
+    (
+        ("database or disk is full", "no space left"),
+        "The disk (or the database's size limit) is full: free space and run the same "
+        "command again.",
+    ),
+    (
+        ("malformed", "file is not a database", "not a database"),
+        "The database file is damaged or is not an Optuna SQLite database: restore a copy "
+        "(sqlite3 FILE .recover), or pass another --storage.",
+    ),
+    (
+        ("disk i/o error", "no such table", "unable to open database", "readonly database moved"),
+        "SQLite could not read or write the file: it was deleted, moved, replaced or made "
+        "read-only while in use, or its disk failed. Check the file; restore it if it was "
+        "removed.",
+    ),
+    (
+        ("database is locked",),
+        "Another process held the write lock for over 60 s; SQLite suits a few workers on "
+        "one host: use journal:/// or a database server for more.",
+    ),
+)
+_SERVER_HINT = (
+    "Check that the server runs and accepts connections, that the database exists, and "
+    "that this user may use it."
+)
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = e
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def storage_error(
+    e: BaseException, url: str | None, *, opening: bool = False
+) -> StorageError | None:
+    """The :class:`StorageError` explaining ``e`` when a storage fault caused it, else ``None``.
+
+    Looks through the exception's causes for a database error (SQLAlchemy's, Optuna's
+    ``StorageInternalError``), so that Optuna's own follow-up errors (an assertion after a
+    failed write) are explained by their first cause. The message is one line, names the
+    storage with its password masked, and says what to do.
+    """
+    causes = _chain(e)
+    database_error = next(
+        (c for c in causes if isinstance(c, sqlalchemy.exc.SQLAlchemyError)), None
+    )
+    optuna_error = next(
+        (c for c in causes if isinstance(c, optuna.exceptions.StorageInternalError)), None
+    )
+    if database_error is None and optuna_error is None:
+        return None
+    resolved = _display_url(resolve_storage_url(url))
+    cause: BaseException = (
+        getattr(database_error, "orig", None) or database_error or optuna_error  # type: ignore[assignment]
+    )
+    first_line = (str(cause).strip().splitlines() or [""])[0]
+    reason = scrub(f"{type(cause).__name__}: {first_line}", resolved)
+    try:
+        parsed = make_url(_encode_at_in_password(resolved))
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        parsed = None
+    sqlite = parsed is not None and parsed.get_backend_name() == "sqlite"
+    hint = _SERVER_HINT
+    gone = sqlite and not _sqlite_file(parsed).exists()  # type: ignore[arg-type]
+    if gone and not opening:
+        hint = (
+            "The database file was deleted or moved while in use: restore it (the trials "
+            "finished before are in it) and run the same command again."
         )
-        cause = getattr(e, "orig", None) or e
-        first_line = (str(cause).strip().splitlines() or [""])[0]
-        reason = f"{type(cause).__name__}: {first_line}"
-        if parsed.password:
-            reason = reason.replace(str(parsed.password), "***")
-        raise StorageError(
-            f"Cannot open the storage {mask_url(resolved)!r} at {where} ({reason}). "
-            "Check that the server runs and accepts connections, and that the database exists."
-        ) from None
+    elif sqlite:
+        lowered = first_line.lower()
+        hint = next(
+            (text for keys, text in _SQLITE_HINTS if any(k in lowered for k in keys)),
+            "Check that the file is an Optuna SQLite database that this user can read and write.",
+        )
+    elif isinstance(database_error, sqlalchemy.exc.DataError) or "too long" in first_line:
+        hint = "A value is too long for the database (study names hold at most 512 characters)."
+    where = _where(resolved)
+    if opening:
+        return StorageError(
+            f"Cannot open the storage {mask_url(resolved)!r}{where} ({reason}). {hint}"
+        )
+    return StorageError(
+        f"The storage {mask_url(resolved)!r}{where} failed ({reason}). {hint} Finished "
+        "trials are kept; the running one is marked failed where the storage still allows it."
+    )
+
+
+def _display_url(url: str) -> str:
+    """``url`` as the user wrote it: a read-only SQLite URI shown as its plain file URL."""
+    try:
+        parsed = make_url(_encode_at_in_password(url))
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return url
+    if parsed.get_backend_name() == "sqlite" and str(parsed.database or "").startswith("file:"):
+        return f"sqlite:///{_sqlite_file(parsed)}"
+    return url
+
+
+def _sqlite_file(parsed: URL) -> Path:
+    database = str(parsed.database or "")
+    if database.startswith("file:"):  # the read-only URI form
+        from urllib.parse import urlparse
+
+        database = unquote(urlparse(database).path)
+    return Path(database).expanduser().resolve()
+
+
+def _where(url: str) -> str:
+    try:
+        parsed = make_url(_encode_at_in_password(url))
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return ""
+    if parsed.get_backend_name() == "sqlite":
+        return ""
+    return f" at {parsed.host or 'localhost'}:{parsed.port or 'default port'}"

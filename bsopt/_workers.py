@@ -23,13 +23,22 @@ import warnings
 import optuna
 from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.engine import make_url
-import sqlalchemy.exc
 
 from bsopt._objective import Objective
 from bsopt._pruners import PrunerName, make_pruner
-from bsopt._storage import mask_url, open_storage, resolve_storage_url
-from bsopt._study import FINISHED, create_study, n_finished
+from bsopt._storage import mask_url, open_storage, resolve_storage_url, scrub, storage_error
+from bsopt._study import (
+    FINISHED,
+    Interrupts,
+    check_definition,
+    check_study_name,
+    close_lost_trials,
+    create_study,
+    n_finished,
+    quiet_interrupts,
+    raise_storage_fault,
+)
+from bsopt._study import sampler_seed as sampler_seed_for
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 SURPLUS_REASON = "surplus: the study already had its target number of finished or running trials"
@@ -166,6 +175,7 @@ def work(
     poll_interval: float = 1.0,
     callbacks: Iterable[Callable[[optuna.Study, FrozenTrial], None]] = (),
     catch: Sequence[type[Exception]] = (),
+    allow_space_change: bool = False,
 ) -> int:
     """Run ``objective`` as one of many workers until ``study`` holds ``trials`` finished.
 
@@ -177,20 +187,43 @@ def work(
     failed after the grace period and retried in its place. A trial that two workers
     created at the same instant past the target is recorded as FAIL with
     ``stop_reason`` "surplus: ..." and never trained. Returns the trials trained here.
+
+    As in :func:`~bsopt.optimize`: the search space is checked against the study's, a
+    trial cut short by Ctrl-C is queued again, storage faults raise a one-line
+    :class:`~bsopt.StorageError`, and at the total, trials of dead workers are failed.
     """
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials (the total to reach) must be an integer >= 1, got {trials!r}.")
     if poll_interval <= 0:
         raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}.")
     gate = _ExactTotal(trials, poll_interval=poll_interval)
-    if gate.settle(study, None) != "stop":
-        study.optimize(
-            gate.wrap(objective),
-            n_trials=None,
-            catch=(*catch, _SurplusTrial),
-            callbacks=[gate, *callbacks],
-            show_progress_bar=False,
-        )
+    interrupts = Interrupts()
+    try:
+        check_definition(study, objective, allow_change=allow_space_change)
+        while gate.settle(study, None) != "stop":
+            try:
+                with quiet_interrupts():
+                    study.optimize(
+                        interrupts.wrap(gate.wrap(objective)),
+                        n_trials=None,
+                        catch=(*catch, _SurplusTrial),
+                        callbacks=[gate, *callbacks],
+                        show_progress_bar=False,
+                    )
+                break
+            except ValueError as e:
+                # Another process closed this worker's trial (it found the study at its
+                # total and took the trial for lost); Optuna then cannot record it.
+                if not str(e).startswith("Cannot tell a"):
+                    raise
+        if n_finished(study) >= trials:
+            close_lost_trials(study)
+    except KeyboardInterrupt:
+        interrupts.retry(study)
+        raise
+    except Exception as e:
+        raise_storage_fault(e, study)
+        raise
     if gate.blocked_by and n_finished(study) < trials:
         numbers = ", ".join(f"#{n}" for n in gate.blocked_by)
         print(
@@ -210,6 +243,7 @@ def attach_worker(
     storage: str | None = None,
     seed: int = 0,
     sampler_seed: int | None = None,
+    worker: int = 0,
     pruner: PrunerName = "median",
     create: bool = False,
     heartbeat_interval: int | None = 60,
@@ -217,23 +251,30 @@ def attach_worker(
     poll_interval: float = 1.0,
     dry_run: bool = False,
     echo: Callable[[str], None] | None = print,
+    allow_space_change: bool = False,
 ) -> optuna.Study:
     """Join the study ``study_name`` as one more worker and run it to ``trials`` finished.
 
     Args:
         build_objective: the study's ``build_objective(*, seed)``; every worker must build
             the same objective (same data split), so ``seed`` is the study's seed.
-        sampler_seed: this worker's sampler seed; ``None`` draws one, so workers on other
-            hosts do not propose the same first trials.
+        sampler_seed: the study's sampler seed; ``None`` draws one, so workers on other
+            hosts do not propose the same first trials. With a seed, the sampler is seeded
+            from it, the trials already in the study and ``worker`` (see
+            :func:`~bsopt._study.sampler_seed`): no two workers, and no resumed run,
+            replay another's draws.
+        worker: this worker's index among those started together (``--jobs``).
         create: create the study if it does not exist (safe when many workers start at
             once); otherwise a missing study is an error.
         heartbeat_interval, grace_period: see :func:`~bsopt.open_storage`.
         dry_run: only check that the study exists (or create it); run no trial.
+        allow_space_change: accept a search space or budget other than the study's.
 
     Raises:
-        ValueError: the study does not exist (and ``create`` is false), or optimises
-            another direction.
+        ValueError: the study does not exist (and ``create`` is false), optimises
+            another direction, or was created with another search space.
     """
+    check_study_name(study_name)
     url = resolve_storage_url(storage)
     opened = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     objective = build_objective(seed=seed)
@@ -241,7 +282,7 @@ def attach_worker(
     pruner_obj = make_pruner(
         pruner, objective.budget, objective.data.n_train, direction=directions[0]
     )
-    sampler = TPESampler(seed=sampler_seed)
+    sampler = TPESampler(seed=None)
     if create:
         study = create_study(
             study_name, storage=opened, directions=directions, sampler=sampler, pruner=pruner_obj
@@ -264,6 +305,14 @@ def attach_worker(
                 f"objective needs {' and '.join(directions)}. Use the same study "
                 "definition as the worker that created it."
             )
+    try:
+        if sampler_seed is not None:
+            n_trials = len(study.get_trials(deepcopy=False))
+            study.sampler = TPESampler(seed=sampler_seed_for(sampler_seed, n_trials, worker))
+        check_definition(study, objective, allow_change=allow_space_change, echo=echo)
+    except Exception as e:
+        raise_storage_fault(e, study)
+        raise
     if dry_run:
         return study
     if echo is not None:
@@ -271,7 +320,13 @@ def attach_worker(
             f"Worker on study {study_name!r} in {mask_url(url)}: "
             f"{n_finished(study)} of {trials} trials finished."
         )
-    ran = work(study, objective, trials=trials, poll_interval=poll_interval)
+    ran = work(
+        study,
+        objective,
+        trials=trials,
+        poll_interval=poll_interval,
+        allow_space_change=allow_space_change,
+    )
     if echo is not None:
         echo(f"Worker trained {ran} trials; the study holds {n_finished(study)} of {trials}.")
     return study
@@ -328,10 +383,8 @@ def _worker_main(
         # Optuna has marked the running trial FAIL; the parent prints the hint.
         raise SystemExit(130) from None
     except Exception as e:
-        text = f"{type(e).__name__}: {e}"
-        password = _password(url)
-        if password:
-            text = text.replace(password, "***")
+        fault = storage_error(e, url)
+        text = str(fault) if fault is not None else scrub(f"{type(e).__name__}: {e}", url)
         print(f"bsopt: worker {index}: error: {text}", file=sys.stderr)
         raise SystemExit(1) from None
 
@@ -341,14 +394,6 @@ def _interrupt_once(signum: int, frame: object) -> None:
     # a second KeyboardInterrupt must not cut short Optuna marking the trial FAIL.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
-
-
-def _password(url: str) -> str | None:
-    try:
-        password = make_url(url).password
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        return None
-    return None if password is None else str(password)
 
 
 def run_workers(
@@ -365,12 +410,14 @@ def run_workers(
     grace_period: int | None = None,
     show_progress_bar: bool = True,
     poll_interval: float = 1.0,
+    allow_space_change: bool = False,
 ) -> None:
     """Run the existing study ``study_name`` in ``jobs`` worker processes to ``trials``.
 
     Each process gets ``cpu_count // jobs`` torch threads and one GPU from the visible ones
-    (see :func:`assign_gpus`); worker ``i`` seeds its sampler with ``sampler_seed + i``
-    (``None``: each draws its own, for workers started on several hosts). The parent
+    (see :func:`assign_gpus`); worker ``i`` seeds its sampler from ``sampler_seed``, ``i``
+    and the trials already in the study (``None``: each draws its own), so no two workers
+    and no resumed run share a sampler stream. The parent
     shows one progress bar read from the storage. ``build_objective`` must be picklable (a
     module-level function; a study script's needs ``if __name__ == "__main__":``).
 
@@ -398,8 +445,10 @@ def run_workers(
             trials=trials,
             storage=url,
             seed=seed,
-            sampler_seed=None if sampler_seed is None else sampler_seed + i,
+            sampler_seed=sampler_seed,
+            worker=i,
             pruner=pruner,
+            allow_space_change=allow_space_change,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             poll_interval=poll_interval,

@@ -1,13 +1,21 @@
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+import re
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from typing import Any
 
 import optuna
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 import bsopt
 from bsopt import main
@@ -166,3 +174,138 @@ def test_module_help_lists_commands() -> None:
     assert done.returncode == 0
     assert "run STUDY" in done.stdout and "studies" in done.stdout
     assert bsopt.__version__ == "0.1.0"
+
+
+# --- user mistakes: one line, exit 2, no traceback ----------------------------------------
+
+
+def test_empty_study_name_is_refused(
+    script: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(script), "--storage", sqlite_url, "--study", "", "--trials", "1"])
+    assert exit_info.value.code == 2
+    assert "--study: The study name must be a non-empty string, but got ''" in (
+        capsys.readouterr().err
+    )
+    assert optuna.get_all_study_names(sqlite_url) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("def build_objective(*, seed:\n", r"has a syntax error at line 1: "),
+        ("import bsopt\nraise RuntimeError('no GPU here')\n", r"raised RuntimeError while being "
+         r"imported \(line 2\): no GPU here\. Fix it"),
+        ("def build_objective(*, seed):\n    return {}['model']\n", r"build_objective\(seed=0\) "
+         r"of the study script .* raised KeyError \(line 2\): 'model'"),
+    ],
+)  # fmt: skip
+def test_broken_study_scripts_are_one_line_errors(
+    tmp_path: Path, sqlite_url: str, source: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "broken.py"
+    path.write_text(source)
+    assert main(["run", str(path), "--storage", sqlite_url, "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_with_a_changed_space_is_refused_unless_allowed(
+    script: Path, tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--storage", sqlite_url, "--study", "s", "--no-progress", "--pruner", "none"]
+    assert main(["run", str(script), *args, "--trials", "1"]) == 0
+    changed = tmp_path / "changed.py"
+    changed.write_text(STUDY_SCRIPT.replace("batch_size=(8, 64)", "batch_size=(128, 256)"))
+    capsys.readouterr()
+    assert main(["run", str(changed), *args, "--trials", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "batch_size [8, 64] -> [128, 256]" in err and "--allow-space-change" in err
+    assert main(["run", str(changed), *args, "--trials", "2", "--allow-space-change"]) == 0
+    study = optuna.load_study(study_name="s", storage=sqlite_url)
+    assert study.user_attrs["search_space"]["batch_size"] == [128, 256]
+    assert len(study.trials) == 2
+
+
+# --- storage faults ----------------------------------------------------------------------
+
+
+def _sqlite_path(url: str) -> str:
+    return url.removeprefix("sqlite:///")
+
+
+def test_a_full_disk_is_one_line_and_keeps_finished_trials(
+    script: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["run", str(script), "--storage", sqlite_url, "--no-progress", "--pruner", "none"]
+    assert main([*args, "--trials", "2"]) == 0
+    kept = [t.params for t in optuna.load_study(study_name="tiny", storage=sqlite_url).trials]
+    with sqlite3.connect(_sqlite_path(sqlite_url)) as db:
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+
+    def limit(connection: Any, _record: Any) -> None:
+        # SQLite's own size limit: past it, every write fails as on a full disk.
+        connection.execute(f"PRAGMA max_page_count = {pages}")
+
+    event.listen(Engine, "connect", limit)
+    try:
+        capsys.readouterr()
+        assert main([*args, "--trials", "40"]) == 2
+    finally:
+        event.remove(Engine, "connect", limit)
+    err = capsys.readouterr().err
+    assert "database or disk is full" in err and "free space and run the same command" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    trials = optuna.load_study(study_name="tiny", storage=sqlite_url).trials
+    assert [t.params for t in trials[:2]] == kept
+    assert all(t.state.name == "COMPLETE" for t in trials[:2])
+
+
+def test_a_damaged_database_is_one_line(
+    script: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["run", str(script), "--storage", sqlite_url, "--trials", "1", "--no-progress"]
+    assert main(args) == 0
+    path = _sqlite_path(sqlite_url)
+    with sqlite3.connect(path) as db:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    with open(path, "r+b") as f:  # overwrite the pages after the header page
+        f.seek(page_size)
+        f.write(b"\xa5" * page_size * 3)
+    capsys.readouterr()
+    assert main(["studies", "--storage", sqlite_url]) == 2
+    err = capsys.readouterr().err
+    assert "malformed" in err and "is damaged" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_database_deleted_mid_run_is_one_line(
+    script: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = Path(_sqlite_path(sqlite_url))
+    args = ["run", str(script), "--storage", sqlite_url, "--no-progress", "--pruner", "none"]
+    assert main([*args, "--trials", "1"]) == 0
+    done = threading.Event()
+
+    def delete_mid_run() -> None:  # what `rm storage/bsopt.db` in another terminal does
+        while not done.is_set():
+            with contextlib.closing(sqlite3.connect(path, timeout=60)) as db:
+                finished = db.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'")
+                if finished.fetchone()[0] >= 3:
+                    path.unlink()
+                    return
+            time.sleep(0.05)
+
+    deleter = threading.Thread(target=delete_mid_run)
+    deleter.start()
+    try:
+        capsys.readouterr()
+        assert main([*args, "--trials", "30"]) == 2
+    finally:
+        done.set()
+        deleter.join()
+    err = capsys.readouterr().err
+    assert "deleted or moved while in use" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+import multiprocessing
 import os
 from pathlib import Path
+import shutil
+import subprocess
+from typing import Any
 
+import optuna
 import pytest
 
 import bsopt
 from bsopt import StorageError, mask_url, open_storage, resolve_storage_url
+from bsopt._storage import scrub
 
 
 def test_resolver_order_is_flag_then_env_then_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,3 +84,130 @@ def test_unreachable_server_names_host_and_port_but_not_the_password() -> None:
 def test_missing_driver_says_what_to_install() -> None:
     with pytest.raises(StorageError, match=r"No database driver for 'postgresql\+nodriver'"):
         open_storage("postgresql+nodriver://u@127.0.0.1:1/db")
+
+
+# --- passwords ------------------------------------------------------------------------------
+
+
+def test_mask_url_hides_query_string_credentials() -> None:
+    masked = mask_url("postgresql+psycopg://bob@db:5432/x?password=QuerySecret&sslmode=require")
+    assert "QuerySecret" not in masked
+    assert masked == "postgresql+psycopg://bob@db:5432/x?password=***&sslmode=require"
+
+
+def test_mask_url_hides_a_password_holding_at_signs_whole() -> None:
+    masked = mask_url("postgresql+psycopg://postgres:p@ss@word@db:5432/x")
+    assert masked == "postgresql+psycopg://postgres:***@db:5432/x"
+    # ...and the URL opens at host db: the "@" inside the password is encoded, not a host.
+    from bsopt._storage import _parse
+
+    parsed = _parse("postgresql+psycopg://postgres:p@ss@word@db:5432/x")
+    assert (parsed.host, parsed.password) == ("db", "p@ss@word")
+
+
+def test_scrub_masks_a_short_password_only_where_it_stands_alone() -> None:
+    url = "postgresql+psycopg://bob:p@db:5432/x"
+    text = "OperationalError: password p rejected for bob at postgresql+psycopg://bob:p@db:5432/x"
+    assert scrub(text, url) == (
+        "OperationalError: password *** rejected for bob at postgresql+psycopg://bob:***@db:5432/x"
+    )
+
+
+def test_sqlite_errors_do_not_blame_a_server(tmp_path: Path) -> None:
+    path = tmp_path / "not-a-db.db"
+    path.write_bytes(b"this is not a database, " * 200)
+    with pytest.raises(StorageError) as err:
+        open_storage(f"sqlite:///{path}")
+    message = str(err.value)
+    assert "not a database" in message and "is damaged or is not an Optuna SQLite" in message
+    assert "server" not in message
+
+
+# --- read-only storage ----------------------------------------------------------------------
+
+
+@contextmanager
+def read_only(*paths: Path) -> Iterator[None]:
+    """Make ``paths`` read-only for this process, root included (chattr +i), then restore."""
+    if os.geteuid() != 0:
+        modes = [p.stat().st_mode for p in paths]
+        for p in paths:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        try:
+            yield
+        finally:
+            for p, mode in zip(paths, modes, strict=True):
+                p.chmod(mode)
+        return
+    if shutil.which("chattr") is None:
+        pytest.skip("root ignores file modes and chattr is missing")
+    done = subprocess.run(["chattr", "+i", *map(str, paths)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make files immutable here: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, paths)], check=True)
+
+
+def _study_with_trials(url: str, name: str = "ro", n: int = 2) -> None:
+    study = bsopt.create_study(name, storage=url)
+    for i in range(n):
+        study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), i / 10)
+
+
+def test_a_read_only_folder_can_still_be_read(tmp_path: Path) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'bsopt.db'}"
+    _study_with_trials(url)
+    with read_only(folder / "bsopt.db", folder):
+        storage = open_storage(url, heartbeat_interval=None)
+        (study,) = storage.get_all_studies()
+        assert len(storage.get_all_trials(study._study_id)) == 2
+        with pytest.raises(StorageError, match=r"attempt to write a readonly database.*read-only"):
+            bsopt.create_study("new", storage=url).ask()
+    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["ro"]
+
+
+def test_studies_command_reads_a_read_only_storage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'bsopt.db'}"
+    _study_with_trials(url, n=3)
+    with read_only(tmp_path / "bsopt.db", tmp_path):
+        assert bsopt.main(["studies", "--storage", url]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("ro "))
+    assert row.split()[2] == "3"
+
+
+# --- many processes creating one new file -------------------------------------------------
+
+
+def _create_at_once(url: str, barrier: Any, errors: Any) -> None:
+    barrier.wait()
+    try:
+        bsopt.create_study("w", storage=url)
+    except Exception as e:  # reported to the parent
+        errors.put(f"{type(e).__name__}: {e}")
+
+
+def test_processes_creating_a_new_sqlite_file_at_once_all_succeed(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")  # no re-import: they start together
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'fresh{attempt}.db'}"
+        barrier = context.Barrier(6)
+        errors = context.Queue()
+        workers = [
+            context.Process(target=_create_at_once, args=(url, barrier, errors))
+            for _ in range(6)
+        ]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=120)
+        found = []
+        while not errors.empty():
+            found.append(errors.get())
+        assert found == [] and [w.exitcode for w in workers] == [0] * 6
+        assert optuna.get_all_study_names(url) == ["w"]

@@ -267,17 +267,29 @@ def check_sigint_resume(
             return False
 
     wait_for(some_finished, timeout=120, what="a first finished trial")
+    wait_for(lambda: _running(url, name), timeout=60, what="a running trial")
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     assert "interrupted" in out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out  # no Optuna stack
     after = states(url, name)
     assert after["RUNNING"] == 0, after  # every interrupted trial was closed as FAIL
     assert after["COMPLETE"] < 8
+    study = optuna.load_study(study_name=name, storage=bsopt.open_storage(url))
+    interrupted = [t for t in study.trials if t.user_attrs.get("stop_reason") == "interrupted"]
+    assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
+    queued = {t.system_attrs["failed_trial"]: t.params for t in study.trials
+              if t.state == TrialState.WAITING}  # fmt: skip
+    assert queued == {t.number: t.params for t in interrupted}  # each runs again first
     monkeypatch.setenv("TINY_SLEEP", "0.05")  # the rerun runs here, in this process
     assert bsopt.main(["run", str(script), "--trials", "8", "--storage", url, "--study", name,
                        "--no-progress"]) == 0  # fmt: skip
-    assert states(url, name)["COMPLETE"] == 8
+    resumed = optuna.load_study(study_name=name, storage=bsopt.open_storage(url))
+    finished = resumed.get_trials(states=(TrialState.COMPLETE,))
+    assert len(finished) == 8 and states(url, name)["RUNNING"] == 0
+    # The resumed run continued the seeded search: 8 different configurations.
+    assert len({tuple(sorted(t.params.items())) for t in finished}) == 8
 
 
 def test_sigkill_mid_trial_is_failed_and_retried_in_its_place(
@@ -314,6 +326,45 @@ def check_sigkill_retry(
     assert retries[0].state == TrialState.COMPLETE
     assert retries[0].params == killed.params  # the same trial again, not a new one
     assert Counter(t.state.name for t in trials) == {"COMPLETE": 4, "FAIL": 1}
+
+
+def test_a_killed_worker_leaves_nothing_running_once_the_study_is_finished(
+    tiny_script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'lost.db'}"
+    check_lost_trial(tiny_script, url, "tiny", monkeypatch, capsys)
+
+
+def check_lost_trial(
+    script: Path, url: str, name: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """SIGKILL a worker mid-trial, finish the study well before the grace period."""
+    victim = bsopt_process(
+        "worker", str(script), "--storage", url, "--study", name, "--create", "--trials", "3",
+        "--heartbeat", "1", "--grace", "600", sleep=120,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _running(url, name), timeout=120, what="the victim's trial to start")
+    finally:
+        victim.kill()  # SIGKILL: no clean-up, the trial stays RUNNING
+        victim.communicate()
+    (killed,) = _running(url, name)
+    monkeypatch.setenv("TINY_SLEEP", "0.05")
+    args = ["run", str(script), "--storage", url, "--study", name, "--no-progress",
+            "--heartbeat", "1", "--grace", "600"]  # fmt: skip
+    assert bsopt.main([*args, "--trials", "3"]) == 0
+    assert f"trial(s) #{killed.number} were still RUNNING without heartbeat" in (
+        capsys.readouterr().err
+    )
+    study = optuna.load_study(study_name=name, storage=bsopt.open_storage(url))
+    assert Counter(t.state.name for t in study.trials) == {"COMPLETE": 3, "FAIL": 1}
+    lost = study.trials[killed.number]
+    assert lost.state == TrialState.FAIL and lost.user_attrs["stop_reason"].startswith("lost")
+    # A rerun of the finished study changes nothing.
+    assert bsopt.main([*args, "--trials", "3"]) == 0
+    assert optuna.load_study(study_name=name, storage=url).trials == study.trials
 
 
 def _running(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
