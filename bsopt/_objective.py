@@ -103,7 +103,6 @@ def time_to_target(
 
 def result_attrs(result: TrainResult, params: Params, seed: int) -> dict[str, object]:
     """The user attributes stored for a trial, by name."""
-    finite_noise = [v for v in result.noise_history if math.isfinite(v)]
     schedule: dict[str, object] = {
         "optimizer": params.optimizer,
         "lr_schedule": params.lr_schedule,
@@ -117,10 +116,14 @@ def result_attrs(result: TrainResult, params: Params, seed: int) -> dict[str, ob
         schedule["noise_scale_history"] = [
             round(v, 2) if math.isfinite(v) else None for v in result.noise_history
         ]
-        if finite_noise:
-            schedule["noise_scale"] = round(finite_noise[-1], 2)
-        if result.noise_interval is not None:
-            schedule["noise_scale_interval"] = [round(v, 2) for v in result.noise_interval]
+        # The final estimate, or nothing when the run ended without enough signal.
+        summary = result.noise_summary
+        if summary.get("noise_scale") is not None:
+            schedule["noise_scale"] = round(summary["noise_scale"], 2)
+        interval = summary.get("noise_scale_interval")
+        if interval is not None:
+            schedule["noise_scale_interval"] = [round(v, 2) for v in interval]
+        schedule["noise_scale_measurements"] = summary.get("noise_scale_measurements", 0)
     return schedule | {
         "effective_batch_size": result.batch_size,
         "micro_batch_size": result.micro_batch_size,

@@ -48,7 +48,9 @@ class TrainResult:
     seconds spent when each was taken; ``val_loss`` is the last validation loss (recorded
     whatever the metric); ``batch_history`` the batch size trained with in each evaluation
     interval and ``noise_history`` the gradient noise scale estimated at each evaluation
-    (empty unless measured). ``stop_detail`` says more about ``stop_reason``.
+    (empty unless measured), with ``noise_summary`` the final estimate, its interval and the
+    number of measurements (:meth:`NoiseScale.as_dict`). ``stop_detail`` says more about
+    ``stop_reason``.
     """
 
     value: float
@@ -72,7 +74,7 @@ class TrainResult:
     stop_detail: str = ""
     epochs_started: int = 0
     noise_history: list[float] = field(default_factory=list)
-    noise_interval: tuple[float, float] | None = None
+    noise_summary: dict[str, Any] = field(default_factory=dict)
     batch_history: list[int] = field(default_factory=list)
 
     @property
@@ -535,14 +537,10 @@ def train(
         val_loss=val_loss,
         epochs_started=epochs_started,
         noise_history=noise_history,
-        noise_interval=_noise_interval(noise),
+        noise_summary=noise.as_dict() if noise is not None else {},
         batch_history=batch_history,
     )
     del optimizer, step, batches, leftover
     release_memory(device)
     return result
 
-
-def _noise_interval(noise: NoiseScale | None) -> tuple[float, float] | None:
-    interval: Any = getattr(noise, "interval", None)
-    return (float(interval[0]), float(interval[1])) if interval else None

@@ -105,6 +105,9 @@ def test_adaptive_schedule_measures_the_noise_scale(tiny_data: bsopt.TensorData)
         noise_every=1,
     )
     assert len(result.noise_history) == 4
-    assert all(math.isfinite(v) for v in result.noise_history[1:])
+    # Once the model converges the signal can vanish: then the estimate is NaN ("not enough
+    # signal"), never a negative or made-up number.
+    assert math.isfinite(result.noise_history[0]) or math.isfinite(result.noise_history[1])
+    assert all(math.isnan(v) or v > 0 for v in result.noise_history)
     assert result.batch_history[0] == 8  # no estimate yet: start at the minimum
     assert all(8 <= b <= 128 for b in result.batch_history)
