@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as L
 import optuna
 import pytest
 import torch
@@ -12,8 +13,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import bsopt
-
-L = pytest.importorskip("lightning.pytorch", reason="needs the lightning extra")
 
 N_TRAIN = 96
 
