@@ -13,6 +13,7 @@ from collections.abc import Callable
 import ipaddress
 import os
 from pathlib import Path
+import warnings
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
@@ -55,11 +56,14 @@ def attach_report(
     as study artifacts (named ``bsopt-<plot>.png``).
 
     Attaching again replaces the note and rewrites the same artifacts in place rather than
-    adding copies. Returns the artifact ids, in the order of ``report.plots``.
+    adding copies. The objectives get their names (:func:`name_objectives`), so the
+    dashboard says "validation accuracy" rather than "Objective 0". Returns the artifact
+    ids, in the order of ``report.plots``.
     """
     from optuna_dashboard import save_note
 
     store = artifact_store(artifacts)
+    name_objectives(study, report.analysis.metric)
     save_note(study, report.note())
     try:
         existing = {m.filename: m.artifact_id for m in get_all_artifact_meta(study)}
@@ -89,6 +93,33 @@ def attach_report(
         finally:
             named.unlink()
     return ids
+
+
+def objective_names(study: optuna.Study, metric: str) -> list[str]:
+    """The names of a bsopt study's objectives: ``metric`` (e.g. ``"validation accuracy"``),
+    then ``"training seconds"`` for the second objective of ``goal="metric_and_time"``;
+    further objectives keep a generic name."""
+    names = [metric]
+    if len(study.directions) > 1:
+        names.append("training seconds")
+    names += [f"objective {i}" for i in range(len(names), len(study.directions))]
+    return names
+
+
+def name_objectives(study: optuna.Study, metric: str) -> list[str]:
+    """Store the objectives' names with the study (Optuna's ``set_metric_names``, which
+    optuna-dashboard shows instead of "Objective 0"), unless the study already names them.
+    Returns the names the study holds."""
+    existing = study.metric_names
+    if existing is not None and len(existing) == len(study.directions):
+        return list(existing)
+    names = objective_names(study, metric)
+    with warnings.catch_warnings():
+        # Experimental since Optuna 3.2 and still so marked in 5.0; it is the API the
+        # dashboard reads (its own set_objective_names is deprecated in favour of it).
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
+    return names
 
 
 def _check_host_port(host: str, port: int) -> None:

@@ -35,6 +35,7 @@ from bsopt._analysis import (
     BatchSizeAnalysis,
     Importances,
     analyze_batch_sizes,
+    is_confirm_run,
     load_study,
     param_importances,
     trial_batch_size,
@@ -93,6 +94,46 @@ def _colors(batch_sizes: list[int]) -> dict[int, Any]:
     return {b: cmap(0.9 * i / n) for i, b in enumerate(sorted(batch_sizes))}
 
 
+def _integer_ticks(ax: Axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _follow_good(
+    ax: Axes,
+    values: list[float],
+    maximize: bool,
+    *,
+    share: float = 1.0,
+    extra: list[float] | None = None,
+) -> None:
+    """Limit the value axis to the best ``share`` of ``values`` (plus ``extra`` lines such as
+    a target), so that a few diverged or poor trials do not flatten what matters. Points
+    outside fall off the edge."""
+    finite = sorted((v for v in values if math.isfinite(v)), reverse=maximize)
+    if len(finite) < 2:
+        return
+    kept = finite[: max(2, math.ceil(share * len(finite)))]
+    ends = [kept[0], kept[-1], *(extra or [])]
+    low, high = min(ends), max(ends)
+    if high <= low:
+        return
+    pad = 0.08 * (high - low)
+    ax.set_ylim(low - pad, high + pad)
+
+
+def _legend_outside(ax: Axes) -> None:
+    """The legend to the right of the axes, where it hides no point."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
+def _thousands() -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda x, _: f"{x:,.0f}")
+
+
 def _empty(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
@@ -106,6 +147,7 @@ def plot_history(trials: list[FrozenTrial], analysis: BatchSizeAnalysis) -> Figu
     ax = fig.add_subplot()
     colors = _colors([s.batch_size for s in analysis.per_batch])
     maximize = analysis.direction == "maximize"
+    trials = [t for t in trials if not is_confirm_run(t)]
     done = [t for t in trials if t.state == TrialState.COMPLETE and trial_value(t) is not None]
     if not done:
         _empty(ax, "No completed trial yet")
@@ -146,8 +188,11 @@ def plot_history(trials: list[FrozenTrial], analysis: BatchSizeAnalysis) -> Figu
         label="best so far",
     )
     ax.set_xlabel("trial number")
+    _integer_ticks(ax)
     ax.set_ylabel(analysis.metric)
-    ax.legend(fontsize=8, loc="best")
+    # All but the worst tenth of the trials: one diverged trial must not squash the rest.
+    _follow_good(ax, [trial_value(t) or 0.0 for t in done], maximize, share=0.9)
+    _legend_outside(ax)
     ax.grid(alpha=0.3)
     return fig
 
@@ -220,15 +265,20 @@ def plot_lr_batch(trials: list[FrozenTrial], analysis: BatchSizeAnalysis) -> Fig
             label="not completed",
         )
     if done:
+        # Colours span the best 90% of the values: a diverged trial must not take the scale.
+        values = sorted((p[2] for p in done), reverse=analysis.direction == "maximize")
+        kept = values[: max(1, math.ceil(0.9 * len(values)))]
         sc = ax.scatter(
             [p[0] for p in done],
             [p[1] for p in done],
             c=[p[2] for p in done],
-            cmap="viridis",
+            cmap="viridis" if analysis.direction == "maximize" else "viridis_r",
+            vmin=min(kept),
+            vmax=max(kept),
             s=30,
             zorder=3,
         )
-        fig.colorbar(sc, ax=ax, label=analysis.metric)
+        fig.colorbar(sc, ax=ax, label=analysis.metric, extend="both")
     best = [(s.batch_size, s.best_lr) for s in analysis.per_batch if s.best_lr is not None]
     if best:
         ax.scatter(
@@ -243,22 +293,31 @@ def plot_lr_batch(trials: list[FrozenTrial], analysis: BatchSizeAnalysis) -> Fig
     fit = analysis.lr_fit
     if fit is not None:
         bs = np.array([p[0] for p in fit.points], dtype=float)
-        grid = np.geomspace(bs.min(), bs.max(), 50)
-        err = f" ± {fit.stderr:.2f}" if fit.stderr is not None else ""
-        ax.plot(
-            grid,
-            [fit.lr_at(g) for g in grid],
-            color="crimson",
-            ls="--",
-            label=f"fit: lr* ∝ batch^{fit.slope:.2f}{err}",
-        )
+        grid = np.geomspace(bs.min(), bs.max(), 200)
+        span = ""
+        if fit.interval is not None:
+            span = f" [{fit.interval[0]:.2f}, {fit.interval[1]:.2f}]"
+        label = f"fit: lr* ∝ batch^{fit.slope:.2f}{span}"
+        if fit.critical_batch_size is not None:
+            label += f" up to {fit.critical_batch_size:,.0f}, flat beyond"
+            ax.axvline(
+                fit.critical_batch_size,
+                color="crimson",
+                lw=1,
+                alpha=0.6,
+                label=f"critical batch size ≈ {fit.critical_batch_size:,.0f}",
+            )
+        ax.plot(grid, [fit.lr_at(g) for g in grid], color="crimson", ls="--", label=label)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     sizes = sorted({s.batch_size for s in analysis.per_batch})
-    ax.set_xticks(sizes, [str(b) for b in sizes])
+    ax.set_xticks(sizes, [str(b) for b in sizes], rotation=45 if len(sizes) > 7 else 0)
+    from matplotlib.ticker import NullLocator
+
+    ax.xaxis.set_minor_locator(NullLocator())  # the batch sizes are the only ticks wanted
     ax.set_xlabel("batch size")
     ax.set_ylabel("learning rate")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     ax.grid(alpha=0.3, which="both")
     return fig
 
@@ -271,6 +330,18 @@ def plot_curves(trials: list[FrozenTrial], analysis: BatchSizeAnalysis) -> Figur
     colors = _colors([s.batch_size for s in analysis.per_batch])
     best_trials = {s.best_trial for s in analysis.per_batch if s.best_trial is not None}
     drawn = False
+    maximize = analysis.direction == "maximize"
+    good: list[float] = []
+    finals = sorted(
+        (
+            v
+            for t in trials
+            if t.state == TrialState.COMPLETE and (v := trial_value(t)) is not None
+        ),
+        reverse=maximize,
+    )
+    # The good trials: the best half of the completed ones, and each batch size's best.
+    cut = finals[(len(finals) - 1) // 2] if finals else None
     for t in trials:
         b = trial_batch_size(t)
         if b is None or not t.intermediate_values:
@@ -278,6 +349,12 @@ def plot_curves(trials: list[FrozenTrial], analysis: BatchSizeAnalysis) -> Figur
         steps = sorted(t.intermediate_values)
         values = [t.intermediate_values[s] for s in steps]
         thick = t.number in best_trials
+        final = trial_value(t) if t.state == TrialState.COMPLETE else None
+        if thick or (
+            final is not None and cut is not None and (final >= cut if maximize else final <= cut)
+        ):
+            # Their later half: the first evaluations of any run are poor by nature.
+            good.extend(values[len(values) // 2 :])
         ax.plot(
             steps,
             values,
@@ -294,52 +371,82 @@ def plot_curves(trials: list[FrozenTrial], analysis: BatchSizeAnalysis) -> Figur
         return fig
     if analysis.target is not None:
         ax.axhline(analysis.target, color="0.3", ls="--", lw=1, label="target")
+    _follow_good(
+        ax,
+        good,
+        maximize,
+        extra=[analysis.target] if analysis.target is not None else None,
+    )
+    ax.xaxis.set_major_formatter(_thousands())
     ax.set_xlabel("samples seen")
     ax.set_ylabel(analysis.metric)
-    ax.legend(fontsize=8, loc="best")
+    _legend_outside(ax)
     ax.grid(alpha=0.3)
     return fig
 
 
 def plot_batch_sizes(analysis: BatchSizeAnalysis) -> Figure:
-    """Left: best and top-k mean ± std per batch size. Right: samples/s per batch size."""
+    """Left: each batch size's compared values (top-k search values, or confirm reruns) with
+    the t-interval of their mean, and the best search value. Right: samples/s."""
     fig = _figure(9, 3.8)
     left, right = fig.subplots(1, 2)
-    stats = [s for s in analysis.per_batch]
+    stats = list(analysis.per_batch)
     if not stats:
         _empty(left, "No trial yet")
         _empty(right, "No trial yet")
         return fig
-    labels = [str(s.batch_size) for s in stats]
+    counts = [len(s.compared) if analysis.basis == "confirm" else s.n_complete for s in stats]
+    # "n=" under each batch size while there is room; a bare count in brackets beyond that.
+    roomy = len(stats) <= 6
+    labels = [
+        f"{s.batch_size}\n" + (f"n={n}" if roomy else f"({n})")
+        for s, n in zip(stats, counts, strict=True)
+    ]
     x = np.arange(len(stats))
-    best = [s.best if s.best is not None else math.nan for s in stats]
-    top = [s.top_mean if s.top_mean is not None else math.nan for s in stats]
-    spread = [s.top_std or 0.0 for s in stats]
-    left.errorbar(
-        x, top, yerr=spread, fmt="o", color="#4C72B0", capsize=4, label="top-k mean ± std"
-    )
-    left.scatter(x, best, marker="*", s=120, color="crimson", zorder=3, label="best")
+    what = "confirm reruns" if analysis.basis == "confirm" else "top-k trials"
+    pct = f"{100 * analysis.confidence:.0f}%"
     for xi, s in zip(x, stats, strict=True):
-        left.annotate(
-            f"n={s.n_complete}",
-            (xi, 0),
-            xycoords=("data", "axes fraction"),
-            ha="center",
-            va="bottom",
-            fontsize=7,
-            color="0.4",
-        )
+        if s.compared:
+            left.scatter(
+                [xi] * len(s.compared), s.compared, s=12, color="0.6", zorder=2, alpha=0.8
+            )
+    means = [s.compared_mean if s.compared_mean is not None else math.nan for s in stats]
+    low = [m - s.interval[0] if s.interval else 0.0 for m, s in zip(means, stats, strict=True)]
+    high = [s.interval[1] - m if s.interval else 0.0 for m, s in zip(means, stats, strict=True)]
+    left.errorbar(
+        x,
+        means,
+        yerr=[low, high],
+        fmt="o",
+        color="#4C72B0",
+        capsize=4,
+        label=f"mean of {what}, {pct} t-interval",
+        zorder=3,
+    )
+    best = [s.best if s.best is not None else math.nan for s in stats]
+    left.scatter(x, best, marker="*", s=120, color="crimson", zorder=4, label="best search trial")
+    tied = set(analysis.tied) if len(analysis.tied) > 1 else set()
+    for xi, s in zip(x, stats, strict=True):
+        if s.batch_size in tied:
+            left.axvspan(xi - 0.4, xi + 0.4, color="#55A868", alpha=0.12, lw=0)
     left.set_xticks(x, labels)
-    left.set_xlabel("batch size")
+    left.set_xlabel(
+        "batch size ("
+        + ("n = " if roomy else "in brackets: ")
+        + ("reruns" if analysis.basis == "confirm" else "completed trials")
+        + ")"
+        + ("; shaded: tied with the best" if tied else "")
+    )
     left.set_ylabel(analysis.metric)
     left.legend(fontsize=8, loc="best")
     left.grid(alpha=0.3)
     speeds = [s.samples_per_second or 0.0 for s in stats]
     if any(speeds):
         right.bar(x, speeds, color="#55A868")
-        right.set_xticks(x, labels)
+        right.set_xticks(x, [str(s.batch_size) for s in stats])
         right.set_xlabel("batch size")
         right.set_ylabel("samples / s (median)")
+        right.yaxis.set_major_formatter(_thousands())
         right.grid(alpha=0.3, axis="y")
     else:
         _empty(right, "No samples_per_second recorded")
@@ -491,6 +598,49 @@ def _markdown(
 # ---------------------------------------------------------------------------------------------
 
 
+_UNSAFE = re.compile(r"[^\w.-]+")
+
+
+def safe_folder_name(study_name: str) -> str:
+    """``study_name`` as one folder name: characters other than letters, digits (any
+    script), ``.``,
+    ``_`` and ``-`` become ``_``.
+
+    Raises:
+        ValueError: the name holds a NUL character, is an absolute path, or has a ``..``
+            part: a report named after it could land outside its folder, so it is refused
+            rather than quietly renamed.
+    """
+    if "\0" in study_name:
+        raise ValueError(
+            f"The study name {study_name!r} holds a NUL character, which no folder name may "
+            "hold. Pass the report folder with --out."
+        )
+    if (
+        Path(study_name).is_absolute()
+        or study_name.startswith(("/", "\\"))
+        or (re.match(r"^[A-Za-z]:[\\/]", study_name))
+    ):
+        raise ValueError(
+            f"The study name {study_name!r} is an absolute path; the report folder "
+            f"{DEFAULT_REPORT_DIR}/<study name> would leave {DEFAULT_REPORT_DIR}. "
+            "Pass the report folder with --out."
+        )
+    if ".." in re.split(r"[\\/]", study_name):
+        raise ValueError(
+            f"The study name {study_name!r} has a '..' part; the report folder "
+            f"{DEFAULT_REPORT_DIR}/<study name> would leave {DEFAULT_REPORT_DIR}. "
+            "Pass the report folder with --out."
+        )
+    name = _UNSAFE.sub("_", study_name).strip(".")
+    return name or "_"
+
+
+def default_report_folder(study_name: str) -> Path:
+    """``bsopt-report/<study name made safe>`` (:func:`safe_folder_name`)."""
+    return Path(DEFAULT_REPORT_DIR) / safe_folder_name(study_name)
+
+
 def write_report(
     study: optuna.Study | str,
     out: str | Path | None = None,
@@ -505,7 +655,8 @@ def write_report(
     Args:
         study: a study, or the name of one in ``storage``.
         out: the folder to write into (created if needed); default
-            ``bsopt-report/<study name>`` in the working directory.
+            ``bsopt-report/<study name>`` in the working directory, the name made safe as
+            one folder name (:func:`safe_folder_name`).
         storage: the storage URL when ``study`` is a name (``None``: ``$BSOPT_STORAGE``, then
             ``sqlite:///storage/bsopt.db``).
         target, min_trials: passed to :func:`~bsopt.analyze_batch_sizes`.
@@ -516,19 +667,23 @@ def write_report(
         per plot) and holding the analysis.
 
     Raises:
-        ValueError: no such study, or a multi-objective study.
+        ValueError: no such study; or no ``out`` and a study name that is an absolute path,
+            holds a ``..`` part or a NUL character.
     """
     from bsopt._storage import mask_url, resolve_storage_url, writable_folder
 
     loaded = load_study(study, storage=storage)
     analysis = analyze_batch_sizes(loaded, target=target, min_trials=min_trials)
     importances = param_importances(loaded, seeds=importance_seeds)
+    if out is not None and "\0" in str(out):
+        raise ValueError(f"out must be a folder path, but {str(out)!r} holds a NUL character.")
     folder = writable_folder(
-        Path(out) if out is not None else Path(DEFAULT_REPORT_DIR) / loaded.study_name,
+        Path(out) if out is not None else default_report_folder(loaded.study_name),
         what="report",
         fix="Choose a writable place with --out.",
     )
-    trials = loaded.get_trials(deepcopy=False)
+    # Confirm reruns are not search trials: the verdict and the batch-size plot use them.
+    trials = [t for t in loaded.get_trials(deepcopy=False) if not is_confirm_run(t)]
     figures = {
         "history": plot_history(trials, analysis),
         "importance": plot_importance(importances),

@@ -7,11 +7,21 @@ from pathlib import Path
 
 import optuna
 from optuna.artifacts import get_all_artifact_meta
+from optuna.distributions import FloatDistribution, IntDistribution
 from optuna_dashboard._note import get_note_from_system_attrs
 import pytest
 
 import bsopt
-from bsopt._report import PLOTS, markdown_to_html
+from bsopt._report import (
+    PLOTS,
+    default_report_folder,
+    markdown_to_html,
+    plot_batch_sizes,
+    plot_curves,
+    plot_history,
+    plot_lr_batch,
+    safe_folder_name,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -78,6 +88,7 @@ def test_cli_report_attaches_the_note_and_the_plots(
     study = optuna.load_study(study_name="mixed", storage=mixed_url)
     system_attrs = study._storage.get_study_system_attrs(study._study_id)
     note = get_note_from_system_attrs(system_attrs, None)
+    assert study.metric_names == ["validation accuracy"]  # not "Objective 0" in the dashboard
     assert note["body"].startswith("## bsopt verdict: mixed")
     assert "**Tie**: the data cannot separate 64" in note["body"]
     metas = get_all_artifact_meta(study)
@@ -108,3 +119,111 @@ def test_markdown_to_html_escapes_before_formatting() -> None:
     )
     assert "<strong>64</strong> &lt;script&gt;x&lt;/script&gt; <code>a&lt;b</code>" in rendered
     assert "<th>a</th><th>b</th>" in rendered and "<td>1</td><td>2</td>" in rendered
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("../../x", "has a '..' part"),
+        ("a/../../x", "has a '..' part"),
+        ("/tmp/abs-report", "is an absolute path"),
+        ("nul\0name", "holds a NUL character"),
+    ],
+)
+def test_the_default_report_folder_refuses_names_that_leave_it(name: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as e:
+        safe_folder_name(name)
+    assert "--out" in str(e.value)
+
+
+def test_study_names_become_one_safe_folder_name() -> None:
+    assert safe_folder_name("digits") == "digits"
+    assert safe_folder_name("a/b c:d") == "a_b_c_d"
+    assert safe_folder_name("..hidden") == "hidden"
+    assert safe_folder_name(".") == "_"
+    assert safe_folder_name("étude-1.2") == "étude-1.2"
+    assert default_report_folder("x/y") == Path("bsopt-report") / "x_y"
+
+
+def test_cli_report_cannot_write_outside_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'names.db'}"
+    for name in ("../../x", "sub/dir"):
+        study = optuna.create_study(storage=url, study_name=name, direction="maximize")
+        _fill(study)
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert bsopt.main(["report", "--storage", url, "--study", "../../x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bsopt: error: The study name '../../x' has a '..' part")
+    assert "Traceback" not in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    # A name with a slash stays inside, as one folder.
+    assert bsopt.main(["report", "--storage", url, "--study", "sub/dir"]) == 0
+    assert (work / "bsopt-report" / "sub_dir" / "report.html").is_file()
+    assert not (work / "bsopt-report" / "sub").exists()
+
+
+def _fill(study: optuna.Study) -> None:
+    dist = {"log2_batch_size": IntDistribution(4, 6), "lr": FloatDistribution(1e-3, 1e-1)}
+    for exponent, value in [(4, 0.8), (5, 0.9), (6, 0.85)] * 2:
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=value,
+                params={"log2_batch_size": exponent, "lr": 0.01},
+                distributions=dist,
+            )
+        )
+
+
+def test_plots_speak_plainly(mixed_url: str) -> None:
+    study = optuna.load_study(study_name="mixed", storage=mixed_url)
+    analysis = bsopt.analyze_batch_sizes(study)
+    trials = study.get_trials()
+    history = plot_history(trials, analysis).axes[0]
+    ticks = [
+        t for t in history.get_xticks() if history.get_xlim()[0] <= t <= history.get_xlim()[1]
+    ]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    # The curves' value axis follows the good trials (finals 0.85-0.95), not 0 to 1.
+    curves = plot_curves(trials, analysis).axes[0]
+    low, high = curves.get_ylim()
+    assert low > 0.6 and high < 1.0
+    # n= labels are part of the tick labels, one per batch size, not small print.
+    left = plot_batch_sizes(analysis).axes[0]
+    labels = [t.get_text() for t in left.get_xticklabels()]
+    assert labels[0].startswith("16\nn=") and len(labels) == 5
+
+
+def test_the_lr_plot_shows_the_critical_batch_size(sqlite_url: str) -> None:
+    study = optuna.create_study(storage=sqlite_url, study_name="kink", direction="maximize")
+    dist = {"log2_batch_size": IntDistribution(4, 11), "lr": FloatDistribution(1e-4, 1, log=True)}
+    for exponent in range(4, 12):
+        best = 1e-3 * min(2**exponent, 256)
+        for lr, value in ((best, 0.9), (best / 3, 0.8), (best * 3, 0.7)):
+            study.add_trial(
+                optuna.trial.create_trial(
+                    value=value,
+                    params={"log2_batch_size": exponent, "lr": lr},
+                    distributions=dist,
+                )
+            )
+    analysis = bsopt.analyze_batch_sizes(study)
+    assert analysis.lr_fit is not None and analysis.lr_fit.critical_batch_size is not None
+    ax = plot_lr_batch(study.get_trials(), analysis).axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert any(label.startswith("critical batch size ≈ 2") for label in labels), labels
+    assert any("flat beyond" in label for label in labels)
+
+
+def test_optunas_own_plots_work_on_a_bsopt_study(mixed_url: str) -> None:
+    import optuna.visualization as vis
+
+    assert vis.is_available()  # plotly is a dependency
+    study = optuna.load_study(study_name="mixed", storage=mixed_url)
+    for plot in (vis.plot_optimization_history, vis.plot_slice, vis.plot_param_importances):
+        figure = plot(study)
+        assert figure.data, plot.__name__
