@@ -13,14 +13,17 @@ construction, with one forward pass of a model built from sampled values.
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Callable, Sequence
 import contextlib
 import dataclasses
 from dataclasses import KW_ONLY, dataclass, field, fields
 import logging
 import math
+import pickle
 import threading
 from typing import Any, Literal
+import weakref
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -30,8 +33,16 @@ from torch import nn
 from bsopt._batch import Batch, batch_size_of, call_model, slice_batch
 from bsopt._budget import Budget
 from bsopt._data import TrainingData
+from bsopt._distributed import (
+    DistributedError,
+    Group,
+    RankError,
+    World,
+    check_devices,
+    start_group,
+)
 from bsopt._fair import FairReporter, retry_oom
-from bsopt._memory import MemoryBudget
+from bsopt._memory import MemoryBudget, release_memory
 from bsopt._metrics import LossFn, Metric, MetricFn, check_loss_value, default_loss, resolve_metric
 from bsopt._probe import (
     PROBE_ATTR_PREFIX,
@@ -124,25 +135,29 @@ def result_attrs(result: TrainResult, params: Params, seed: int) -> dict[str, ob
         if interval is not None:
             schedule["noise_scale_interval"] = [round(v, 2) for v in interval]
         schedule["noise_scale_measurements"] = summary.get("noise_scale_measurements", 0)
-    return schedule | {
-        "effective_batch_size": result.batch_size,
-        "micro_batch_size": result.micro_batch_size,
-        "accumulation_steps": result.accumulation_steps,
-        "lr": params.lr,
-        "samples_seen": result.samples_seen,
-        "optimizer_steps": result.optimizer_steps,
-        "epochs": round(result.epochs, 4),
-        "samples_per_second": round(result.samples_per_second, 1),
-        "train_seconds": round(result.train_seconds, 4),
-        "eval_seconds": round(result.eval_seconds, 4),
-        "wall_seconds": round(result.wall_seconds, 4),
-        "peak_memory_mb": round(result.peak_memory_mb, 1),
-        "val_loss": result.val_loss if math.isfinite(result.val_loss) else None,
-        "device": result.device,
-        "amp": result.amp,
-        "seed": seed,
-        "stop_reason": result.stop_reason.value,
-    } | ({"stop_detail": result.stop_detail} if result.stop_detail else {})
+    return (
+        schedule
+        | {
+            "effective_batch_size": result.batch_size,
+            "micro_batch_size": result.micro_batch_size,
+            "accumulation_steps": result.accumulation_steps,
+            "lr": params.lr,
+            "samples_seen": result.samples_seen,
+            "optimizer_steps": result.optimizer_steps,
+            "epochs": round(result.epochs, 4),
+            "samples_per_second": round(result.samples_per_second, 1),
+            "train_seconds": round(result.train_seconds, 4),
+            "eval_seconds": round(result.eval_seconds, 4),
+            "wall_seconds": round(result.wall_seconds, 4),
+            "peak_memory_mb": round(result.peak_memory_mb, 1),
+            "val_loss": result.val_loss if math.isfinite(result.val_loss) else None,
+            "device": result.device,
+            "amp": result.amp,
+            "seed": seed,
+            "stop_reason": result.stop_reason.value,
+        }
+        | ({"stop_detail": result.stop_detail} if result.stop_detail else {})
+    )
 
 
 def _is_int(value: object) -> bool:
@@ -211,6 +226,18 @@ class ObjectiveOptions:
               multi-objective study (``directions=objective.directions``). Optuna does not
               prune multi-objective trials.
         target, target_unit: see ``goal``.
+        devices: processes per trial, one per device (``torch.distributed``: gloo on the
+            CPU, NCCL on CUDA, rank ``r`` on ``cuda:r``). The searched ``batch_size`` stays
+            the *global* effective batch, ``per-device micro-batch x accumulation steps x
+            devices``, so every batch size in the space must be a multiple of ``devices``,
+            and a coupled learning rate follows the global batch. Rank 0 (this process)
+            samples the params, reports on the global samples-seen grid and sends the prune
+            decision to every rank; the other ranks are started on the first trial and kept
+            for the next ones (:meth:`Objective.close` stops them). Each trial stores
+            ``world_size``, ``per_device_micro_batch_size`` and ``accumulation_steps``.
+            A rank that dies fails its trial (the study goes on with a fresh group); an out
+            of memory on any rank restarts the trial with half the per-device micro-batch
+            on every rank. Epochs or samples budgets only.
     """
 
     space: SearchSpace = field(default_factory=SearchSpace)
@@ -233,6 +260,7 @@ class ObjectiveOptions:
     probe_margin: float = 0.9
     min_micro_batch_size: int = 8
     measure_noise_scale: bool = False
+    devices: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.space, SearchSpace):
@@ -279,6 +307,41 @@ class ObjectiveOptions:
             raise ValueError(
                 "min_micro_batch_size must be an integer >= 1, but got "
                 f"{self.min_micro_batch_size!r}."
+            )
+        self._check_devices()
+
+    def _check_devices(self) -> None:
+        devices = check_devices(self.devices)
+        if devices == 1:
+            return
+        uneven = [b for b in self.space.batch_sizes if b % devices]
+        if uneven:
+            low, high = self.space.batch_size
+            shown = ", ".join(map(str, uneven[:4])) + (", ..." if len(uneven) > 4 else "")
+            fix = (
+                "search powers of two from a low bound of at least devices, e.g. "
+                f"SearchSpace(batch_size=({max(low, 1 << (devices - 1).bit_length())}, "
+                f"{max(high, 1 << (devices - 1).bit_length())})), with devices a power of two"
+                if self.space.batch_grid == "pow2" and devices & (devices - 1) == 0
+                else "use devices a power of two with the default powers-of-two batch grid"
+            )
+            raise ValueError(
+                f"devices={devices} splits every global batch evenly over {devices} "
+                f"processes, but the search space holds batch sizes that are not multiples "
+                f"of {devices} ({shown}). Fix: {fix}."
+            )
+        if self.budget.unit == "seconds":
+            raise ValueError(
+                f"devices={devices} needs an epochs or samples budget, but got "
+                f"{self.budget!r}: the ranks' clocks would disagree on where a seconds "
+                "budget's grid points fall. Use e.g. Budget(10, 'epochs')."
+            )
+        device = resolve_device(self.device)
+        if device.type == "cuda" and torch.cuda.device_count() < devices:
+            raise ValueError(
+                f"devices={devices} needs {devices} CUDA devices, but "
+                f"{torch.cuda.device_count()} are visible (CUDA_VISIBLE_DEVICES). Use "
+                f"devices={torch.cuda.device_count()} or fewer."
             )
 
     def _check_goal(self) -> None:
@@ -476,6 +539,64 @@ class Objective:
         options = dataclasses.replace(self.options, **changes)
         return Objective(self.build_model, self.data, options, preflight=False)
 
+    def with_devices(
+        self, devices: int, *, rebuild: Callable[[], Objective] | None = None
+    ) -> Objective:
+        """A copy that trains each trial on ``devices`` processes (the option ``devices``).
+
+        The other ranks need this objective in their own process: by default it is pickled
+        to them (``build_model``, ``suggest``, ``loss`` and a callable metric must then be
+        module-level functions); ``rebuild``, a picklable ``rebuild() -> Objective``, builds
+        it there instead (``bsopt run`` passes the study's ``build_objective``).
+        """
+        copy = self.with_options(devices=devices)
+        if rebuild is not None:
+            _REBUILD[copy] = rebuild
+        return copy
+
+    def close(self) -> None:
+        """Stop the other ranks of this objective's trials (``devices`` > 1), if started.
+
+        They are also stopped when this process exits; a later trial starts them again.
+        """
+        group = _GROUPS.pop(self, None)
+        if group is not None:
+            group.close()
+
+    def _group(self) -> Group:
+        """This objective's process group, started on first use or after a failure."""
+        group = _GROUPS.get(self)
+        if group is not None and group.healthy():
+            return group
+        if group is not None:
+            group.close(graceful=False)
+        follower = _Follower(_REBUILD.get(self) or _Same(self))
+        try:
+            pickle.dumps(follower)
+        except Exception as error:
+            raise ValueError(
+                f"devices={self.options.devices} runs each trial in {self.options.devices} "
+                "processes, which need this objective: build_model, data, suggest, loss and a "
+                f"callable metric must be picklable, and one is not ({error}). Define them "
+                "at module level, or pass rebuild= to Objective.with_devices, or run the "
+                "study with `bsopt run STUDY --devices N`."
+            ) from None
+        group = start_group(self.options.devices, follower, device_type=self.device.type)
+        atexit.register(group.close)
+        _GROUPS[self] = group
+        return group
+
+    def join(self, world: World) -> None:
+        """Use ``world`` (this process's rank 0 of a group ``torchrun`` started) for trials;
+        the other ranks run :func:`follow`."""
+        if world.size != self.options.devices:
+            raise ValueError(
+                f"The group has {world.size} processes, but the objective was built with "
+                f"devices={self.options.devices}. Pass the same number to torchrun "
+                "(--nproc-per-node x --nnodes) and to --devices."
+            )
+        _GROUPS[self] = Group(world)
+
     # -- parameters and models -----------------------------------------------------------
     def params_of(self, trial: optuna.Trial | FrozenTrial) -> Params:
         """The :class:`~bsopt.Params` of a live trial (sampling them) or a stored one."""
@@ -596,10 +717,17 @@ class Objective:
         self._recorded.add(study.study_name)
 
     def _attempt(
-        self, trial: optuna.Trial, params: Params, seed: int, micro: int
+        self,
+        trial: optuna.Trial,
+        params: Params,
+        seed: int,
+        micro: int,
+        group: Group | None = None,
     ) -> tuple[FairReporter, TrainResult]:
         """One training run of a trial with micro-batches of ``micro``, reported through a
-        :class:`~bsopt.FairReporter` (the same path as a hand-written loop)."""
+        :class:`~bsopt.FairReporter` (the same path as a hand-written loop). With a
+        ``group`` this process is rank 0: the other ranks get the params, seed and
+        per-device micro-batch first."""
         options = self.options
         reporter = FairReporter(
             trial,
@@ -615,6 +743,29 @@ class Objective:
             amp=options.amp,
             defer_attrs=True,
         )
+        if group is not None:
+            group.command(
+                {"kind": "trial", "params": _params_json(params), "seed": seed, "micro": micro}
+            )
+        return reporter, self._run(
+            params,
+            seed,
+            micro,
+            report=_Report(self, reporter),
+            world=group.world if group is not None else None,
+        )
+
+    def _run(
+        self,
+        params: Params,
+        seed: int,
+        micro: int,
+        *,
+        report: _Report | None = None,
+        world: World | None = None,
+    ) -> TrainResult:
+        """Build the model from ``seed`` and train it: one rank's part of an attempt."""
+        options = self.options
         # Same seed, same initial weights: differences between trials come from the params,
         # and a retry after an out-of-memory error restarts the same run.
         model = self._build(params, seed)
@@ -626,14 +777,14 @@ class Objective:
             else contextlib.nullcontext()
         )
         with guard:
-            result = train(
+            return train(
                 model,
                 self.data,
                 params,
                 budget=self.budget,
                 metric=self.metric,
                 loss=self.loss,
-                report=_Report(self, reporter),
+                report=report,
                 device=self.device,
                 seed=seed,
                 amp=options.amp,
@@ -641,16 +792,19 @@ class Objective:
                 clip_grad_norm=options.clip_grad_norm,
                 divergence_factor=options.divergence_factor,
                 measure_noise_scale=options.measure_noise_scale,
+                world=world,
             )
-        return reporter, result
 
     def __call__(self, trial: optuna.Trial) -> float | Sequence[float]:
         self._record_metric(trial.study)
         params = self.params_of(trial)
         seed = self.seed + trial.number
         options = self.options
-        micro = options.micro_batch_size or params.batch_size
+        devices = options.devices
+        # The micro-batch is per device: the global batch is shared by the ranks first.
+        micro = options.micro_batch_size or params.batch_size // devices
         extra: dict[str, object] = {}
+        group = self._group() if devices > 1 else None
         try:
             with _exclusive_rng():
                 if self.probing:
@@ -659,7 +813,7 @@ class Objective:
                     extra["probed_micro_batch_size"] = probed.micro_batch_size
                 reporter, result = retry_oom(
                     trial,
-                    lambda m: self._attempt(trial, params, seed, m),
+                    lambda m: self._attempt(trial, params, seed, m, group),
                     batch_size=params.batch_size,
                     micro_batch_size=micro,
                     min_micro_batch_size=options.min_micro_batch_size,
@@ -668,7 +822,21 @@ class Objective:
                 )
         except KeyboardInterrupt:
             trial.set_user_attr("stop_reason", StopReason.INTERRUPTED.value)
+            self.close()
             raise
+        except DistributedError as error:
+            return self._rank_failed(trial, error)
+        except RankError:
+            raise  # every rank raised it together: the group is fine for the next trial
+        except BaseException:
+            if group is not None:
+                self._drop_group()
+            raise
+        if group is not None:
+            extra |= {
+                "world_size": devices,
+                "per_device_micro_batch_size": result.micro_batch_size,
+            }
         reporter.set_attrs(**result_attrs(result, params, seed), **extra)
         if result.stop_reason in (StopReason.PRUNED, StopReason.DIVERGED):
             reporter.stop(result.stop_reason, result.stop_detail or reporter.stop_detail)
@@ -686,6 +854,23 @@ class Objective:
         if self.goal == "metric_and_time":
             return value, result.train_seconds
         return value
+
+    def _drop_group(self) -> None:
+        group = _GROUPS.pop(self, None)
+        if group is not None:
+            group.close(graceful=False)
+
+    def _rank_failed(self, trial: optuna.Trial, error: DistributedError) -> float | list[float]:
+        """A rank died or hung: fail the trial (its value NaN), keep the study going with a
+        fresh group on the next trial."""
+        self._drop_group()
+        detail = str(error)
+        trial.set_user_attr("stop_reason", "rank failed")
+        trial.set_user_attr("stop_detail", detail[:500])
+        _logger.warning("Trial %d failed: %s", trial.number, detail)
+        # Optuna records a NaN value as a FAIL and goes on with the next trial.
+        nan = float("nan")
+        return [nan] * len(self.directions) if len(self.directions) > 1 else nan
 
     def _budget_total(self) -> float:
         grid = self.budget.grid(self.data.n_train)
@@ -726,6 +911,62 @@ class Objective:
                 measure_noise_scale=self.options.measure_noise_scale,
             )
         return model, result
+
+
+# The process group of each objective with devices > 1 (this process is its rank 0), and how
+# the other ranks rebuild the objective.
+_GROUPS: weakref.WeakKeyDictionary[Objective, Group] = weakref.WeakKeyDictionary()
+_REBUILD: weakref.WeakKeyDictionary[Objective, Callable[[], Objective]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _params_json(params: Params) -> dict[str, Any]:
+    return {f.name: getattr(params, f.name) for f in fields(Params)}
+
+
+@dataclass(frozen=True)
+class _Same:
+    """``rebuild()`` for an objective that pickles: itself."""
+
+    objective: Objective
+
+    def __call__(self) -> Objective:
+        return self.objective
+
+
+@dataclass(frozen=True)
+class _Follower:
+    """What a spawned rank runs: rebuild the objective, then :func:`follow` rank 0."""
+
+    rebuild: Callable[[], Objective]
+
+    def prepare(self, rank: int) -> Callable[[World], None]:
+        objective = self.rebuild()
+        return lambda world: follow(objective, world)
+
+
+def follow(objective: Objective, world: World) -> None:
+    """The loop of a rank other than 0: run each trial rank 0 sends, until it says stop.
+
+    A failure that every rank agreed on (out of memory, an error in training) ends only
+    that attempt: the rank waits for the next command. Anything else ends the process, and
+    rank 0 fails the trial.
+    """
+    while True:
+        world.sequence += 1
+        message = world.wait(f"cmd/{world.sequence}")
+        if message.get("kind") != "trial":
+            return
+        params = Params(**message["params"])
+        failed = False
+        try:
+            with _exclusive_rng():
+                objective._run(params, int(message["seed"]), int(message["micro"]), world=world)
+        except (RankError, torch.OutOfMemoryError):
+            failed = True
+        if failed:
+            release_memory(world.device)  # outside the except block: no traceback pins memory
 
 
 class _Report:

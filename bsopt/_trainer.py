@@ -26,6 +26,7 @@ from torch import nn
 from bsopt._batch import Batch, Tree, batch_size_of, call_model, slice_batch, split_batch
 from bsopt._budget import Budget
 from bsopt._data import BatchSize, TrainingData
+from bsopt._distributed import RankError, World, flag_of, raise_flag
 from bsopt._memory import peak_memory_mb, release_memory, reset_peak_memory
 from bsopt._metrics import LossFn, Metric, MetricFn, check_loss_value, default_loss, resolve_metric
 from bsopt._noise import NoiseScale
@@ -76,6 +77,7 @@ class TrainResult:
     noise_history: list[float] = field(default_factory=list)
     noise_summary: dict[str, Any] = field(default_factory=dict)
     batch_history: list[int] = field(default_factory=list)
+    world_size: int = 1
 
     @property
     def samples_per_second(self) -> float:
@@ -243,8 +245,12 @@ class _Step:
     micro_cap: int
     clip_grad_norm: float | None
     device: torch.device
+    world: World | None = None
+    pending: int = 0  # a failure flag (see _distributed) owed to the next all-reduce
 
     def __call__(self, batch: Batch, n: int, noise: NoiseScale | None) -> torch.Tensor:
+        if self.world is not None:
+            return self._shared(batch, n, noise, self.world)
         micro = min(n, self.micro_cap)
         if noise is not None and micro == n:
             micro = (n + 1) // 2  # two micro-batches give the two gradient norms
@@ -282,6 +288,57 @@ class _Step:
         if noise is not None and small is not None:
             noise.update(small[0], small[1], self._grad_sq(), n)
         return step_loss
+
+    def _shared(
+        self, batch: Batch, n: int, noise: NoiseScale | None, world: World
+    ) -> torch.Tensor:
+        """One update of a trial spread over ranks: ``batch`` is this rank's slice of a
+        global batch of ``n`` samples.
+
+        Each micro-batch loss is weighted by its share of the *global* batch, so the sum of
+        the ranks' gradients (one all-reduce) is the global batch's gradient. A failure on
+        any rank (out of memory or another error) is a flag in the same all-reduce: every
+        rank raises at the same step and none waits for a rank that stopped.
+        """
+        local = batch_size_of(batch)
+        micro = max(1, min(local, self.micro_cap))
+        step_loss = torch.zeros((), device=self.device)
+        failed, self.pending = self.pending, 0
+        if not failed:
+            try:
+                for start in range(0, local, micro):
+                    part = batch if micro >= local else slice_batch(batch, start, start + micro)
+                    size = min(micro, local - start)
+                    loss = forward_loss(self.model, part, self.loss_fn, self.autocast)
+                    loss = loss * (size / n)
+                    self.scaler.scale(loss).backward()
+                    step_loss += loss.detach().float()
+            except Exception as error:
+                failed = flag_of(error)
+                world.note_error(f"{type(error).__name__}: {error}")
+        if failed:
+            self.optimizer.zero_grad(set_to_none=True)  # this rank contributes nothing
+        extras: list[float | torch.Tensor] = [step_loss, float(failed == 1), float(failed == 2)]
+        if noise is not None:
+            # This rank's gradient as the mean over its own samples: the small batch.
+            extras.append(self._grad_sq() * (n / local) ** 2 if local and not failed else 0.0)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        sums = world.reduce_gradients(params, extras)
+        raise_flag(world, 2 if sums[2] else 1 if sums[1] else 0, "a training step")
+        if noise is not None:
+            noise.update(sums[3] / world.size, n // world.size, self._grad_sq(), n)
+        try:
+            if self.clip_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        except Exception as error:
+            # Owed to the next all-reduce (or the final check), which every rank reaches.
+            self.pending = flag_of(error)
+            world.note_error(f"{type(error).__name__}: {error}")
+        self.optimizer.zero_grad(set_to_none=True)
+        return torch.tensor(sums[0], device=self.device)
 
     def _grad_sq(self) -> float:
         # Under fp16 loss scaling the gradients are scaled; the noise scale needs true norms.
@@ -338,6 +395,7 @@ def train(
     divergence_factor: float = 10.0,
     measure_noise_scale: bool = False,
     noise_every: int = 4,
+    world: World | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` with ``params`` for ``budget`` and evaluate on its grid.
 
@@ -372,6 +430,12 @@ def train(
             ``noise_every`` optimizer steps from the gradient of the first micro-batch and of
             the whole batch (a batch is split in two for it when it is not accumulated).
             Always on for ``batch_schedule="adaptive"``, which sets the batch from it.
+        world: this process's rank of a trial spread over several processes (see
+            :mod:`bsopt._distributed`); ``None`` trains in this process alone. Every rank
+            iterates the same global batches (same seed) and trains on its share of each;
+            ``params.batch_size`` is the global batch and ``micro_batch_size`` the
+            per-device cap. Rank 0 validates and calls ``report``; its value and decision
+            reach every rank, so all stop together. ``samples_seen`` counts global samples.
     """
     budget = budget or Budget()
     chosen = resolve_metric(metric, direction)
@@ -392,7 +456,13 @@ def train(
         noise_every=noise_every,
     )
     loss_fn = loss or default_loss
-    device = resolve_device(device)
+    device = resolve_device(device) if world is None else world.device
+    if world is not None and budget.unit == "seconds":
+        raise ValueError(
+            "A seconds budget cannot be shared by several processes yet (their clocks would "
+            "disagree on where the grid points fall). Use an epochs or samples budget with "
+            "devices > 1, e.g. Budget(10, 'epochs')."
+        )
     dtype = amp_dtype(amp, device)
     autocast = autocast_for(device, dtype)
     micro_cap = micro_batch_size or params.batch_size
@@ -418,6 +488,11 @@ def train(
 
     model.to(device)
     model.train()
+    if world is not None:
+        world.broadcast_state(model)  # every rank starts from rank 0's weights
+        if world.rank:
+            # Other dropout masks than rank 0's, on other samples.
+            torch.manual_seed(seed * 1_000_003 + world.rank)
     optimizer = make_optimizer(model, params)
     step = _Step(
         model,
@@ -429,6 +504,7 @@ def train(
         micro_cap,
         clip_grad_norm,
         device,
+        world,
     )
     reset_peak_memory(device)
 
@@ -462,6 +538,8 @@ def train(
         if not timed and n > grid.points[next_point] - samples:
             batch, leftover = split_batch(batch, grid.points[next_point] - samples)
             n = grid.points[next_point] - samples
+        if world is not None:
+            batch = slice_batch(batch, *world.share(n))
         if scheduled_lr:
             progress = (
                 (train_seconds + time.perf_counter() - tick) * 1000 / grid.total
@@ -470,7 +548,11 @@ def train(
             )
             for group in optimizer.param_groups:
                 group["lr"] = params.lr * lr_factor(progress, params.lr_schedule, params.warmup)
-        measure = noise is not None and n >= 2 and steps % noise_every == 0
+        measure = (
+            noise is not None
+            and n >= (2 if world is None else 2 * world.size)
+            and steps % noise_every == 0
+        )
         step_loss = step(batch, n, noise if measure else None)
         samples += n
         steps += 1
@@ -495,8 +577,18 @@ def train(
         interval_loss.zero_()
         interval_steps = 0
 
-        value, val_loss = validate(model, data, device, chosen, loss_fn, autocast)
         step_key = grid.points[next_point]
+        verdict: StopReason | bool | None = None
+        if world is None:
+            value, val_loss = validate(model, data, device, chosen, loss_fn, autocast)
+        else:
+            value, val_loss, verdict = _shared_evaluation(
+                world,
+                next_point,
+                lambda: validate(model, data, device, chosen, loss_fn, autocast),
+                report,
+                step_key,
+            )
         history.append((step_key, value))
         history_seconds.append(train_seconds)
         if noise is not None:
@@ -507,7 +599,8 @@ def train(
             batch_history.append(current_batch)
         tick = time.perf_counter()
         eval_seconds += tick - now
-        verdict = report(step_key, value) if report is not None else None
+        if world is None:
+            verdict = report(step_key, value) if report is not None else None
         if verdict:
             stop_reason = verdict if isinstance(verdict, StopReason) else StopReason.PRUNED
             break
@@ -515,6 +608,10 @@ def train(
 
     if stop_reason == StopReason.DIVERGED:
         train_seconds += time.perf_counter() - tick
+    if world is not None:
+        # A failure in the last optimizer step has no later all-reduce to ride on.
+        raise_flag(world, world.reduce_flags(step.pending), "the last optimizer step")
+    per_device = params.batch_size if world is None else math.ceil(params.batch_size / world.size)
     result = TrainResult(
         value=value,
         metric=chosen.name,
@@ -529,8 +626,8 @@ def train(
         eval_seconds=eval_seconds,
         wall_seconds=time.perf_counter() - wall_start,
         batch_size=params.batch_size,
-        micro_batch_size=min(micro_cap, params.batch_size),
-        accumulation_steps=math.ceil(params.batch_size / micro_cap),
+        micro_batch_size=min(micro_cap, per_device),
+        accumulation_steps=math.ceil(per_device / micro_cap),
         peak_memory_mb=peak_memory_mb(device),
         device=str(device),
         amp=str(dtype).removeprefix("torch.") if dtype else "off",
@@ -539,8 +636,37 @@ def train(
         noise_history=noise_history,
         noise_summary=noise.as_dict() if noise is not None else {},
         batch_history=batch_history,
+        world_size=1 if world is None else world.size,
     )
     del optimizer, step, batches, leftover
     release_memory(device)
     return result
 
+
+def _shared_evaluation(
+    world: World,
+    index: int,
+    validate_now: Callable[[], tuple[float, float]],
+    report: ReportFn | None,
+    step_key: int,
+) -> tuple[float, float, StopReason | bool | None]:
+    """An evaluation point of a trial spread over ranks: rank 0 validates and reports, then
+    sends the value and its decision to the other ranks, which wait for it (as long as it
+    takes: the message goes through the store, not a timed collective)."""
+    key = f"eval/{world.sequence}/{index}"
+    if not world.is_main:
+        message = world.wait(key)
+        if "abort" in message:
+            raise RankError(f"rank 0 stopped the trial: {message['abort']}")
+        stop = message["stop"]
+        reason = StopReason(stop) if stop else None
+        return float(message["value"]), float(message["val_loss"]), reason
+    try:
+        value, val_loss = validate_now()
+        verdict = report(step_key, value) if report is not None else None
+    except BaseException as error:
+        world.post(key, {"abort": f"{type(error).__name__}: {error}"[:500]})
+        raise
+    stop = (verdict if isinstance(verdict, StopReason) else StopReason.PRUNED) if verdict else None
+    world.post(key, {"value": value, "val_loss": val_loss, "stop": stop.value if stop else None})
+    return value, val_loss, verdict

@@ -23,6 +23,7 @@ LAYERS = [
     "_noise",
     "_optim",
     "_metrics",
+    "_distributed",
     "_trainer",
     "_probe",
     "_fair",
@@ -41,6 +42,7 @@ LAYERS = [
 ]
 NO_OPTUNA = {"_memory", "_budget", "_space", "_data", "_datasets", "_models", "_trainer"}
 NO_OPTUNA |= {"_schedules", "_noise", "_optim", "_stop", "_batch", "_metrics"}
+NO_OPTUNA |= {"_distributed"}
 # The probe sits below the objective, which caches its result in the study.
 NO_OPTUNA |= {"_probe"}
 

@@ -1,0 +1,148 @@
+"""Module-level models and builders for tests/test_distributed.py.
+
+The other ranks of a trial run in spawned processes, which unpickle the objective: its
+``build_model`` must be importable by name, so these live in a module of their own. They
+record what each rank saw in files under ``$BSOPT_TEST_RECORD`` (the environment reaches
+spawned processes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import signal
+
+import torch
+from torch import nn
+import torch.distributed as dist
+
+import bsopt
+
+RECORD = "BSOPT_TEST_RECORD"
+KILL_MARKER = "kill-rank-1"
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def folder() -> Path:
+    return Path(os.environ[RECORD])
+
+
+class Recording(nn.Module):
+    """An MLP that appends the size of every training batch it sees to a file."""
+
+    def __init__(self, inner: nn.Module, path: Path) -> None:
+        super().__init__()
+        self.inner = inner
+        self.path = str(path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with open(self.path, "a") as out:
+                out.write(f"{len(x)}\n")
+        return self.inner(x)
+
+
+def build_recording(params: bsopt.Params) -> nn.Module:
+    """Record the params (one JSON line per build) and every training batch, per rank."""
+    here = folder()
+    r = rank()
+    log = here / f"rank{r}-params.jsonl"
+    builds = len(log.read_text().splitlines()) if log.exists() else 0
+    with open(log, "a") as out:
+        out.write(json.dumps({"lr": params.lr, **params.as_dict()}) + "\n")
+    inner = bsopt.mlp(8, 3, hidden=(16,), dropout=params.dropout)
+    return Recording(inner, here / f"rank{r}-samples-{builds}.txt")
+
+
+class KillRankOne(nn.Module):
+    """Rank 1 kills itself (SIGKILL) in its first training forward while the marker exists."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        marker = folder() / KILL_MARKER
+        if self.training and rank() == 1 and marker.exists():
+            marker.unlink()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner(x)
+
+
+def build_killing(params: bsopt.Params) -> nn.Module:
+    return KillRankOne(bsopt.mlp(8, 3, hidden=(16,), dropout=params.dropout))
+
+
+class TightOnRankOne(nn.Module):
+    """The seam for a device that runs out of memory: rank 1 cannot train more than 16
+    samples at once (the error text is the CUDA allocator's)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and rank() == 1 and len(x) > 16:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated on rank 1 above 16)")
+        return self.inner(x)
+
+
+def build_tight(params: bsopt.Params) -> nn.Module:
+    return TightOnRankOne(bsopt.mlp(8, 3, hidden=(16,), dropout=params.dropout))
+
+
+class Broken(nn.Module):
+    """Rank 1's forward raises an ordinary error (a bug that shows on one rank only)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and rank() == 1:
+            raise ValueError("shape mismatch on rank 1 (simulated)")
+        return self.inner(x)
+
+
+def build_broken(params: bsopt.Params) -> nn.Module:
+    return Broken(bsopt.mlp(8, 3, hidden=(16,), dropout=params.dropout))
+
+
+class SaveAfterTraining:
+    """A follower for the trainer-level test: trains on its rank for each command and saves
+    the final weights and the samples it trained on."""
+
+    def __init__(self, out: str, budget: bsopt.Budget, micro: int) -> None:
+        self.out, self.budget, self.micro = out, budget, micro
+
+    def prepare(self, rank: int):  # type: ignore[no-untyped-def]
+        data = bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=0)
+
+        def run(world: object) -> None:
+            world.sequence += 1  # type: ignore[attr-defined]
+            message = world.wait(f"cmd/{world.sequence}")  # type: ignore[attr-defined]
+            params = bsopt.Params(**message["params"])
+            torch.manual_seed(0)
+            model = Recording(
+                bsopt.mlp(8, 3, hidden=(16,)), Path(self.out) / f"trainer-rank{rank}.txt"
+            )
+            result = bsopt.train(
+                model,
+                data,
+                params,
+                budget=self.budget,
+                seed=7,
+                device="cpu",
+                micro_batch_size=self.micro,
+                world=world,
+            )
+            torch.save(
+                {"state": model.state_dict(), "samples_seen": result.samples_seen},
+                Path(self.out) / f"trainer-rank{rank}.pt",
+            )
+
+        return run

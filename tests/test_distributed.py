@@ -1,0 +1,264 @@
+"""One trial on several processes: gloo on the CPU, 2 ranks, real spawned processes.
+
+Rank 0 is the test process; the other rank is spawned and unpickles the objective, so the
+models live in ``_distributed_helpers`` (importable by name) and record what each rank saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import itertools
+import json
+import math
+import os
+from pathlib import Path
+
+import _distributed_helpers as helpers
+import optuna
+from optuna.trial import TrialState
+import pytest
+import torch
+
+import bsopt
+from bsopt._distributed import DistributedError, RankError, share, start_group
+from bsopt._objective import _GROUPS
+
+pytestmark = pytest.mark.slow
+
+
+def _records(folder: Path, rank: int) -> list[dict[str, object]]:
+    lines = (folder / f"rank{rank}-params.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _samples(folder: Path, rank: int, build: int) -> int:
+    path = folder / f"rank{rank}-samples-{build}.txt"
+    return sum(int(n) for n in path.read_text().split()) if path.exists() else 0
+
+
+@pytest.fixture
+def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(helpers.RECORD, str(tmp_path))
+    return tmp_path
+
+
+def _objective(build: object, **options: object) -> bsopt.Objective:
+    data = bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=0)
+    defaults: dict[str, object] = {
+        "space": bsopt.SearchSpace(batch_size=(16, 64), dropout=0.0),
+        "budget": bsopt.Budget(2, evals=4),
+        "device": "cpu",
+        "devices": 2,
+    }
+    objective = bsopt.make_objective(build, data, **(defaults | options))  # type: ignore[arg-type]
+    # The preflight built one model here: the records start with the first trial.
+    for log in Path(os.environ.get(helpers.RECORD, "/nonexistent")).glob("rank*-params.jsonl"):
+        log.unlink()
+    return objective
+
+
+@pytest.fixture
+def recording(record: Path) -> Iterator[bsopt.Objective]:
+    objective = _objective(
+        helpers.build_recording,
+        space=bsopt.SearchSpace(batch_size=(16, 64), dropout=0.0, lr_scaling="linear"),
+    )
+    yield objective
+    objective.close()
+
+
+# -- without processes ----------------------------------------------------------------------
+
+
+def test_share_gives_every_sample_to_exactly_one_rank() -> None:
+    for n in (1, 7, 64, 65):
+        for size in (2, 3, 4):
+            slices = [share(n, r, size) for r in range(size)]
+            assert slices[0][0] == 0 and slices[-1][1] == n
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(slices))
+            sizes = [stop - start for start, stop in slices]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_batch_sizes_that_do_not_divide_are_refused_before_any_trial() -> None:
+    with pytest.raises(ValueError, match=r"devices=3 .* not multiples of 3 \(16, 32, 64\)"):
+        _objective(helpers.build_recording, devices=3)
+    with pytest.raises(ValueError, match=r"not multiples of 2 .* Fix: search powers of two"):
+        _objective(helpers.build_recording, space=bsopt.SearchSpace(batch_size=(1, 64)))
+    with pytest.raises(ValueError, match="not multiples of 2"):
+        _objective(
+            helpers.build_recording, space=bsopt.SearchSpace(batch_size=(16, 64), batch_grid="int")
+        )
+    with pytest.raises(ValueError, match="epochs or samples budget"):
+        _objective(helpers.build_recording, budget=bsopt.Budget(2, "seconds"))
+    with pytest.raises(ValueError, match="devices must be an integer >= 1"):
+        _objective(helpers.build_recording, devices=0)
+
+
+def test_an_objective_that_cannot_reach_the_other_ranks_says_how_to_fix_it() -> None:
+    objective = _objective(lambda params: bsopt.mlp(8, 3, hidden=(16,)))
+    study = optuna.create_study(direction="maximize")
+    with pytest.raises(ValueError, match=r"must be picklable.*module level"):
+        study.optimize(objective, n_trials=1)
+
+
+# -- the trainer on two ranks -----------------------------------------------------------------
+
+
+def test_two_ranks_make_the_single_process_updates(tmp_path: Path) -> None:
+    """Same seed, same global batches: the weights after training equal a single process's
+    (so each update's gradient matched), on both ranks, and the ranks trained on disjoint
+    halves that add up to samples_seen."""
+    data = bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=0)
+    budget = bsopt.Budget(1, evals=2)
+    # Per device 32 samples in micro-batches of 12: uneven accumulation on every rank, and
+    # batches cut at the evaluation point share unevenly too.
+    params = bsopt.Params(batch_size=64, lr=0.05, optimizer="sgd")
+
+    torch.manual_seed(0)
+    alone = bsopt.mlp(8, 3, hidden=(16,))
+    single = bsopt.train(alone, data, params, budget=budget, seed=7, device="cpu")
+
+    group = start_group(2, helpers.SaveAfterTraining(str(tmp_path), budget, 12))
+    try:
+        group.command(
+            {"kind": "trial", "params": {"batch_size": 64, "lr": 0.05, "optimizer": "sgd"}}
+        )
+        torch.manual_seed(0)
+        model = helpers.Recording(bsopt.mlp(8, 3, hidden=(16,)), tmp_path / "trainer-rank0.txt")
+        result = bsopt.train(
+            model,
+            data,
+            params,
+            budget=budget,
+            seed=7,
+            device="cpu",
+            micro_batch_size=12,
+            world=group.world,
+        )
+    finally:
+        group.close()
+    other = torch.load(tmp_path / "trainer-rank1.pt", weights_only=True)
+
+    for name, value in alone.state_dict().items():
+        torch.testing.assert_close(model.inner.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+        assert torch.equal(other["state"][f"inner.{name}"], model.inner.state_dict()[name])
+    assert result.samples_seen == single.samples_seen == other["samples_seen"] == 320
+    assert result.optimizer_steps == single.optimizer_steps
+    assert result.history[-1][0] == single.history[-1][0]
+    assert math.isclose(result.value, single.value, abs_tol=1e-9)
+    trained = [
+        sum(int(n) for n in (tmp_path / f"trainer-rank{r}.txt").read_text().split())
+        for r in (0, 1)
+    ]
+    assert sum(trained) == 320 and abs(trained[0] - trained[1]) <= result.optimizer_steps
+    assert (result.world_size, result.micro_batch_size, result.accumulation_steps) == (2, 12, 3)
+
+
+# -- the objective: rank 0 owns the trial --------------------------------------------------------
+
+
+def test_params_are_identical_on_both_ranks_and_the_lr_follows_the_global_batch(
+    recording: bsopt.Objective, record: Path
+) -> None:
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(3))
+    study.optimize(recording, n_trials=3)
+    zero, one = _records(record, 0), _records(record, 1)
+    assert len(zero) == len(one) == 3
+    assert zero == one  # every field, the float lr bit for bit (JSON keeps repr)
+    for trial, params in zip(study.trials, zero, strict=True):
+        attrs = trial.user_attrs
+        batch = trial.params["batch_size"]
+        assert params["batch_size"] == batch == attrs["effective_batch_size"]
+        # Linear coupling on the *global* batch, reference 32 (the middle of 16..64).
+        assert attrs["lr"] == pytest.approx(trial.params["base_lr"] * batch / 32, rel=1e-12)
+        assert attrs["world_size"] == 2
+        assert attrs["per_device_micro_batch_size"] == batch // 2
+        assert attrs["accumulation_steps"] == 1
+
+
+def test_samples_seen_counts_what_both_ranks_trained(
+    recording: bsopt.Objective, record: Path
+) -> None:
+    study = optuna.create_study(direction="maximize")
+    study.optimize(recording, n_trials=2)
+    for k, trial in enumerate(study.trials):
+        both = _samples(record, 0, k) + _samples(record, 1, k)
+        assert trial.user_attrs["samples_seen"] == both == 640  # 2 epochs of 320
+        assert _samples(record, 1, k) > 0
+
+
+def test_a_pruned_trial_releases_both_ranks_at_the_evaluation(
+    recording: bsopt.Objective, record: Path
+) -> None:
+    # Prunes at the first report (accuracy can never reach 2): both ranks must stop right
+    # there, and the group must be free for the next trial.
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0)
+    )
+    study.optimize(recording, n_trials=2)
+    first_point = 160  # 640 samples over 4 evaluations
+    for k, trial in enumerate(study.trials):
+        assert trial.state == TrialState.PRUNED
+        assert trial.user_attrs["samples_seen"] == first_point
+        assert _samples(record, 0, k) + _samples(record, 1, k) == first_point
+
+
+def test_a_killed_rank_fails_its_trial_and_the_study_goes_on(record: Path) -> None:
+    (record / helpers.KILL_MARKER).touch()
+    objective = _objective(helpers.build_killing)
+    try:
+        study = optuna.create_study(direction="maximize")
+        study.optimize(objective, n_trials=3)
+        first = _GROUPS[objective]
+        assert first.healthy()
+    finally:
+        objective.close()
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert study.trials[0].user_attrs["stop_reason"] == "rank failed"
+    assert "rank 0" in study.trials[0].user_attrs["stop_detail"]
+    assert not (record / helpers.KILL_MARKER).exists()  # rank 1 really died
+
+
+def test_an_out_of_memory_on_one_rank_halves_the_micro_batch_on_every_rank(record: Path) -> None:
+    objective = _objective(
+        helpers.build_tight,
+        space=bsopt.SearchSpace(batch_size=64, dropout=0.0),
+        min_micro_batch_size=4,
+    )
+    try:
+        study = optuna.create_study(direction="maximize")
+        study.optimize(objective, n_trials=1)
+    finally:
+        objective.close()
+    attrs = study.trials[0].user_attrs
+    assert study.trials[0].state == TrialState.COMPLETE
+    # 32 per device fails on rank 1, 16 fits: one retry, two micro-batches per device.
+    assert attrs["oom_retries"] == 1
+    assert attrs["per_device_micro_batch_size"] == 16
+    assert attrs["accumulation_steps"] == 2
+    assert attrs["samples_seen"] == 640
+
+
+def test_an_error_on_another_rank_reaches_rank_0_with_its_message(record: Path) -> None:
+    objective = _objective(helpers.build_broken)
+    try:
+        study = optuna.create_study(direction="maximize")
+        with pytest.raises(RankError, match="rank 1: ValueError: shape mismatch on rank 1"):
+            study.optimize(objective, n_trials=1)
+        # Every rank stopped at the same step, so the group is still usable.
+        assert _GROUPS[objective].healthy()
+    finally:
+        objective.close()
+    assert study.trials[0].state == TrialState.FAIL
+
+
+def test_a_rank_that_cannot_start_names_its_error() -> None:
+    with pytest.raises(DistributedError, match="rank 1 could not start: RuntimeError: no such"):
+        start_group(2, _FailingFollower())
+
+
+class _FailingFollower:
+    def prepare(self, rank: int) -> object:
+        raise RuntimeError("no such data folder")
