@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from bsopt._batch import batch_size_of, split_batch
     from bsopt._budget import Budget, Grid
     from bsopt._cli import main, run_script
+    from bsopt._confirm import ConfirmResult, ConfirmRun, confirm
     from bsopt._dashboard import attach_report, serve_dashboard
     from bsopt._data import (
         DatasetData,
@@ -84,6 +85,9 @@ _LAZY: dict[str, str] = {
     "Grid": "bsopt._budget",
     "main": "bsopt._cli",
     "run_script": "bsopt._cli",
+    "ConfirmResult": "bsopt._confirm",
+    "ConfirmRun": "bsopt._confirm",
+    "confirm": "bsopt._confirm",
     "attach_report": "bsopt._dashboard",
     "serve_dashboard": "bsopt._dashboard",
     "DatasetData": "bsopt._data",
@@ -158,6 +162,8 @@ __all__ = [
     "BatchSizeAnalysis",
     "BatchSizeStats",
     "Budget",
+    "ConfirmResult",
+    "ConfirmRun",
     "CriticalBatchFit",
     "DatasetData",
     "FairReporter",
@@ -185,6 +191,7 @@ __all__ = [
     "attach_report",
     "attach_worker",
     "batch_size_of",
+    "confirm",
     "create_study",
     "evaluate",
     "fit_critical_batch",

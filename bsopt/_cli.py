@@ -7,6 +7,7 @@ Commands:
   studies        list the studies in a storage with their trial counts and best values
   probe STUDY    find the largest micro-batch that fits the device; cache it in the study
   report         write a study's report: verdict, tables, plots (HTML, Markdown, PNG)
+  confirm STUDY  retrain each batch size's best with fresh seeds; verdict as mean ± interval
   dashboard      serve optuna-dashboard on the storage, bound to 127.0.0.1
 
 Storage: --storage URL, else $BSOPT_STORAGE, else sqlite:///storage/bsopt.db.
@@ -286,6 +287,27 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_confirm(args: argparse.Namespace) -> int:
+    from bsopt._analysis import load_study
+    from bsopt._confirm import confirm
+
+    name, build = load_study_definition(args.study_ref)
+    study = load_study(args.study if args.study is not None else name, storage=args.storage)
+    result = confirm(study, build(seed=args.seed), top=args.top, seeds=args.seeds, echo=print)
+    print("\n" + result.verdict.replace("**", ""))
+    return 0
+
+
+def _add_confirm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_ref", metavar="STUDY", help="the built-in study or script searched")
+    p.add_argument("--storage", default=None, help="storage URL (default: as for run)")
+    p.add_argument("--study", default=None, help="study name (default: the study's own)")
+    p.add_argument("--seed", type=int, default=0, help="the study definition's seed")
+    p.add_argument("--top", type=_positive_int, default=1, help="configurations per batch size")
+    p.add_argument("--seeds", type=int, default=5, help="fresh-seed reruns per configuration")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from bsopt._dashboard import serve_dashboard
 
@@ -359,6 +381,7 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         "find the largest micro-batch that trains one step on the device (once per study)",
     ),
     "report": (_cmd_report, "write an HTML + Markdown report with plots and a verdict"),
+    "confirm": (_cmd_confirm, "retrain the best configurations with fresh seeds: mean ± interval"),
     "dashboard": (_cmd_dashboard, "serve optuna-dashboard on the storage (127.0.0.1)"),
 }
 
@@ -421,6 +444,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
         elif name == "report":
             _add_report_args(p)
+        elif name == "confirm":
+            _add_confirm_args(p)
         elif name == "dashboard":
             _add_dashboard_args(p)
         else:
