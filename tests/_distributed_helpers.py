@@ -20,7 +20,6 @@ import torch.distributed as dist
 import bsopt
 
 RECORD = "BSOPT_TEST_RECORD"
-KILL_MARKER = "kill-rank-1"
 
 
 def rank() -> int:
@@ -31,8 +30,18 @@ def folder() -> Path:
     return Path(os.environ[RECORD])
 
 
+KILL = "kill-rank-1"  # rank 1 kills itself (SIGKILL) in its next training forward
+OOM = "oom-rank-1"  # rank 1 cannot train more than 16 samples at once
+ERROR = "error-rank-1"  # rank 1's forward raises an ordinary error
+
+
 class Recording(nn.Module):
-    """An MLP that appends the size of every training batch it sees to a file."""
+    """An MLP that appends the size of every training batch it sees to a file.
+
+    On rank 1 it also plays the failures the tests ask for through marker files: the
+    process killed, a device out of memory (the one seam: the error text is the CUDA
+    allocator's), or a bug that shows on one rank only.
+    """
 
     def __init__(self, inner: nn.Module, path: Path) -> None:
         super().__init__()
@@ -43,6 +52,15 @@ class Recording(nn.Module):
         if self.training:
             with open(self.path, "a") as out:
                 out.write(f"{len(x)}\n")
+            if rank() == 1:
+                here = Path(self.path).parent
+                if (here / KILL).exists():
+                    (here / KILL).unlink()
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if (here / OOM).exists() and len(x) > 16:
+                    raise torch.OutOfMemoryError("CUDA out of memory (simulated above 16)")
+                if (here / ERROR).exists():
+                    raise ValueError("shape mismatch on rank 1 (simulated)")
         return self.inner(x)
 
 
@@ -56,60 +74,6 @@ def build_recording(params: bsopt.Params) -> nn.Module:
         out.write(json.dumps({"lr": params.lr, **params.as_dict()}) + "\n")
     inner = bsopt.mlp(8, 3, hidden=(16,), dropout=params.dropout)
     return Recording(inner, here / f"rank{r}-samples-{builds}.txt")
-
-
-class KillRankOne(nn.Module):
-    """Rank 1 kills itself (SIGKILL) in its first training forward while the marker exists."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        marker = folder() / KILL_MARKER
-        if self.training and rank() == 1 and marker.exists():
-            marker.unlink()
-            os.kill(os.getpid(), signal.SIGKILL)
-        return self.inner(x)
-
-
-def build_killing(params: bsopt.Params) -> nn.Module:
-    return KillRankOne(bsopt.mlp(8, 3, hidden=(16,), dropout=params.dropout))
-
-
-class TightOnRankOne(nn.Module):
-    """The seam for a device that runs out of memory: rank 1 cannot train more than 16
-    samples at once (the error text is the CUDA allocator's)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and rank() == 1 and len(x) > 16:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated on rank 1 above 16)")
-        return self.inner(x)
-
-
-def build_tight(params: bsopt.Params) -> nn.Module:
-    return TightOnRankOne(bsopt.mlp(8, 3, hidden=(16,), dropout=params.dropout))
-
-
-class Broken(nn.Module):
-    """Rank 1's forward raises an ordinary error (a bug that shows on one rank only)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and rank() == 1:
-            raise ValueError("shape mismatch on rank 1 (simulated)")
-        return self.inner(x)
-
-
-def build_broken(params: bsopt.Params) -> nn.Module:
-    return Broken(bsopt.mlp(8, 3, hidden=(16,), dropout=params.dropout))
 
 
 class SaveAfterTraining:

@@ -36,16 +36,10 @@ def _samples(folder: Path, rank: int, build: int) -> int:
     return sum(int(n) for n in path.read_text().split()) if path.exists() else 0
 
 
-@pytest.fixture
-def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(helpers.RECORD, str(tmp_path))
-    return tmp_path
-
-
 def _objective(build: object, **options: object) -> bsopt.Objective:
     data = bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=0)
     defaults: dict[str, object] = {
-        "space": bsopt.SearchSpace(batch_size=(16, 64), dropout=0.0),
+        "space": bsopt.SearchSpace(batch_size=(16, 64), dropout=0.0, lr_scaling="linear"),
         "budget": bsopt.Budget(2, evals=4),
         "device": "cpu",
         "devices": 2,
@@ -57,14 +51,27 @@ def _objective(build: object, **options: object) -> bsopt.Objective:
     return objective
 
 
-@pytest.fixture
-def recording(record: Path) -> Iterator[bsopt.Objective]:
-    objective = _objective(
-        helpers.build_recording,
-        space=bsopt.SearchSpace(batch_size=(16, 64), dropout=0.0, lr_scaling="linear"),
-    )
-    yield objective
-    objective.close()
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[bsopt.Objective, Path]]:
+    """One objective on two ranks for the whole module: starting a group costs seconds."""
+    folder = tmp_path_factory.mktemp("ranks")
+    before = os.environ.get(helpers.RECORD)
+    os.environ[helpers.RECORD] = str(folder)  # the spawned rank inherits it
+    objective = _objective(helpers.build_recording)
+    try:
+        yield objective, folder
+    finally:
+        objective.close()
+        if before is None:
+            del os.environ[helpers.RECORD]
+        else:
+            os.environ[helpers.RECORD] = before
+
+
+def _builds(folder: Path) -> int:
+    """How many models rank 0 built so far: the index of the next build's records."""
+    log = folder / "rank0-params.jsonl"
+    return len(log.read_text().splitlines()) if log.exists() else 0
 
 
 # -- without processes ----------------------------------------------------------------------
@@ -159,11 +166,13 @@ def test_two_ranks_make_the_single_process_updates(tmp_path: Path) -> None:
 
 
 def test_params_are_identical_on_both_ranks_and_the_lr_follows_the_global_batch(
-    recording: bsopt.Objective, record: Path
+    shared: tuple[bsopt.Objective, Path],
 ) -> None:
+    objective, folder = shared
+    first = _builds(folder)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(3))
-    study.optimize(recording, n_trials=3)
-    zero, one = _records(record, 0), _records(record, 1)
+    study.optimize(objective, n_trials=3)
+    zero, one = _records(folder, 0)[first:], _records(folder, 1)[first:]
     assert len(zero) == len(one) == 3
     assert zero == one  # every field, the float lr bit for bit (JSON keeps repr)
     for trial, params in zip(study.trials, zero, strict=True):
@@ -172,66 +181,54 @@ def test_params_are_identical_on_both_ranks_and_the_lr_follows_the_global_batch(
         assert params["batch_size"] == batch == attrs["effective_batch_size"]
         # Linear coupling on the *global* batch, reference 32 (the middle of 16..64).
         assert attrs["lr"] == pytest.approx(trial.params["base_lr"] * batch / 32, rel=1e-12)
+        assert params["lr"] == attrs["lr"]
         assert attrs["world_size"] == 2
         assert attrs["per_device_micro_batch_size"] == batch // 2
         assert attrs["accumulation_steps"] == 1
 
 
-def test_samples_seen_counts_what_both_ranks_trained(
-    recording: bsopt.Objective, record: Path
-) -> None:
+def test_samples_seen_counts_what_both_ranks_trained(shared: tuple[bsopt.Objective, Path]) -> None:
+    objective, folder = shared
+    first = _builds(folder)
     study = optuna.create_study(direction="maximize")
-    study.optimize(recording, n_trials=2)
-    for k, trial in enumerate(study.trials):
-        both = _samples(record, 0, k) + _samples(record, 1, k)
+    study.optimize(objective, n_trials=2)
+    for k, trial in enumerate(study.trials, start=first):
+        both = _samples(folder, 0, k) + _samples(folder, 1, k)
         assert trial.user_attrs["samples_seen"] == both == 640  # 2 epochs of 320
-        assert _samples(record, 1, k) > 0
+        # Each global batch is halved, the halves differing by at most one sample.
+        difference = abs(_samples(folder, 0, k) - _samples(folder, 1, k))
+        assert difference <= trial.user_attrs["optimizer_steps"]
 
 
 def test_a_pruned_trial_releases_both_ranks_at_the_evaluation(
-    recording: bsopt.Objective, record: Path
+    shared: tuple[bsopt.Objective, Path],
 ) -> None:
     # Prunes at the first report (accuracy can never reach 2): both ranks must stop right
-    # there, and the group must be free for the next trial.
+    # there, and be free for the next trial.
+    objective, folder = shared
+    first = _builds(folder)
     study = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0)
     )
-    study.optimize(recording, n_trials=2)
+    study.optimize(objective, n_trials=2)
     first_point = 160  # 640 samples over 4 evaluations
-    for k, trial in enumerate(study.trials):
+    for k, trial in enumerate(study.trials, start=first):
         assert trial.state == TrialState.PRUNED
         assert trial.user_attrs["samples_seen"] == first_point
-        assert _samples(record, 0, k) + _samples(record, 1, k) == first_point
+        assert _samples(folder, 0, k) + _samples(folder, 1, k) == first_point
 
 
-def test_a_killed_rank_fails_its_trial_and_the_study_goes_on(record: Path) -> None:
-    (record / helpers.KILL_MARKER).touch()
-    objective = _objective(helpers.build_killing)
+def test_an_out_of_memory_on_one_rank_halves_the_micro_batch_on_every_rank(
+    shared: tuple[bsopt.Objective, Path],
+) -> None:
+    objective, folder = shared
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"log2_batch_size": 6, "base_lr": 0.01})
+    (folder / helpers.OOM).touch()
     try:
-        study = optuna.create_study(direction="maximize")
-        study.optimize(objective, n_trials=3)
-        first = _GROUPS[objective]
-        assert first.healthy()
-    finally:
-        objective.close()
-    states = [t.state for t in study.trials]
-    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
-    assert study.trials[0].user_attrs["stop_reason"] == "rank failed"
-    assert "rank 0" in study.trials[0].user_attrs["stop_detail"]
-    assert not (record / helpers.KILL_MARKER).exists()  # rank 1 really died
-
-
-def test_an_out_of_memory_on_one_rank_halves_the_micro_batch_on_every_rank(record: Path) -> None:
-    objective = _objective(
-        helpers.build_tight,
-        space=bsopt.SearchSpace(batch_size=64, dropout=0.0),
-        min_micro_batch_size=4,
-    )
-    try:
-        study = optuna.create_study(direction="maximize")
         study.optimize(objective, n_trials=1)
     finally:
-        objective.close()
+        (folder / helpers.OOM).unlink()
     attrs = study.trials[0].user_attrs
     assert study.trials[0].state == TrialState.COMPLETE
     # 32 per device fails on rank 1, 16 fits: one retry, two micro-batches per device.
@@ -241,17 +238,44 @@ def test_an_out_of_memory_on_one_rank_halves_the_micro_batch_on_every_rank(recor
     assert attrs["samples_seen"] == 640
 
 
-def test_an_error_on_another_rank_reaches_rank_0_with_its_message(record: Path) -> None:
-    objective = _objective(helpers.build_broken)
+def test_an_error_on_another_rank_reaches_rank_0_and_frees_the_group(
+    shared: tuple[bsopt.Objective, Path],
+) -> None:
+    objective, folder = shared
+    study = optuna.create_study(direction="maximize")
+    (folder / helpers.ERROR).touch()
     try:
-        study = optuna.create_study(direction="maximize")
         with pytest.raises(RankError, match="rank 1: ValueError: shape mismatch on rank 1"):
             study.optimize(objective, n_trials=1)
-        # Every rank stopped at the same step, so the group is still usable.
-        assert _GROUPS[objective].healthy()
     finally:
-        objective.close()
+        (folder / helpers.ERROR).unlink()
     assert study.trials[0].state == TrialState.FAIL
+    # Every rank stopped at the same step: the same group trains the next trial.
+    group = _GROUPS[objective]
+    study.optimize(objective, n_trials=1)
+    assert _GROUPS[objective] is group and study.trials[1].state == TrialState.COMPLETE
+
+
+def test_a_killed_rank_fails_its_trial_and_the_study_goes_on(
+    shared: tuple[bsopt.Objective, Path],
+) -> None:
+    objective, folder = shared
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=1)
+    before = _GROUPS[objective]
+    (folder / helpers.KILL).touch()
+    study.optimize(objective, n_trials=3)
+    assert not (folder / helpers.KILL).exists()  # rank 1 really died
+    states = [t.state for t in study.trials]
+    assert states == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+    ]
+    assert study.trials[1].user_attrs["stop_reason"] == "rank failed"
+    assert "another rank died or hung" in study.trials[1].user_attrs["stop_detail"]
+    assert not before.healthy() and _GROUPS[objective].healthy()  # a fresh group
 
 
 def test_a_rank_that_cannot_start_names_its_error() -> None:
