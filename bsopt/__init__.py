@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         make_synthetic,
     )
     from bsopt._datasets import load_cifar10, load_mnist
+    from bsopt._distributed import DistributedError, RankError
     from bsopt._fair import FairReporter, LoopObjective, retry_oom
     from bsopt._lightning import LightningReporter as LightningReporter
     from bsopt._memory import MemoryBudget, is_oom_error, release_memory
@@ -98,6 +99,8 @@ _LAZY: dict[str, str] = {
     "make_synthetic": "bsopt._data",
     "load_cifar10": "bsopt._datasets",
     "load_mnist": "bsopt._datasets",
+    "DistributedError": "bsopt._distributed",
+    "RankError": "bsopt._distributed",
     "FairReporter": "bsopt._fair",
     "LoopObjective": "bsopt._fair",
     "retry_oom": "bsopt._fair",
@@ -166,6 +169,7 @@ __all__ = [
     "ConfirmRun",
     "CriticalBatchFit",
     "DatasetData",
+    "DistributedError",
     "FairReporter",
     "Grid",
     "ImportanceRow",
@@ -179,6 +183,7 @@ __all__ = [
     "ObjectiveOptions",
     "Params",
     "ProbeResult",
+    "RankError",
     "Report",
     "SearchSpace",
     "StopReason",
