@@ -236,6 +236,7 @@ def _sqlite_path(url: str) -> str:
     return url.removeprefix("sqlite:///")
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_keeps_finished_trials(
     script: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -281,6 +282,7 @@ def test_a_damaged_database_is_one_line(
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_database_deleted_mid_run_is_one_line(
     script: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,6 +17,7 @@ import optuna
 import pytest
 from test_workers import (
     bsopt_process,
+    check_lost_trial,
     check_sigint_resume,
     sleepy,
     states,
@@ -150,3 +151,57 @@ def test_password_never_appears_when_the_server_is_unreachable(
         captured = capsys.readouterr()
         assert "at 127.0.0.1:1" in captured.err
         assert "hunter2secret" not in captured.out + captured.err
+
+
+def test_study_names_up_to_512_characters_and_no_longer(server_url: str) -> None:
+    name = f"bsopt-test-{uuid.uuid4().hex[:10]}-".ljust(512, "x")
+    try:
+        assert bsopt.create_study(name, storage=server_url).study_name == name
+    finally:
+        optuna.delete_study(study_name=name, storage=bsopt.open_storage(server_url))
+    with pytest.raises(ValueError, match=r"study name has 513 characters, more than the 512"):
+        bsopt.create_study(name + "x", storage=server_url)
+
+
+def test_an_over_long_name_is_one_line_on_the_command_line(
+    server_url: str,
+    tiny_script: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bsopt.main(["run", str(tiny_script), "--storage", server_url, "--study", "n" * 600])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "study name has 600 characters" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_a_killed_worker_leaves_nothing_running_on_the_server(
+    server_url: str,
+    study_name: str,
+    tiny_script: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    check_lost_trial(tiny_script, server_url, study_name, monkeypatch, capsys)
+
+
+def test_passwords_with_at_signs_or_in_the_query_string_never_appear(
+    postgres_url: str, study_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Trust authentication accepts any password, so these URLs really connect.
+    at_sign = _with_password(postgres_url, "p@ss@" + uuid.uuid4().hex[:6])
+    query = postgres_url + "?password=QuerySecret" + uuid.uuid4().hex[:6]
+    for url, secret in ((at_sign, at_sign.split(":")[2].rsplit("@", 1)[0]),
+                        (query, query.rsplit("=", 1)[1])):  # fmt: skip
+        bsopt.create_study(study_name, storage=url)
+        assert bsopt.main(["studies", "--storage", url]) == 0
+        out = capsys.readouterr().out
+        assert study_name in out and secret not in out
+        assert "***" in out
+        optuna.delete_study(study_name=study_name, storage=bsopt.open_storage(postgres_url))
+    # A one-character password masks itself, not the letters of other words.
+    url = _with_password("postgresql+psycopg://postgres@127.0.0.1:1/test", "p")
+    assert bsopt.main(["studies", "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert "OperationalError" in err and "postgres:***@127.0.0.1:1" in err

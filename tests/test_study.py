@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 import pytest
 
 import bsopt
+from bsopt._study import browse_hint, close_lost_trials
 
 
 def test_resume_reaches_the_total_instead_of_adding(
@@ -251,7 +252,7 @@ def test_at_the_total_a_trial_without_heartbeat_is_failed(sqlite_url: str) -> No
     dead = study.ask(X)
     study._storage.record_heartbeat(dead._trial_id)  # one beat, then its worker "dies"
     study.tell(study.ask(X), 0.5)
-    assert bsopt._study.close_lost_trials(study, slack=0.2, echo=None) == [dead.number]
+    assert close_lost_trials(study, slack=0.2, echo=None) == [dead.number]
     frozen = study.trials[dead.number]
     assert frozen.state == TrialState.FAIL
     assert frozen.user_attrs["stop_reason"].startswith("lost")
@@ -274,7 +275,7 @@ def test_at_the_total_a_trial_with_fresh_heartbeats_is_left_running(
     beating = threading.Thread(target=beat)
     beating.start()
     try:
-        assert bsopt._study.close_lost_trials(study, slack=0.5) == []
+        assert close_lost_trials(study, slack=0.5) == []
     finally:
         stop.set()
         beating.join()
@@ -287,7 +288,7 @@ def test_without_heartbeats_the_running_trials_are_named(
 ) -> None:
     study = bsopt.create_study("j", storage=f"journal:///{tmp_path / 'j.log'}")
     study.ask(X)
-    assert bsopt._study.close_lost_trials(study) == []
+    assert close_lost_trials(study) == []
     assert "trials #0 are still RUNNING" in capsys.readouterr().err
 
 
@@ -298,13 +299,9 @@ def test_browse_hint_never_puts_a_password_on_the_command_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = "postgresql+psycopg://bob:hunter2@db:5432/x"
-    hint = bsopt._study.browse_hint(url)
+    hint = browse_hint(url)
     assert "hunter2" not in hint
     assert "export BSOPT_STORAGE='postgresql+psycopg://bob:***@db:5432/x'" in hint
     monkeypatch.setenv("BSOPT_STORAGE", url)
-    assert "bsopt dashboard   (it reads the URL from $BSOPT_STORAGE)" in bsopt._study.browse_hint(
-        url
-    )
-    assert (
-        bsopt._study.browse_hint("sqlite:///x.db") == "Browse it:  optuna-dashboard sqlite:///x.db"
-    )
+    assert "bsopt dashboard   (it reads the URL from $BSOPT_STORAGE)" in browse_hint(url)
+    assert browse_hint("sqlite:///x.db") == "Browse it:  optuna-dashboard sqlite:///x.db"

@@ -49,7 +49,7 @@ def build_objective(*, seed):
         device="cpu",
     )
     if os.environ.get("TINY_SLEEP"):
-        objective.__class__ = Sleepy
+        object.__setattr__(objective, "__class__", Sleepy)  # a frozen dataclass
     return objective
 
 
@@ -328,6 +328,7 @@ def check_sigkill_retry(
     assert Counter(t.state.name for t in trials) == {"COMPLETE": 4, "FAIL": 1}
 
 
+@pytest.mark.slow
 def test_a_killed_worker_leaves_nothing_running_once_the_study_is_finished(
     tiny_script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
