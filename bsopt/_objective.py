@@ -39,6 +39,8 @@ from bsopt._distributed import (
     RankError,
     World,
     check_devices,
+    join_from_env,
+    launched_by_torchrun,
     start_group,
 )
 from bsopt._fair import FairReporter, retry_oom
@@ -595,7 +597,9 @@ class Objective:
                 f"devices={self.options.devices}. Pass the same number to torchrun "
                 "(--nproc-per-node x --nnodes) and to --devices."
             )
-        _GROUPS[self] = Group(world)
+        group = Group(world)
+        atexit.register(group.close)
+        _GROUPS[self] = group
 
     # -- parameters and models -----------------------------------------------------------
     def params_of(self, trial: optuna.Trial | FrozenTrial) -> Params:
@@ -944,6 +948,33 @@ class _Follower:
     def prepare(self, rank: int) -> Callable[[World], None]:
         objective = self.rebuild()
         return lambda world: follow(objective, world)
+
+
+def on_devices(
+    objective: Objective, devices: int, *, rebuild: Callable[[], Objective] | None = None
+) -> Objective | None:
+    """``objective`` set up to train each trial on ``devices`` processes, from this process.
+
+    Started by hand (or by ``bsopt run --devices N``), this process becomes rank 0 and
+    starts the other ranks on the first trial. Started by ``torchrun`` (``RANK``,
+    ``WORLD_SIZE``, ``MASTER_ADDR`` set), it joins the group: rank 0 gets the objective
+    back and runs the study; every other rank follows rank 0's trials until rank 0 closes
+    the objective, then gets ``None`` and should exit.
+    """
+    if check_devices(devices) == 1 and not launched_by_torchrun():
+        return objective
+    copy = objective.with_devices(devices, rebuild=rebuild)
+    if not launched_by_torchrun():
+        return copy
+    world = join_from_env(copy.device.type)
+    if world.rank == 0:
+        copy.join(world)
+        return copy
+    try:
+        follow(copy, world)
+    finally:
+        world.close()
+    return None
 
 
 def follow(objective: Objective, world: World) -> None:
