@@ -244,7 +244,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     name, build = load_study_definition(args.study_ref)
     objective = build(seed=args.seed)
     if args.memory_budget_mb is not None:
-        objective.memory_budget_mb = args.memory_budget_mb
+        objective = objective.with_options(memory_budget_mb=args.memory_budget_mb)
     url = resolve_storage_url(args.storage)
     study_name = args.study if args.study is not None else name
     study = create_study(

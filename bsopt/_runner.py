@@ -154,9 +154,6 @@ def run(
     )
     try:
         check_definition(study, objective, allow_change=allow_space_change, echo=echo)
-        # The analysis reads storage only: tell it what the values mean.
-        study.set_user_attr("metric", objective.metric)
-        study.set_user_attr("goal", objective.goal)
         done = n_finished(study)
     except Exception as e:
         raise_storage_fault(e, study)
