@@ -532,6 +532,10 @@ def fit_lr_scaling(
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), but got {confidence!r}.")
+    if not 0 <= kink_alpha < 1:
+        raise ValueError(
+            f"kink_alpha must be in [0, 1) (0 never fits two regimes), but got {kink_alpha!r}."
+        )
     pts = sorted((float(b), float(lr)) for b, lr in points if b > 0 and lr > 0)
     distinct = sorted({b for b, _ in pts})
     if len(distinct) < 2:
