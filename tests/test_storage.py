@@ -199,8 +199,7 @@ def test_processes_creating_a_new_sqlite_file_at_once_all_succeed(tmp_path: Path
         barrier = context.Barrier(6)
         errors = context.Queue()
         workers = [
-            context.Process(target=_create_at_once, args=(url, barrier, errors))
-            for _ in range(6)
+            context.Process(target=_create_at_once, args=(url, barrier, errors)) for _ in range(6)
         ]
         for w in workers:
             w.start()
@@ -211,3 +210,12 @@ def test_processes_creating_a_new_sqlite_file_at_once_all_succeed(tmp_path: Path
             found.append(errors.get())
         assert found == [] and [w.exitcode for w in workers] == [0] * 6
         assert optuna.get_all_study_names(url) == ["w"]
+
+
+def test_a_read_only_journal_can_still_be_read(tmp_path: Path) -> None:
+    url = f"journal:///{tmp_path / 'j.log'}"
+    _study_with_trials(url, n=2)
+    with read_only(tmp_path / "j.log", tmp_path):
+        storage = open_storage(url)
+        (study,) = storage.get_all_studies()
+        assert len(storage.get_all_trials(study._study_id)) == 2
