@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 import signal
+import time
 
 import torch
 from torch import nn
@@ -33,6 +34,7 @@ def folder() -> Path:
 KILL = "kill-rank-1"  # rank 1 kills itself (SIGKILL) in its next training forward
 OOM = "oom-rank-1"  # rank 1 cannot train more than 16 samples at once
 ERROR = "error-rank-1"  # rank 1's forward raises an ordinary error
+HANG = "hang-rank-1"  # rank 1 stops responding (sleeps) in its next training forward
 
 
 class Recording(nn.Module):
@@ -61,6 +63,9 @@ class Recording(nn.Module):
                     raise torch.OutOfMemoryError("CUDA out of memory (simulated above 16)")
                 if (here / ERROR).exists():
                     raise ValueError("shape mismatch on rank 1 (simulated)")
+                if (here / HANG).exists():
+                    (here / HANG).unlink()
+                    time.sleep(600)
         return self.inner(x)
 
 

@@ -12,6 +12,9 @@ import json
 import math
 import os
 from pathlib import Path
+import subprocess
+import sys
+import time
 
 import _distributed_helpers as helpers
 import optuna
@@ -286,3 +289,91 @@ def test_a_rank_that_cannot_start_names_its_error() -> None:
 class _FailingFollower:
     def prepare(self, rank: int) -> object:
         raise RuntimeError("no such data folder")
+
+
+def test_a_hung_rank_fails_its_trial_after_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(helpers.RECORD, str(tmp_path))
+    monkeypatch.setenv("BSOPT_DIST_TIMEOUT", "10")  # a loaded 2-core CI machine needs slack
+    objective = _objective(helpers.build_recording)
+    try:
+        study = optuna.create_study(direction="maximize")
+        study.optimize(objective, n_trials=1)
+        hung = _GROUPS[objective]
+        (tmp_path / helpers.HANG).touch()
+        study.optimize(objective, n_trials=2)
+    finally:
+        objective.close()
+    assert [t.state for t in study.trials] == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+    ]
+    assert study.trials[1].user_attrs["stop_reason"] == "rank failed"
+    assert not hung.processes[0].is_alive()  # the hung rank was stopped, not left behind
+
+
+RANK_ZERO = """
+import os, sys, optuna, torch, bsopt
+sys.path.insert(0, {tests!r})
+import _distributed_helpers as helpers
+from bsopt._objective import _GROUPS
+
+torch.set_num_threads(1)
+data = bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=0)
+objective = bsopt.make_objective(
+    helpers.build_recording, data, space=bsopt.SearchSpace(batch_size=(16, 64)),
+    budget=bsopt.Budget(2000, evals=4), device="cpu", devices=2,
+)
+
+class Announce:
+    def __call__(self, trial):
+        print(_GROUPS[objective].processes[0].pid, flush=True)
+        return objective(trial)
+
+if __name__ == "__main__":  # the other rank is spawned: it imports this script again
+    objective._group()
+    study = optuna.create_study(direction="maximize")
+    study.optimize(Announce(), n_trials=1)
+"""
+
+
+def test_a_killed_rank_0_takes_the_other_ranks_down(tmp_path: Path) -> None:
+    """SIGKILL of the process that owns the trial: nothing can tell the others, yet they
+    must not hang on to their device (the trial itself is recovered by the heartbeat, like
+    any dead worker's)."""
+    script = tmp_path / "rank0.py"
+    script.write_text(RANK_ZERO.format(tests=str(Path(__file__).parent)))
+    env = dict(os.environ, **{helpers.RECORD: str(tmp_path)})
+    rank0 = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert rank0.stdout is not None
+        follower = int(rank0.stdout.readline())
+        # Wait until both ranks train (the other rank's records grow), then kill rank 0.
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("rank1-samples-*.txt")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(tmp_path.glob("rank1-samples-*.txt"))
+        rank0.kill()
+        rank0.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while _alive(follower) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(follower)
+    finally:
+        rank0.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    status = (
+        Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() else "X"
+    )
+    return status not in ("Z", "X")
