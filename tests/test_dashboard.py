@@ -108,6 +108,8 @@ def test_the_rest_api_shows_the_study_its_attributes_note_and_plots(
     attrs = {a["key"]: a["value"] for a in best["user_attrs"]}
     assert {"effective_batch_size", "samples_per_second", "lr", "stop_reason"} <= set(attrs)
     assert detail["note"]["body"].startswith("## bsopt verdict: mixed")
+    # The objective is named, so the dashboard does not say "Objective 0".
+    assert detail["objective_names"] == ["validation accuracy"]
     names = sorted(a["filename"] for a in detail["artifacts"])
     assert names == sorted(f"bsopt-{n}.png" for n in bsopt._report.PLOTS)
     first = detail["artifacts"][0]
@@ -194,3 +196,22 @@ def test_the_artifact_folder_follows_the_flag_then_the_environment(
     monkeypatch.setenv("BSOPT_ARTIFACTS", str(tmp_path / "env"))
     assert resolve_artifacts_dir() == tmp_path / "env"
     assert resolve_artifacts_dir(tmp_path / "flag") == tmp_path / "flag"
+
+
+def test_objective_names_keep_what_the_study_already_says(sqlite_url: str) -> None:
+    import optuna
+
+    from bsopt._dashboard import name_objectives
+
+    two = optuna.create_study(
+        storage=sqlite_url, study_name="two", directions=["maximize", "minimize"]
+    )
+    assert name_objectives(two, "validation f1_macro") == [
+        "validation f1_macro",
+        "training seconds",
+    ]
+    assert two.metric_names == ["validation f1_macro", "training seconds"]
+    named = optuna.create_study(storage=sqlite_url, study_name="named")
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        named.set_metric_names(["my loss"])
+    assert name_objectives(named, "validation loss") == ["my loss"]
