@@ -17,6 +17,9 @@
 
 Each repeat runs every variant once, in a rotating order; the table gives medians of the
 wall time of ``fit``/``train`` (plus ``finish``) and the median of the per-repeat ratios.
+On a shared machine these wall times are noisy, so the last column measures the callback
+directly: the time spent inside its hooks and ``finish()`` (including the trial's
+``report``/``should_prune`` and the attributes), as a share of the run.
 
 **Fairness.** One study of 40 random configurations (batch 16..256 as powers of two, lr
 1e-4..0.1 log-uniform, dropout 0..0.5) of the digits MLP, each trained for 10 epochs with
@@ -136,15 +139,41 @@ def _trial() -> optuna.Trial:
     return study.ask()
 
 
+# Seconds spent inside bsopt's callback methods in the last run with bsopt.
+HOOK_SECONDS = [0.0]
+LIGHTNING_HOOKS = ("on_fit_start", "on_train_start", "on_train_batch_end", "on_validation_end")
+TRANSFORMERS_HOOKS = ("on_train_begin", "on_step_end", "on_epoch_end", "on_log", "on_evaluate")
+
+
+def _timed(reporter: Any, hooks: tuple[str, ...]) -> None:
+    """Time every call of the reporter's hooks (instance attributes shadow the methods, and
+    both frameworks look hooks up by name on the instance)."""
+    HOOK_SECONDS[0] = 0.0
+    for name in hooks:
+        method = getattr(reporter, name)
+
+        def wrapper(*args: Any, _method: Any = method, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return _method(*args, **kwargs)
+            finally:
+                HOOK_SECONDS[0] += time.perf_counter() - start
+
+        setattr(reporter, name, wrapper)
+
+
 def lightning_bsopt(batch: int) -> float:
     data = DigitsData(32)
     reporter = bsopt.LightningReporter(
         _trial(), bsopt.Budget(10, evals=10), N_DIGITS, batch_size=batch, monitor="val_acc"
     )
+    _timed(reporter, LIGHTNING_HOOKS)
     trainer = _lightning_trainer([reporter], **reporter.configure(data))
     start = time.perf_counter()
     trainer.fit(DigitsMLP(), datamodule=data)
+    finish = time.perf_counter()
     reporter.finish()
+    HOOK_SECONDS[0] += time.perf_counter() - finish
     return time.perf_counter() - start
 
 
@@ -240,10 +269,13 @@ def transformers_plain(batch: int) -> float:
 def transformers_bsopt(batch: int) -> float:
     with tempfile.TemporaryDirectory() as out:
         reporter = _hf_reporter(batch)
+        _timed(reporter, TRANSFORMERS_HOOKS)
         trainer = _hf_train(reporter.configure(_hf_args(out)), [reporter])
         start = time.perf_counter()
         trainer.train()
+        finish = time.perf_counter()
         reporter.finish()
+        HOOK_SECONDS[0] += time.perf_counter() - finish
         return time.perf_counter() - start
 
 
@@ -257,10 +289,13 @@ def overhead(repeats: int, batches: tuple[int, ...]) -> str:
         for batch in batches:
             plain(batch), with_bsopt(batch)  # warm-up: imports, allocator, first compile
             times: dict[str, list[float]] = {"plain": [], "bsopt": []}
+            in_hooks: list[float] = []
             for rep in range(repeats):
                 order = [("plain", plain), ("bsopt", with_bsopt)]
                 for name, fn in order if rep % 2 == 0 else order[::-1]:
                     times[name].append(fn(batch))
+                    if name == "bsopt":
+                        in_hooks.append(HOOK_SECONDS[0] / times[name][-1])
             ratios = [b / p - 1 for p, b in zip(times["plain"], times["bsopt"], strict=True)]
             rows.append(
                 [
@@ -270,6 +305,7 @@ def overhead(repeats: int, batches: tuple[int, ...]) -> str:
                     f"{_common.median(times['bsopt']):.2f} ({_common.spread(times['bsopt'])})",
                     f"{100 * _common.median(ratios):+.1f}%",
                     f"{100 * min(ratios):+.1f}..{100 * max(ratios):+.1f}%",
+                    f"{100 * _common.median(in_hooks):.2f}%",
                 ]
             )
             print(rows[-1], flush=True)
@@ -281,6 +317,7 @@ def overhead(repeats: int, batches: tuple[int, ...]) -> str:
             "with bsopt, s (range)",
             "overhead (median)",
             "per repeat",
+            "in bsopt's hooks",
         ],
         rows,
     )
@@ -384,6 +421,9 @@ def fairness(seeds: int, trials: int) -> str:
     rows = []
     totals = {"samples": [0, 0, 0, 0.0], "steps": [0, 0, 0, 0.0]}
     top_total = 0
+    # batch size -> [trials, top-25% trials, pruned (samples), pruned (steps),
+    #                top pruned (samples), top pruned (steps)]
+    by_batch: dict[int, list[int]] = {}
     for seed in range(seeds):
         runs = curves(seed, trials)
         finals = [r["final"] for r in runs]
@@ -391,8 +431,16 @@ def fairness(seeds: int, trials: int) -> str:
         top = [f >= cut for f in finals]
         top_total += sum(top)
         full = points[-1] * len(runs)
+        for run, is_top in zip(runs, top, strict=True):
+            counts = by_batch.setdefault(run["batch"], [0] * 6)
+            counts[0] += 1
+            counts[1] += is_top
         for key, warmup in (("samples", points[2]), ("steps", 3 * STEP_EVERY)):
             pruned = replay(runs, key, warmup)
+            column = 2 if key == "samples" else 3
+            for run, p, is_top in zip(runs, pruned, top, strict=True):
+                by_batch[run["batch"]][column] += p is not None
+                by_batch[run["batch"]][column + 2] += p is not None and is_top
             wrong = sum(1 for p, t in zip(pruned, top, strict=True) if p is not None and t)
             wrong_batches = sorted(
                 r["batch"]
@@ -428,7 +476,7 @@ def fairness(seeds: int, trials: int) -> str:
                 f"{share:.2f}",
             ]
         )
-    return _common.table(
+    overall = _common.table(
         [
             "seed",
             "report step",
@@ -439,6 +487,22 @@ def fairness(seeds: int, trials: int) -> str:
         ],
         rows,
     )
+    per_batch = _common.table(
+        [
+            "batch size",
+            "trials",
+            "pruned: samples seen",
+            "pruned: global step",
+            "top-25% trials",
+            "top-25% pruned: samples seen",
+            "top-25% pruned: global step",
+        ],
+        [
+            [str(b), str(c[0]), str(c[2]), str(c[3]), str(c[1]), str(c[4]), str(c[5])]
+            for b, c in sorted(by_batch.items())
+        ],
+    )
+    return f"{overall}\n\nBy batch size, all seeds:\n\n{per_batch}"
 
 
 def main() -> int:

@@ -14,6 +14,7 @@ The training loop itself stays the user's: nothing here touches the model or the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+import contextlib
 from dataclasses import KW_ONLY, dataclass
 import math
 import sys
@@ -54,6 +55,22 @@ def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer of at least 1, but got {value!r}.")
     return value
+
+
+def store_user_attrs(trial: optuna.Trial, attrs: dict[str, object]) -> None:
+    """Store each of ``attrs`` as its own user attribute of ``trial``.
+
+    In one storage transaction where the storage offers it (the SQL storage that
+    :func:`~bsopt.open_storage` opens has ``user_attrs_batch()``); one write per attribute
+    otherwise. Either way the dashboard and ``trial.user_attrs`` show each on its own.
+    """
+    storage = getattr(trial, "storage", None)
+    # Optuna wraps an RDB storage in a cache that passes attribute writes on to it.
+    backend = getattr(storage, "_backend", storage)
+    batch = getattr(backend, "user_attrs_batch", None)
+    with batch() if callable(batch) else contextlib.nullcontext():
+        for key, item in attrs.items():
+            trial.set_user_attr(key, item)
 
 
 def plan_batch(
@@ -335,9 +352,11 @@ class FairReporter:
         self.optimizer_steps += bool(optimizer_step)
         if loss is not None:
             if isinstance(loss, torch.Tensor):
-                loss = loss.detach().float()
+                loss = loss.detach()
                 if loss.device.type == "cpu":
-                    loss = float(loss)
+                    loss = loss.item()  # no device sync on the CPU: check every step
+                else:
+                    loss = loss.float()
             if isinstance(loss, (float, int)):
                 reason = DivergenceCheck.non_finite(float(loss))
                 if reason is not None:
@@ -547,8 +566,7 @@ class FairReporter:
         self.stop_reason = reason
         self.stop_detail = detail
         if not self._stored:
-            for key, item in self.attrs().items():
-                self.trial.set_user_attr(key, item)
+            store_user_attrs(self.trial, self.attrs())
             self._stored = True
 
     def stop(self, reason: StopReason | str, detail: str | None = None) -> None:

@@ -122,6 +122,7 @@ class LightningReporter(pl.Callback):
         self._world_size = 1
         self._trainer: pl.Trainer | None = None
         self._interrupted = False
+        self._batch_checked = False
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -238,6 +239,12 @@ class LightningReporter(pl.Callback):
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.enable_validation:
+            raise ValueError(
+                f"{type(self).__name__} reports validation metrics, but this fit has no "
+                "validation: define validation_step in the LightningModule and "
+                "val_dataloader in the DataModule (or pass val_dataloaders to fit)."
+            )
         if self.reporter is not None:
             self.reporter.start()
 
@@ -250,10 +257,7 @@ class LightningReporter(pl.Callback):
         batch_idx: int,
     ) -> None:
         per_device = self.micro_batch_size or 0
-        try:
-            n = batch_size_of(batch)
-        except (TypeError, ValueError):
-            n = per_device  # a batch holding more than tensors: trust the configured size
+        n = self._samples_in(batch, per_device)
         if n > per_device:
             raise ValueError(
                 f"A training batch holds {n} samples, but the per-device batch size is "
@@ -275,7 +279,9 @@ class LightningReporter(pl.Callback):
             self.samples_seen >= self.grid.points[self._next]
         )
         if self.reporter is not None and not self.reporter.done:
-            step_loss = torch.stack(losses).sum() if losses else None
+            step_loss = (
+                (losses[0] if len(losses) == 1 else torch.stack(losses).sum()) if losses else None
+            )
             self.reporter.step(samples, step_loss, raise_pruned=False)
             if self.reporter.done and self._world_size == 1:
                 # Diverged: stop at once. Under DDP every rank must stop together, so the
@@ -291,6 +297,20 @@ class LightningReporter(pl.Callback):
                 self._next += 1
         self._due = due
         self._schedule_validation(trainer, due=due)
+
+    def _samples_in(self, batch: Any, per_device: int) -> int:
+        """Samples in a training batch: checked in full once, then read off the first tensor
+        (the per-step cost counts against the callback's overhead)."""
+        if self._batch_checked:
+            first = batch[0] if isinstance(batch, (tuple, list)) and batch else batch
+            if isinstance(first, torch.Tensor) and first.ndim:
+                return int(first.shape[0])
+        try:
+            n = batch_size_of(batch)
+        except (TypeError, ValueError):
+            return per_device  # a batch holding more than tensors: trust the configured size
+        self._batch_checked = True
+        return n
 
     def _schedule_validation(self, trainer: pl.Trainer, *, due: bool) -> None:
         """Make Lightning's validation check after this batch come out as ``due``.

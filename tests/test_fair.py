@@ -455,3 +455,47 @@ def test_loop_objective_describes_itself_and_refuses_a_bad_budget() -> None:
             n_train=100,
             direction="up",  # type: ignore[arg-type]
         )
+
+
+def _tiny_loop_objective(*, seed: int = 0) -> bsopt.LoopObjective:
+    budget = bsopt.Budget(2, "epochs", evals=4)
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(seed))
+    y = (x[:, 0] > 0).long()
+
+    def objective(trial: optuna.Trial) -> float:
+        batch = trial.suggest_categorical("batch_size", [8, 16, 32])
+        lr = trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+        torch.manual_seed(seed + trial.number)
+        model = nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        reporter = bsopt.FairReporter(trial, budget, 64, batch_size=batch, lr=lr, seed=seed)
+        loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True)
+        for xb, yb in reporter.batches(loader):
+            if reporter.step((xb, yb), _train_step(model, opt, (xb, yb))):
+                with torch.no_grad():
+                    reporter.report((model(x).argmax(dim=1) == y).float().mean().item())
+        return reporter.finish()
+
+    return bsopt.LoopObjective(objective, budget=budget, n_train=64, what="a linear model")
+
+
+@pytest.mark.slow
+def test_bsopt_run_and_report_take_a_loop_objective(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'loop.db'}"
+    study = bsopt.run(
+        _tiny_loop_objective,
+        study_name="loop",
+        trials=8,
+        storage=url,
+        show_progress_bar=False,
+        echo=lambda line: None,
+    )
+    assert len(study.trials) == 8
+    for trial in study.trials:
+        assert sorted(trial.intermediate_values)[0] == 32  # the grid: 32, 64, 96, 128
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert trial.user_attrs["samples_seen"] == 128
+    out = tmp_path / "report"
+    assert bsopt.main(["report", "--study", "loop", "--storage", url, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "samples/s" in text

@@ -261,6 +261,18 @@ def test_a_datamodule_that_ignores_its_batch_size_is_caught() -> None:
         _trainer(reporter, reporter.configure(data)).fit(Classifier(), datamodule=data)
 
 
+def test_a_fit_without_validation_is_refused() -> None:
+    class TrainOnly(Data):
+        val_dataloader = None  # type: ignore[assignment]
+
+    reporter = bsopt.LightningReporter(
+        optuna.trial.FixedTrial({}), bsopt.Budget(1, evals=2), 96, batch_size=16, monitor="val_acc"
+    )
+    data = TrainOnly()
+    with pytest.raises(ValueError, match="this fit has no validation"):
+        _trainer(reporter, reporter.configure(data)).fit(Classifier(), datamodule=data)
+
+
 def test_an_unlogged_monitor_lists_the_logged_metrics(tmp_path: Path) -> None:
     reporter = bsopt.LightningReporter(
         optuna.trial.FixedTrial({}),
