@@ -533,8 +533,15 @@ class Objective:
             f"{what}; batch size {low}..{high} "
             f"({self.space.batch_grid}), lr {self.space.lr[0]:g}..{self.space.lr[1]:g} (log), "
             f"dropout {self.space.dropout[0]:g}..{self.space.dropout[1]:g}{own}; "
-            f"{self.budget.describe(self.data.n_train)}; device {self.device}"
+            f"{self.budget.describe(self.data.n_train)}; {self._where()}"
         )
+
+    def _where(self) -> str:
+        devices = self.options.devices
+        if devices == 1:
+            return f"device {self.device}"
+        kind = "GPUs" if self.device.type == "cuda" else "CPU processes"
+        return f"{devices} {kind} per trial (batch sizes are global)"
 
     def with_options(self, **changes: Any) -> Objective:
         """A copy of this objective with some options changed (checked again)."""
@@ -826,7 +833,7 @@ class Objective:
                 )
         except KeyboardInterrupt:
             trial.set_user_attr("stop_reason", StopReason.INTERRUPTED.value)
-            self.close()
+            self._drop_group()  # the other ranks are mid-trial: stopped, not asked
             raise
         except DistributedError as error:
             return self._rank_failed(trial, error)
