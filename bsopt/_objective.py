@@ -837,8 +837,10 @@ class Objective:
             raise
         except DistributedError as error:
             return self._rank_failed(trial, error)
-        except RankError:
-            raise  # every rank raised it together: the group is fine for the next trial
+        except (RankError, optuna.TrialPruned):
+            # Every rank stopped together (an error they all raised, or an out-of-memory
+            # trial pruned as infeasible): the group is fine for the next trial.
+            raise
         except BaseException:
             if group is not None:
                 self._drop_group()
