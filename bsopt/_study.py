@@ -378,6 +378,7 @@ def close_lost_trials(
     lost: list[int] = []
     alive: list[int] = []
     deadline = time.monotonic() + interval + slack + 1.0
+    announced = False
     while pending:
         beats, now = _heartbeats(rdb, pending)
         states = {
@@ -400,6 +401,14 @@ def close_lost_trials(
                 pending.discard(trial_id)
         if not pending or time.monotonic() > deadline:
             break
+        if not announced and echo is not None:
+            listed = ", ".join(f"#{numbers[i]}" for i in sorted(pending))
+            echo(
+                f"bsopt: the study has its total, but trial(s) {listed} are still RUNNING; "
+                f"waiting up to {interval + slack:g} s for a heartbeat to tell whether their "
+                "worker lives."
+            )
+            announced = True
         time.sleep(min(1.0, interval / 4))
     if echo is not None:
         if lost:
