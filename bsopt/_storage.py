@@ -2,25 +2,32 @@
 
 Every command and script opens storage through :func:`open_storage`, so they agree on where
 a study lives, on heartbeats (a crashed worker's trial is failed and retried), on SQLite's
-lock timeout, and on never showing a password.
+settings (WAL, ``synchronous=NORMAL``, the lock timeout), and on never showing a password.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+import contextlib
 import hashlib
 import importlib.util
+import json
 import os
 from pathlib import Path
 import random
 import re
+import sqlite3
 import tempfile
+import threading
 import time
+from typing import Any, cast
 from urllib.parse import quote, unquote
 import warnings
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 import sqlalchemy.exc
 
@@ -182,9 +189,28 @@ def _prepare_sqlite(parsed: URL) -> bool:
 
 
 def _read_only_sqlite_url(parsed: URL) -> str:
-    """A URL opening the same SQLite file in SQLite's read-only mode."""
+    """A URL opening the same SQLite file in SQLite's read-only mode.
+
+    A file in WAL mode is read through its ``-shm`` index, which a read-only folder cannot
+    hold: without the ``-wal`` file (no writer has it open, none can create it there) the
+    file cannot change, and SQLite is told so (``immutable=1``).
+    """
     path = Path(str(parsed.database)).expanduser().resolve()
-    return f"sqlite:///{path.as_uri()}?mode=ro&uri=true"
+    url = f"sqlite:///{path.as_uri()}?mode=ro&uri=true"
+    wal = path.with_name(path.name + "-wal")
+    if _is_wal_file(path) and not _writable(path.parent) and not wal.exists():
+        url += "&immutable=1"
+    return url
+
+
+def _is_wal_file(path: Path) -> bool:
+    """Whether a SQLite file is in WAL mode (its header's read and write versions are 2)."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[18:20] == b"\x02\x02"
 
 
 def with_default_driver(url: str) -> str:
@@ -250,6 +276,168 @@ def _engine_kwargs(parsed: URL) -> dict[str, object]:
     return {"pool_recycle": 300}
 
 
+# --- SQL storage: SQLite settings chosen for trials, a trial's attributes in one write ------
+
+
+def _sqlite_settings(connection: Any, *, read_only: bool) -> None:
+    """Settings of a new SQLite connection (run from SQLAlchemy's ``connect`` event).
+
+    Write-ahead logging (WAL): a commit appends to the ``-wal`` file instead of copying
+    pages to a rollback journal first, and readers never wait for the writer. The mode is
+    stored in the database file; a read-only connection keeps the file's mode.
+    ``synchronous=NORMAL`` (per connection) syncs the log to disk at checkpoints, not at
+    every commit: a committed trial survives the crash of any process; a power cut or an
+    operating-system crash can undo the last commits before it, never corrupt the file.
+    """
+    cursor = connection.cursor()
+    try:
+        if not read_only:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+class SQLStorage(RDBStorage):
+    """Optuna's ``RDBStorage`` as :func:`open_storage` opens it.
+
+    Two additions, the tables and every Optuna method staying as they are:
+
+    * SQLite connections use WAL with ``synchronous=NORMAL`` (see the module notes).
+    * :meth:`user_attrs_batch` and :meth:`set_trial_user_attrs` write many user attributes
+      of a trial in one transaction (one statement on SQLite, PostgreSQL and MySQL/MariaDB):
+      a trial's ~25 standard attributes cost one commit instead of 25. Each attribute is
+      still its own row, so the dashboard and ``trial.user_attrs`` show it on its own.
+    """
+
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self._setup()
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state.pop("_queue", None)  # per-thread queues are not sent to other processes
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._setup()
+
+    def _setup(self) -> None:
+        self._queue = threading.local()
+        if self.engine.name == "sqlite":
+            read_only = "mode=ro" in self.url
+
+            def on_connect(connection: Any, record: Any) -> None:
+                _sqlite_settings(connection, read_only=read_only)
+
+            event.listen(self.engine, "connect", on_connect)
+            # The connections that created the tables were opened before the listener; the
+            # first new one puts the file in WAL mode now rather than at the first trial.
+            self.engine.dispose()
+            with self.engine.connect():
+                pass
+
+    @contextlib.contextmanager
+    def user_attrs_batch(self) -> Iterator[None]:
+        """Queue this thread's ``set_trial_user_attr`` calls; write them together at the end.
+
+        What was queued is written also when the block raises. Nested blocks write once,
+        at the end of the outermost.
+        """
+        if getattr(self._queue, "items", None) is not None:
+            yield
+            return
+        self._queue.items = []
+        try:
+            yield
+        finally:
+            items, self._queue.items = self._queue.items, None
+            if items:
+                self._write_user_attrs(items)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        items = getattr(self._queue, "items", None)
+        if items is None:
+            super().set_trial_user_attr(trial_id, key, value)
+            return
+        json.dumps(value)  # a value JSON cannot hold fails here, as a direct write would
+        items.append((trial_id, key, value))
+
+    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
+        """Write ``attrs`` as separate user attributes of the trial in one transaction."""
+        self._write_user_attrs([(trial_id, key, value) for key, value in attrs.items()])
+
+    def _write_user_attrs(self, items: list[tuple[int, str, Any]]) -> None:
+        insert = _upsert_for(self.engine.name)
+        if insert is None:  # another database: Optuna's own write, one per attribute
+            for trial_id, key, value in items:
+                super().set_trial_user_attr(trial_id, key, value)
+            return
+        from optuna.storages._rdb import models
+
+        rows: dict[tuple[int, str], str] = {}
+        for trial_id, key, value in items:
+            rows[(trial_id, key)] = json.dumps(value)  # the last write of a key wins
+        table = models.TrialUserAttributeModel
+        session = self.scoped_session()
+        try:
+            for trial_id in sorted({trial_id for trial_id, _ in rows}):
+                trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+                self.check_trial_is_updatable(trial_id, cast(TrialState, trial.state))
+            values = [
+                {"trial_id": trial_id, "key": key, "value_json": value}
+                for (trial_id, key), value in rows.items()
+            ]
+            session.execute(insert(table, values))
+            session.commit()
+        except sqlalchemy.exc.SQLAlchemyError as e:
+            session.rollback()
+            raise optuna.exceptions.StorageInternalError(
+                f"Writing {len(rows)} user attributes failed: {type(e).__name__}."
+            ) from e
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+
+def _upsert_for(dialect: str) -> Callable[[Any, list[dict[str, Any]]], Any] | None:
+    """A multi-row insert-or-update statement builder for ``dialect``, if it has one."""
+    if dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0):  # upsert: 3.24+
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        def sqlite_upsert(table: Any, values: list[dict[str, Any]]) -> Any:
+            statement = sqlite_insert(table).values(values)
+            return statement.on_conflict_do_update(
+                index_elements=[table.trial_id, table.key],
+                set_={"value_json": statement.excluded.value_json},
+            )
+
+        return sqlite_upsert
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        def postgresql_upsert(table: Any, values: list[dict[str, Any]]) -> Any:
+            statement = postgresql_insert(table).values(values)
+            return statement.on_conflict_do_update(
+                index_elements=[table.trial_id, table.key],
+                set_={"value_json": statement.excluded.value_json},
+            )
+
+        return postgresql_upsert
+    if dialect in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        def mysql_upsert(table: Any, values: list[dict[str, Any]]) -> Any:
+            statement = mysql_insert(table).values(values)
+            return statement.on_duplicate_key_update(value_json=statement.inserted.value_json)
+
+        return mysql_upsert
+    return None
+
+
 def open_storage(
     url: str | None = None,
     *,
@@ -304,7 +492,7 @@ def open_storage(
             )
 
             def create() -> RDBStorage:
-                return RDBStorage(
+                return SQLStorage(
                     connect_url,
                     engine_kwargs=_engine_kwargs(parsed),
                     heartbeat_interval=heartbeat_interval,

@@ -7,14 +7,16 @@ import os
 from pathlib import Path
 import shutil
 import subprocess
+import sys
 from typing import Any
+import uuid
 
 import optuna
 import pytest
 
 import bsopt
 from bsopt import StorageError, mask_url, open_storage, resolve_storage_url
-from bsopt._storage import scrub
+from bsopt._storage import SQLStorage, scrub
 
 
 def test_resolver_order_is_flag_then_env_then_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -219,3 +221,140 @@ def test_a_read_only_journal_can_still_be_read(tmp_path: Path) -> None:
         storage = open_storage(url)
         (study,) = storage.get_all_studies()
         assert len(storage.get_all_trials(study._study_id)) == 2
+
+
+# --- speed: SQLite settings, a trial's attributes in one transaction -------------------------
+
+
+def _sql_url(kind: str, tmp_path: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'speed.db'}"
+    from test_servers import MYSQL_URL, POSTGRES_URL, _reachable
+
+    return _reachable(POSTGRES_URL if kind == "postgres" else MYSQL_URL)
+
+
+SQL_KINDS = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.server),
+    pytest.param("mariadb", marks=pytest.mark.server),
+]
+ATTRS: dict[str, Any] = {f"attr_{i:02d}": i * 1.5 for i in range(22)} | {
+    "device": "cpu",
+    "history": [[144, 0.5], [288, 0.75]],
+    "nested": {"a": None, "b": True},
+}
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_a_trials_attributes_are_one_statement_and_separate_rows(
+    kind: str, tmp_path: Path
+) -> None:
+    from sqlalchemy import event
+
+    from bsopt._fair import store_user_attrs
+
+    url = _sql_url(kind, tmp_path)
+    storage = open_storage(url, heartbeat_interval=None)
+    assert isinstance(storage, SQLStorage)
+    name = f"bsopt-test-{uuid.uuid4().hex[:10]}"
+    study = optuna.create_study(study_name=name, storage=storage)
+    try:
+        trial = study.ask()
+        trial.set_user_attr("attr_00", "written before")
+        inserts: list[str] = []
+        event.listen(
+            storage.engine,
+            "before_cursor_execute",
+            lambda conn, cursor, statement, *rest: (
+                inserts.append(statement)
+                if "INSERT INTO trial_user_attributes" in statement
+                else None
+            ),
+        )
+        store_user_attrs(trial, ATTRS)
+        assert len(inserts) == 1  # 25 attributes, one statement, one commit
+        assert trial.user_attrs == ATTRS  # the trial object sees them at once
+        study.tell(trial, 1.0)
+        (stored,) = optuna.load_study(study_name=name, storage=url).trials
+        assert stored.user_attrs == ATTRS  # each its own attribute; attr_00 replaced
+    finally:
+        optuna.delete_study(study_name=name, storage=storage)
+
+
+def test_queued_attributes_are_written_when_a_later_one_fails(sqlite_url: str) -> None:
+    from bsopt._fair import store_user_attrs
+
+    study = optuna.create_study(storage=open_storage(sqlite_url, heartbeat_interval=None))
+    trial = study.ask()
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        store_user_attrs(trial, {"first": 1, "bad": object(), "never": 2})
+    study.tell(trial, 0.0)
+    assert study.trials[0].user_attrs == {"first": 1}  # as writing one by one would leave
+
+
+def test_attributes_of_a_finished_trial_are_refused_in_a_batch(sqlite_url: str) -> None:
+    storage = open_storage(sqlite_url, heartbeat_interval=None)
+    assert isinstance(storage, SQLStorage)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    study.tell(trial, 0.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_user_attrs(study.trials[0]._trial_id, {"late": 1})
+    assert study.trials[0].user_attrs == {}
+
+
+def test_sqlite_files_use_wal_and_normal_sync_in_every_process(sqlite_url: str) -> None:
+    import pickle
+    import sqlite3
+
+    storage = open_storage(sqlite_url)
+    assert isinstance(storage, SQLStorage)
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    # A storage sent to a worker process (pickled) keeps the per-connection setting.
+    for opened in (storage, pickle.loads(pickle.dumps(storage))):
+        with opened.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+
+
+def test_a_committed_trial_survives_a_killed_process(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'crash.db'}"
+    code = (
+        "import os, signal, optuna, bsopt\n"
+        f"study = optuna.create_study(study_name='c', storage=bsopt.open_storage({url!r}))\n"
+        "trial = study.ask()\n"
+        "bsopt._fair.store_user_attrs(trial, {'samples_seen': 1437})\n"
+        "study.tell(trial, 0.97)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)  # no clean close, no checkpoint\n"
+    )
+    done = subprocess.run([sys.executable, "-c", f"import bsopt._fair\n{code}"], timeout=120)
+    assert done.returncode == -9
+    assert (tmp_path / "crash.db-wal").stat().st_size > 0  # the commit lives in the log
+    (trial,) = optuna.load_study(study_name="c", storage=url).trials
+    assert (trial.state, trial.value) == (optuna.trial.TrialState.COMPLETE, 0.97)
+    assert trial.user_attrs == {"samples_seen": 1437}
+
+
+def test_one_objective_trial_writes_its_attributes_in_at_most_two_statements(
+    sqlite_url: str, tiny_objective: bsopt.Objective
+) -> None:
+    from sqlalchemy import event
+
+    storage = open_storage(sqlite_url)
+    assert isinstance(storage, SQLStorage)
+    study = bsopt.create_study("attrs", storage=storage, direction=tiny_objective.direction)
+    inserts: list[str] = []
+    event.listen(
+        storage.engine,
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *rest: (
+            inserts.append(statement) if "INSERT INTO trial_user_attributes" in statement else None
+        ),
+    )
+    bsopt.optimize(study, tiny_objective, trials=1, show_progress_bar=False)
+    (trial,) = study.trials
+    assert len(trial.user_attrs) >= 20
+    # The reporter's attributes in one statement; oom_retries (set by the retry loop) apart.
+    assert len(inserts) <= 2
