@@ -82,36 +82,45 @@ def build_recording(params: bsopt.Params) -> nn.Module:
 
 
 class SaveAfterTraining:
-    """A follower for the trainer-level test: trains on its rank for each command and saves
-    the final weights and the samples it trained on."""
+    """A follower for the trainer-level tests: for each command, trains on its rank and
+    saves the final weights, what the run recorded and the samples it trained on."""
 
-    def __init__(self, out: str, budget: bsopt.Budget, micro: int) -> None:
-        self.out, self.budget, self.micro = out, budget, micro
+    def __init__(self, out: str) -> None:
+        self.out = out
 
     def prepare(self, rank: int):  # type: ignore[no-untyped-def]
         data = bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=0)
 
         def run(world: object) -> None:
-            world.sequence += 1  # type: ignore[attr-defined]
-            message = world.wait(f"cmd/{world.sequence}")  # type: ignore[attr-defined]
-            params = bsopt.Params(**message["params"])
-            torch.manual_seed(0)
-            model = Recording(
-                bsopt.mlp(8, 3, hidden=(16,)), Path(self.out) / f"trainer-rank{rank}.txt"
-            )
-            result = bsopt.train(
-                model,
-                data,
-                params,
-                budget=self.budget,
-                seed=7,
-                device="cpu",
-                micro_batch_size=self.micro,
-                world=world,
-            )
-            torch.save(
-                {"state": model.state_dict(), "samples_seen": result.samples_seen},
-                Path(self.out) / f"trainer-rank{rank}.pt",
-            )
+            while True:
+                world.sequence += 1  # type: ignore[attr-defined]
+                message = world.wait(f"cmd/{world.sequence}")  # type: ignore[attr-defined]
+                if message["kind"] != "trial":
+                    return
+                tag = message["tag"]
+                torch.manual_seed(0)
+                model = Recording(
+                    bsopt.mlp(8, 3, hidden=(16,)), Path(self.out) / f"{tag}-rank{rank}.txt"
+                )
+                result = bsopt.train(
+                    model,
+                    data,
+                    bsopt.Params(**message["params"]),
+                    budget=bsopt.Budget(message["epochs"], evals=message["evals"]),
+                    seed=7,
+                    device="cpu",
+                    micro_batch_size=message["micro"],
+                    measure_noise_scale=message["noise"],
+                    world=world,  # type: ignore[arg-type]
+                )
+                torch.save(
+                    {
+                        "state": model.state_dict(),
+                        "samples_seen": result.samples_seen,
+                        "noise_history": result.noise_history,
+                        "batch_history": result.batch_history,
+                    },
+                    Path(self.out) / f"{tag}-rank{rank}.pt",
+                )
 
         return run

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import bsopt
-from bsopt._distributed import DistributedError, RankError, share, start_group
+from bsopt._distributed import DistributedError, Group, RankError, share, start_group
 from bsopt._objective import _GROUPS
 
 pytestmark = pytest.mark.slow
@@ -115,40 +115,65 @@ def test_an_objective_that_cannot_reach_the_other_ranks_says_how_to_fix_it() -> 
 # -- the trainer on two ranks -----------------------------------------------------------------
 
 
-def test_two_ranks_make_the_single_process_updates(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def trainer_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Group, Path]]:
+    folder = tmp_path_factory.mktemp("trainer")
+    group = start_group(2, helpers.SaveAfterTraining(str(folder)))
+    try:
+        yield group, folder
+    finally:
+        group.close()
+
+
+def _train_on_two(
+    trainer_group: tuple[Group, Path],
+    tag: str,
+    params: dict[str, object],
+    *,
+    epochs: int,
+    evals: int,
+    micro: int | None = None,
+    noise: bool = False,
+) -> tuple[torch.nn.Module, bsopt.TrainResult, dict[str, object]]:
+    """Train on rank 0 (here) and rank 1 (the follower); rank 1's record comes back."""
+    group, folder = trainer_group
+    message = {"kind": "trial", "tag": tag, "params": params, "epochs": epochs}
+    group.command(message | {"evals": evals, "micro": micro, "noise": noise})
+    torch.manual_seed(0)
+    model = helpers.Recording(bsopt.mlp(8, 3, hidden=(16,)), folder / f"{tag}-rank0.txt")
+    result = bsopt.train(
+        model,
+        bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=0),
+        bsopt.Params(**params),  # type: ignore[arg-type]
+        budget=bsopt.Budget(epochs, evals=evals),
+        seed=7,
+        device="cpu",
+        micro_batch_size=micro,
+        measure_noise_scale=noise,
+        world=group.world,
+    )
+    deadline = time.monotonic() + 60
+    while not (folder / f"{tag}-rank1.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # the file is complete once written; give the writer a moment
+    other = torch.load(folder / f"{tag}-rank1.pt", weights_only=True)
+    return model, result, other
+
+
+def test_two_ranks_make_the_single_process_updates(trainer_group: tuple[Group, Path]) -> None:
     """Same seed, same global batches: the weights after training equal a single process's
     (so each update's gradient matched), on both ranks, and the ranks trained on disjoint
     halves that add up to samples_seen."""
     data = bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=0)
-    budget = bsopt.Budget(1, evals=2)
     # Per device 32 samples in micro-batches of 12: uneven accumulation on every rank, and
     # batches cut at the evaluation point share unevenly too.
-    params = bsopt.Params(batch_size=64, lr=0.05, optimizer="sgd")
-
+    params = {"batch_size": 64, "lr": 0.05, "optimizer": "sgd"}
     torch.manual_seed(0)
     alone = bsopt.mlp(8, 3, hidden=(16,))
-    single = bsopt.train(alone, data, params, budget=budget, seed=7, device="cpu")
-
-    group = start_group(2, helpers.SaveAfterTraining(str(tmp_path), budget, 12))
-    try:
-        group.command(
-            {"kind": "trial", "params": {"batch_size": 64, "lr": 0.05, "optimizer": "sgd"}}
-        )
-        torch.manual_seed(0)
-        model = helpers.Recording(bsopt.mlp(8, 3, hidden=(16,)), tmp_path / "trainer-rank0.txt")
-        result = bsopt.train(
-            model,
-            data,
-            params,
-            budget=budget,
-            seed=7,
-            device="cpu",
-            micro_batch_size=12,
-            world=group.world,
-        )
-    finally:
-        group.close()
-    other = torch.load(tmp_path / "trainer-rank1.pt", weights_only=True)
+    single = bsopt.train(
+        alone, data, bsopt.Params(**params), budget=bsopt.Budget(1, evals=2), seed=7, device="cpu"
+    )
+    model, result, other = _train_on_two(trainer_group, "sgd", params, epochs=1, evals=2, micro=12)
 
     for name, value in alone.state_dict().items():
         torch.testing.assert_close(model.inner.state_dict()[name], value, rtol=1e-5, atol=1e-6)
@@ -157,12 +182,24 @@ def test_two_ranks_make_the_single_process_updates(tmp_path: Path) -> None:
     assert result.optimizer_steps == single.optimizer_steps
     assert result.history[-1][0] == single.history[-1][0]
     assert math.isclose(result.value, single.value, abs_tol=1e-9)
+    folder = trainer_group[1]
     trained = [
-        sum(int(n) for n in (tmp_path / f"trainer-rank{r}.txt").read_text().split())
-        for r in (0, 1)
+        sum(int(n) for n in (folder / f"sgd-rank{r}.txt").read_text().split()) for r in (0, 1)
     ]
     assert sum(trained) == 320 and abs(trained[0] - trained[1]) <= result.optimizer_steps
     assert (result.world_size, result.micro_batch_size, result.accumulation_steps) == (2, 12, 3)
+
+
+def test_an_adaptive_batch_is_the_same_on_every_rank(trainer_group: tuple[Group, Path]) -> None:
+    """The noise scale sets the batch size of the next interval: every rank must compute the
+    same estimate, or the ranks would train different batches and wait on each other."""
+    params = {"batch_size": 64, "lr": 0.01, "batch_schedule": "adaptive", "batch_min": 8}
+    _, result, other = _train_on_two(trainer_group, "adaptive", params, epochs=4, evals=8)
+    # The same numbers bit for bit (NaN where an interval had no estimate yet).
+    assert list(map(repr, result.noise_history)) == list(map(repr, other["noise_history"]))
+    assert result.batch_history == other["batch_history"]
+    assert any(math.isfinite(v) for v in result.noise_history)
+    assert result.samples_seen == other["samples_seen"] == 4 * 320
 
 
 # -- the objective: rank 0 owns the trial --------------------------------------------------------
