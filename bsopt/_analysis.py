@@ -1239,6 +1239,12 @@ def _verdict(a: BatchSizeAnalysis, *, min_trials: int, top_k: int) -> str:
                 )
                 + "."
             )
+        not_rerun = [s.batch_size for s in a.per_batch if s.best is not None and not s.compared]
+        if a.basis == "confirm" and not_rerun:
+            lines.append(
+                f"Not compared (no confirm reruns, or fewer than two): {_names(not_rerun)}; "
+                "`bsopt confirm` with them included compares them too."
+            )
         if a.basis == "search":
             lines.append(
                 "These are the best of many trials, which flatters the winner; "

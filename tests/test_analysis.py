@@ -405,7 +405,7 @@ def test_percentage_points_only_for_fractions(
 def test_confirm_reruns_replace_the_search_values_in_the_verdict(sqlite_url: str) -> None:
     study = optuna.create_study(storage=sqlite_url, study_name="conf", direction="maximize")
     study.set_user_attr("metric", "accuracy")
-    _planted(study, {5: [0.98, 0.95, 0.94], 6: [0.975, 0.96, 0.955]})
+    _planted(study, {5: [0.98, 0.95, 0.94], 6: [0.975, 0.96, 0.955], 7: [0.9, 0.89]})
     dist = {"log2_batch_size": IntDistribution(4, 8), "lr": FloatDistribution(1e-3, 1e-1)}
     reruns = {5: (0, [0.970, 0.966, 0.972, 0.968, 0.969]), 6: (3, [0.974, 0.975, 0.973, 0.976])}
     for exponent, (of, vals) in reruns.items():
@@ -431,9 +431,10 @@ def test_confirm_reruns_replace_the_search_values_in_the_verdict(sqlite_url: str
         "Best batch size for this model: **64** (validation accuracy 0.9745 ± "
     )
     assert "mean of 4 confirm runs with fresh seeds" in analysis.verdict
-    assert "6 trials — 6 complete" in analysis.verdict and "9 confirm reruns" in analysis.verdict
+    assert "8 trials — 8 complete" in analysis.verdict and "9 confirm reruns" in analysis.verdict
+    assert "Not compared (no confirm reruns, or fewer than two): 128" in analysis.verdict
     importances = bsopt.param_importances(study, min_trials=2)
-    assert all(r.n_trials == 6 for r in importances.rows)
+    assert all(r.n_trials == 8 for r in importances.rows)
 
 
 def test_the_noise_scale_is_shown_next_to_the_best_batch_size(sqlite_url: str) -> None:
