@@ -6,13 +6,16 @@ downloaded) classifies generated token sequences.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+import socket
 from typing import Any
 
 import numpy as np
 import optuna
 import pytest
 import torch
+import torch.multiprocessing as mp
 from torch.utils.data import Dataset
 from transformers import (
     BertConfig,
@@ -285,3 +288,63 @@ def test_an_unknown_monitor_lists_the_metrics(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"monitor='accuracy'.*eval_accuracy"):
         trainer.train()
+
+
+# -- DDP: two real processes on gloo -----------------------------------------------------------
+
+
+def _ddp_worker(rank: int, url: str, folder: str, port: int) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_WORLD_SIZE="2",
+    )
+    study = optuna.load_study(
+        study_name="transformers",
+        storage=url,
+        pruner=optuna.pruners.ThresholdPruner(lower=1.1, n_warmup_steps=96),
+    )
+    # Rank 0 runs the trial; the other ranks only need its parameters (none here).
+    trial = study.ask() if rank == 0 else optuna.trial.FixedTrial({})
+    reporter = bsopt.TransformersReporter(
+        trial, bsopt.Budget(2, "epochs", evals=4), N_TRAIN, batch_size=16, monitor="eval_accuracy"
+    )
+    args = reporter.configure(_args(Path(folder)))
+    trainer = Trainer(
+        model=_model(),
+        args=args,
+        train_dataset=Tokens(N_TRAIN, 0),
+        eval_dataset=Tokens(32, 1),
+        compute_metrics=_accuracy,
+        callbacks=[reporter],
+    )
+    trainer.train()
+    (Path(folder) / f"rank{rank}.txt").write_text(f"{args.world_size} {trainer.state.global_step}")
+    if rank == 0:
+        try:
+            study.tell(trial, reporter.finish())
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+
+@pytest.mark.slow
+def test_under_ddp_rank_0_reports_and_every_process_stops_at_the_prune(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    url = f"sqlite:///{tmp_path / 'hf.db'}"
+    mp.start_processes(_ddp_worker, args=(url, str(tmp_path), port), nprocs=2, start_method="fork")
+    trial = study.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert sorted(trial.intermediate_values) == [48, 96]  # reported once, by rank 0
+    assert trial.user_attrs["stop_reason"] == "pruned"
+    assert trial.user_attrs["samples_seen"] == 96  # 8 per process x 2 per update
+    assert trial.user_attrs["world_size"] == 2
+    assert trial.user_attrs["micro_batch_size"] == 8
+    # Both processes stopped at the same update.
+    assert (tmp_path / "rank0.txt").read_text() == "2 6"
+    assert (tmp_path / "rank1.txt").read_text() == "2 6"
