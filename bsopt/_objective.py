@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 from collections.abc import Callable, Sequence
 import contextlib
+import copy
 import dataclasses
 from dataclasses import KW_ONLY, dataclass, field, fields
 import logging
@@ -880,7 +881,13 @@ class Objective:
         detail = str(error)
         trial.set_user_attr("stop_reason", "rank failed")
         trial.set_user_attr("stop_detail", detail[:500])
-        _logger.warning("Trial %d failed: %s", trial.number, detail)
+        retried = _retry_like_a_dead_worker(trial)
+        _logger.warning(
+            "Trial %d failed: %s%s",
+            trial.number,
+            detail,
+            "; queued again with the same parameters" if retried else "",
+        )
         # Optuna records a NaN value as a FAIL and goes on with the next trial.
         nan = float("nan")
         return [nan] * len(self.directions) if len(self.directions) > 1 else nan
@@ -932,6 +939,26 @@ _GROUPS: weakref.WeakKeyDictionary[Objective, Group] = weakref.WeakKeyDictionary
 _REBUILD: weakref.WeakKeyDictionary[Objective, Callable[[], Objective]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _retry_like_a_dead_worker(trial: optuna.Trial) -> bool:
+    """Queue the trial again as the storage's heartbeat would for a dead worker's trial
+    (same parameters, same place in the exact total; SQL storages with heartbeats, up to
+    their retry limit). Returns whether a retry was queued."""
+    # NOTE: the study's storage and the trial id are private to Optuna; the stale-trial
+    # callback is the one RDBStorage(heartbeat_interval=..., failed_trial_callback=...) runs.
+    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+    storage = trial.study._storage
+    if not (isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)):
+        return False
+    callback = storage.get_heartbeat_stale_trial_callback()
+    if callback is None:
+        return False
+    before = len(trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    callback(trial.study, copy.deepcopy(storage.get_trial(trial._trial_id)))
+    waiting = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    return len(waiting) > before
 
 
 def _params_json(params: Params) -> dict[str, Any]:

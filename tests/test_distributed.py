@@ -296,11 +296,11 @@ def test_an_error_on_another_rank_reaches_rank_0_and_frees_the_group(
     assert _GROUPS[objective] is group and study.trials[1].state == TrialState.COMPLETE
 
 
-def test_a_killed_rank_fails_its_trial_and_the_study_goes_on(
-    shared: tuple[bsopt.Objective, Path],
+def test_a_killed_rank_fails_its_trial_which_is_retried_and_the_study_goes_on(
+    shared: tuple[bsopt.Objective, Path], sqlite_url: str
 ) -> None:
     objective, folder = shared
-    study = optuna.create_study(direction="maximize")
+    study = bsopt.create_study("killed", storage=sqlite_url, direction="maximize")
     study.optimize(objective, n_trials=1)
     before = _GROUPS[objective]
     (folder / helpers.KILL).touch()
@@ -313,8 +313,11 @@ def test_a_killed_rank_fails_its_trial_and_the_study_goes_on(
         TrialState.COMPLETE,
         TrialState.COMPLETE,
     ]
-    assert study.trials[1].user_attrs["stop_reason"] == "rank failed"
-    assert "another rank died or hung" in study.trials[1].user_attrs["stop_detail"]
+    failed, retry = study.trials[1], study.trials[2]
+    assert failed.user_attrs["stop_reason"] == "rank failed"
+    assert "another rank died or hung" in failed.user_attrs["stop_detail"]
+    # Recovered like a dead worker's trial: queued again with the same parameters.
+    assert retry.system_attrs["failed_trial"] == 1 and retry.params == failed.params
     assert not before.healthy() and _GROUPS[objective].healthy()  # a fresh group
 
 
