@@ -13,7 +13,10 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    """The complete programs among the README's Python blocks: those that start with
+    ``import bsopt`` on a line of its own (the others are sketches around your own code)."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    return [b for b in blocks if b.startswith("import bsopt\n")]
 
 
 def test_the_readme_has_the_own_model_examples() -> None:
