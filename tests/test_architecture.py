@@ -34,6 +34,7 @@ LAYERS = [
     "_storage",
     "_study",
     "_analysis",
+    "_confirm",
     "_report",
     "_dashboard",
     "_workers",
