@@ -207,9 +207,11 @@ def check_definition(
     stored = {k: attrs[k] for k in DEFINITION_KEYS if k in attrs}
     if stored == described:
         return
+    # Only what is stored is compared: a key not there yet (an older study, or another
+    # worker storing the definition this instant) is filled in below.
     differences = [
         d.removeprefix("search_space.")
-        for d in (_differences(stored, described) if stored else [])
+        for d in _differences(stored, {k: described[k] for k in stored})
     ]
     if differences and not allow_change:
         listed = "; ".join(differences[:8]) + ("; ..." if len(differences) > 8 else "")
@@ -221,8 +223,16 @@ def check_definition(
         )
     if differences and echo is not None:
         echo(f"Search space or budget changed on request: {'; '.join(differences)}.")
-    for key in DEFINITION_KEYS:
-        study.set_user_attr(key, described[key])
+    try:
+        for key in DEFINITION_KEYS:
+            study.set_user_attr(key, described[key])
+    except Exception:
+        # Workers started together all find no definition and store it at once; on a
+        # database server all but one insert hits the unique key. The same definition
+        # stored by another worker is what was wanted.
+        attrs = study.user_attrs
+        if {k: attrs.get(k) for k in DEFINITION_KEYS} != described:
+            raise
 
 
 # --- Ctrl-C: a clean message, the reason stored, the trial retried -------------------------

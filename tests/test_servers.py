@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import multiprocessing
 import os
 from pathlib import Path
+from typing import Any
 import uuid
 
 import optuna
@@ -205,3 +206,37 @@ def test_passwords_with_at_signs_or_in_the_query_string_never_appear(
     assert bsopt.main(["studies", "--storage", url]) == 2
     err = capsys.readouterr().err
     assert "OperationalError" in err and "postgres:***@127.0.0.1:1" in err
+
+
+def _join_at_once(url: str, name: str, barrier: Any, errors: Any) -> None:
+    from bsopt._runner import synthetic
+
+    barrier.wait()
+    try:
+        bsopt.attach_worker(
+            synthetic, study_name=name, trials=1, storage=url, create=True, dry_run=True,
+            echo=None,
+        )  # fmt: skip
+    except Exception as e:  # reported to the parent
+        errors.put(f"{type(e).__name__}: {e}")
+
+
+@pytest.mark.slow
+def test_workers_creating_a_study_at_once_all_succeed(server_url: str, study_name: str) -> None:
+    context = multiprocessing.get_context("fork")  # no re-import: they start together
+    barrier = context.Barrier(6)
+    errors = context.Queue()
+    workers = [
+        context.Process(target=_join_at_once, args=(server_url, study_name, barrier, errors))
+        for _ in range(6)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=180)
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert found == [] and [w.exitcode for w in workers] == [0] * 6
+    study = optuna.load_study(study_name=study_name, storage=bsopt.open_storage(server_url))
+    assert study.user_attrs["search_space"]["batch_size"] == [16, 256]
