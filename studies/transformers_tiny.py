@@ -5,9 +5,10 @@
 
 Needs the extra: ``pip install -c constraints.txt -e '.[transformers]'``. The model is a
 2-layer BERT with tiny dimensions built from a config (random weights: nothing is
-downloaded), classifying generated token sequences (does token 3 occur?). bsopt's callback
-has the Trainer evaluate when the samples seen reach a point of the budget's grid, reports
-there, prunes with the reason, and stores the attributes ``bsopt report`` reads;
+downloaded), classifying generated token sequences (is token 3 among the first four?).
+bsopt's callback has the Trainer evaluate when the samples seen reach a point of the
+budget's grid, reports there, prunes with the reason, and stores the attributes
+``bsopt report`` reads;
 ``configure`` maps the searched batch to ``per_device_train_batch_size`` x
 ``gradient_accumulation_steps`` and refuses ``auto_find_batch_size``.
 """
@@ -31,13 +32,13 @@ BUDGET = bsopt.Budget(3, "epochs", evals=6)
 
 
 class Tokens(Dataset):
-    """Sequences of 16 tokens; the label says whether token 3 occurs."""
+    """Sequences of 16 tokens; the label says whether token 3 is among the first four."""
 
     def __init__(self, n: int, seed: int) -> None:
         g = torch.Generator().manual_seed(seed)
         self.ids = torch.randint(4, 64, (n, 16), generator=g)
         marked = torch.rand(n, generator=g) < 0.5
-        where = torch.randint(0, 16, (n,), generator=g)
+        where = torch.randint(0, 4, (n,), generator=g)  # among the first four tokens
         self.ids[marked, where[marked]] = 3
         self.labels = marked.long()
 
