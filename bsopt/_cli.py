@@ -19,11 +19,10 @@ import argparse
 from collections.abc import Callable, Sequence
 import functools
 import sys
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import optuna
 
-from bsopt._objective import Objective
 from bsopt._pruners import PRUNERS
 from bsopt._runner import BUILTIN_STUDIES, build_from_ref, load_study_definition, run
 from bsopt._storage import (
@@ -35,6 +34,9 @@ from bsopt._storage import (
 )
 from bsopt._study import check_study_name, create_study, summary
 from bsopt._workers import WorkerError, attach_worker, run_workers, serve_proxy
+
+if TYPE_CHECKING:  # --help, studies and report never load torch or the trainer
+    from bsopt._objective import Objective
 
 _USER_ERRORS = (ValueError, TypeError, StorageError, FileNotFoundError, WorkerError)
 
@@ -84,8 +86,10 @@ def _add_common(parser: argparse.ArgumentParser, *, study_default: str | None) -
     parser.add_argument(
         "--jobs",
         type=_positive_int,
-        default=1,
-        help="worker processes on this machine (CPU threads shared, one GPU each)",
+        default=None,
+        help="worker processes on this machine (CPU threads shared, one GPU each); default: "
+        "bsopt run uses one per CPU core for CPU trials (up to 4, at least 5 trials each), "
+        "bsopt worker one",
     )
     parser.add_argument(
         "--heartbeat",
@@ -131,7 +135,7 @@ def _heartbeat(args: argparse.Namespace) -> _Heartbeat:
 def _cmd_worker(args: argparse.Namespace) -> int:
     name, build = load_study_definition(args.study_ref)
     study_name = args.study if args.study is not None else name
-    if args.jobs == 1:
+    if args.jobs is None or args.jobs == 1:
         attach_worker(
             build,
             study_name=study_name,
@@ -181,7 +185,7 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     name, build = load_study_definition(args.study_ref)
-    if args.jobs > 1:
+    if args.jobs != 1:
         # A script's module cannot be pickled by reference; workers load it by its path.
         build = functools.partial(build_from_ref, args.study_ref)
     _run(build, args, default_name=name)

@@ -5,14 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 import importlib.util
 from pathlib import Path
-from typing import Protocol
+import pickle
+from typing import TYPE_CHECKING, Protocol
 
 import optuna
 
-from bsopt._budget import Budget
-from bsopt._data import load_digits, make_synthetic
-from bsopt._models import mlp_builder
-from bsopt._objective import Objective, make_objective
 from bsopt._pruners import PrunerName, make_pruner
 from bsopt._storage import mask_url, open_storage, resolve_storage_url
 from bsopt._study import (
@@ -24,7 +21,10 @@ from bsopt._study import (
     raise_storage_fault,
     summary,
 )
-from bsopt._workers import run_workers
+from bsopt._workers import default_jobs, run_workers
+
+if TYPE_CHECKING:  # torch and the trainer load when a study is built, not to parse --help
+    from bsopt._objective import Objective
 
 
 class BuildObjective(Protocol):
@@ -35,12 +35,22 @@ class BuildObjective(Protocol):
 
 def digits(*, seed: int = 0) -> Objective:
     """scikit-learn digits, a 64-128-10 MLP, ten epochs, validation accuracy."""
+    from bsopt._budget import Budget
+    from bsopt._data import load_digits
+    from bsopt._models import mlp_builder
+    from bsopt._objective import make_objective
+
     data = load_digits(seed=seed)
     return make_objective(mlp_builder(data, hidden=(128,)), data, budget=Budget(10), seed=seed)
 
 
 def synthetic(*, seed: int = 0) -> Objective:
     """A seeded 4-class synthetic problem (2,000 samples), a 20-64-64-4 MLP, ten epochs."""
+    from bsopt._budget import Budget
+    from bsopt._data import make_synthetic
+    from bsopt._models import mlp_builder
+    from bsopt._objective import make_objective
+
     data = make_synthetic(2000, seed=seed)
     return make_objective(mlp_builder(data, hidden=(64, 64)), data, budget=Budget(10), seed=seed)
 
@@ -116,6 +126,14 @@ def build_from_ref(ref: str, *, seed: int) -> Objective:
     return build(seed=seed)
 
 
+def _picklable(value: object) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
+
+
 def run(
     build_objective: BuildObjective | Callable[..., Objective],
     *,
@@ -126,7 +144,7 @@ def run(
     pruner: PrunerName = "median",
     show_progress_bar: bool = True,
     echo: Callable[[str], None] = print,
-    jobs: int = 1,
+    jobs: int | None = 1,
     heartbeat_interval: int | None = 60,
     grace_period: int | None = None,
     allow_space_change: bool = False,
@@ -134,7 +152,10 @@ def run(
     """Create or resume ``study_name`` and run it to ``trials`` finished trials in total.
 
     With ``jobs`` > 1 the trials run in that many worker processes (see
-    :func:`~bsopt.run_workers`); ``heartbeat_interval`` and ``grace_period`` go to
+    :func:`~bsopt.run_workers`); ``None`` (the command line's default) picks them with
+    :func:`~bsopt._workers.default_jobs`: one per core for CPU trials, up to 4, each with at
+    least 5 of the trials left, and one process when ``build_objective`` cannot be sent to
+    another process; ``heartbeat_interval`` and ``grace_period`` go to
     :func:`~bsopt.open_storage`. A resumed study must have the same search space and
     budget unless ``allow_space_change`` (see :func:`~bsopt._study.check_definition`).
     """
@@ -160,6 +181,8 @@ def run(
         raise
     echo(f"Study {study_name!r} in {mask_url(url)}: {done} of {trials} trials finished.")
     echo(f"Each trial: {objective.describe()}")
+    if jobs is None:
+        jobs = default_jobs(objective, trials - done) if _picklable(build_objective) else 1
     if done < trials and jobs > 1:
         echo(f"Running {trials - done} more in {jobs} worker processes (pruner: {pruner}).")
         run_workers(

@@ -298,6 +298,33 @@ def _sqlite_settings(connection: Any, *, read_only: bool) -> None:
         cursor.close()
 
 
+def _watch_sqlite_file(engine: sqlalchemy.engine.Engine, database: Path) -> None:
+    """Fail every commit once the database file is deleted, moved or replaced.
+
+    In WAL mode SQLite goes on writing to a deleted file through its open connections (the
+    ``-wal`` file is still there), so a run would "succeed" into a file nobody can open
+    again. One ``stat`` per commit (microseconds) compares the file with the one opened.
+    """
+    path = database.expanduser().resolve()
+    opened = path.stat().st_ino
+
+    def check(connection: Any) -> None:
+        try:
+            same = path.stat().st_ino == opened
+        except OSError:
+            same = False
+        if not same:
+            raise sqlalchemy.exc.OperationalError(
+                "COMMIT",
+                None,
+                sqlite3.OperationalError(
+                    "disk I/O error: the database file was deleted, moved or replaced while in use"
+                ),
+            )
+
+    event.listen(engine, "commit", check)
+
+
 class SQLStorage(RDBStorage):
     """Optuna's ``RDBStorage`` as :func:`open_storage` opens it.
 
@@ -337,6 +364,8 @@ class SQLStorage(RDBStorage):
             self.engine.dispose()
             with self.engine.connect():
                 pass
+            if not read_only and self.engine.url.database:
+                _watch_sqlite_file(self.engine, Path(self.engine.url.database))
 
     @contextlib.contextmanager
     def user_attrs_batch(self) -> Iterator[None]:

@@ -17,14 +17,13 @@ import pickle
 import signal
 import sys
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 import warnings
 
 import optuna
 from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
-from bsopt._objective import Objective
 from bsopt._pruners import PrunerName, make_pruner
 from bsopt._storage import mask_url, open_storage, resolve_storage_url, scrub, storage_error
 from bsopt._study import (
@@ -39,6 +38,9 @@ from bsopt._study import (
     raise_storage_fault,
 )
 from bsopt._study import sampler_seed as sampler_seed_for
+
+if TYPE_CHECKING:  # the trainer (torch) loads in the worker processes, not here
+    from bsopt._objective import Objective
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 SURPLUS_REASON = "surplus: the study already had its target number of finished or running trials"
@@ -330,6 +332,35 @@ def attach_worker(
     if echo is not None:
         echo(f"Worker trained {ran} trials; the study holds {n_finished(study)} of {trials}.")
     return study
+
+
+# ``bsopt run`` without --jobs: at most this many worker processes, each with at least
+# TRIALS_PER_WORKER of the trials left. A worker is a fresh interpreter (a few seconds to
+# import torch and build the objective), and TPE learns less when many trials run at once.
+AUTO_JOBS_CAP = 4
+TRIALS_PER_WORKER = 5
+
+
+def usable_cpus() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_jobs(objective: object, remaining: int, *, cpus: int | None = None) -> int:
+    """Worker processes for a run without ``--jobs``: the cores, for CPU trials.
+
+    One process per core, at most :data:`AUTO_JOBS_CAP`, each with at least
+    :data:`TRIALS_PER_WORKER` of the ``remaining`` trials; 1 when the objective trains on a
+    GPU or says nothing of its device (give ``--jobs`` to put one worker on each GPU).
+    """
+    device = getattr(objective, "device", None)
+    if getattr(device, "type", device) != "cpu":
+        return 1
+    cores = cpus if cpus is not None else usable_cpus()
+    return max(1, min(cores, AUTO_JOBS_CAP, remaining // TRIALS_PER_WORKER))
 
 
 def threads_per_worker(jobs: int, cpu_count: int | None = None) -> int:

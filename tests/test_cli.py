@@ -241,6 +241,7 @@ def test_a_full_disk_is_one_line_and_keeps_finished_trials(
     script: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["run", str(script), "--storage", sqlite_url, "--no-progress", "--pruner", "none"]
+    args += ["--jobs", "1"]  # in this process, where the fault is injected
     assert main([*args, "--trials", "2"]) == 0
     kept = [t.params for t in optuna.load_study(study_name="tiny", storage=sqlite_url).trials]
     with sqlite3.connect(_sqlite_path(sqlite_url)) as db:
@@ -288,6 +289,7 @@ def test_a_database_deleted_mid_run_is_one_line(
 ) -> None:
     path = Path(_sqlite_path(sqlite_url))
     args = ["run", str(script), "--storage", sqlite_url, "--no-progress", "--pruner", "none"]
+    args += ["--jobs", "1"]  # the single-process path (workers report their own errors)
     assert main([*args, "--trials", "1"]) == 0
     done = threading.Event()
 

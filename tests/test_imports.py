@@ -83,3 +83,74 @@ def test_star_import_gives_every_public_name() -> None:
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'make_objectve'"):
         bsopt.make_objectve  # noqa: B018
+
+
+def _cli_modules(argv: list[str], cwd: Path) -> set[str]:
+    """The modules a fresh ``bsopt ARGV`` process has imported when it ends."""
+    code = (
+        "import sys\n"
+        "from bsopt._cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('\\nMODULES', ' '.join(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return set(done.stdout.rsplit("MODULES", 1)[1].split())
+
+
+def _finished_study(url: str) -> None:
+    """A small digits-like study written with Optuna alone (no bsopt objective, no torch)."""
+    import optuna
+
+    study = optuna.create_study(study_name="light", storage=url, direction="maximize")
+    study.set_user_attr("metric", "accuracy")
+    dists = {
+        "log2_batch_size": optuna.distributions.IntDistribution(4, 8),
+        "lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+    }
+    for k in range(10):
+        log2 = 4 + k % 5
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"log2_batch_size": log2, "lr": 10 ** (-3 + (k % 3) / 2)},
+                distributions=dists,
+                value=0.9 + 0.01 * (k % 5),
+                intermediate_values={100 * (i + 1): 0.5 + 0.1 * i for i in range(4)},
+                user_attrs={"effective_batch_size": 2**log2, "samples_seen": 400},
+            )
+        )
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["studies", "--storage", "sqlite:///s.db"]])
+def test_commands_that_do_not_train_import_neither_torch_nor_the_trainer(
+    argv: list[str], tmp_path: Path
+) -> None:
+    _finished_study(f"sqlite:///{tmp_path / 's.db'}")
+    loaded = _cli_modules(argv, tmp_path)
+    assert "bsopt._cli" in loaded
+    assert "torch" not in loaded and "bsopt._trainer" not in loaded
+
+
+@pytest.mark.slow
+def test_bsopt_report_imports_neither_torch_nor_the_trainer(tmp_path: Path) -> None:
+    _finished_study(f"sqlite:///{tmp_path / 's.db'}")
+    argv = ["report", "--study", "light", "--storage", "sqlite:///s.db", "--out", "out"]
+    loaded = _cli_modules(argv, tmp_path)
+    assert (tmp_path / "out" / "report.html").is_file()  # the report was really written
+    assert "torch" not in loaded and "bsopt._trainer" not in loaded
+
+
+def test_the_help_lists_the_built_in_studies_without_building_them(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bsopt", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0 and "digits" in done.stdout and "synthetic" in done.stdout

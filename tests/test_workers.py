@@ -18,7 +18,7 @@ from optuna.trial import TrialState, create_trial
 import pytest
 
 import bsopt
-from bsopt._workers import assign_gpus, decide, threads_per_worker
+from bsopt._workers import assign_gpus, decide, default_jobs, threads_per_worker
 
 # A study script whose trials suggest the usual params, sleep $TINY_SLEEP s and train
 # nothing (with TINY_SLEEP unset they train a 1-epoch MLP on 200 samples).
@@ -479,3 +479,18 @@ def test_proxy_refuses_a_journal_storage(
 ) -> None:
     assert bsopt.main(["proxy", "--storage", f"journal:///{tmp_path}/j.log"]) == 2
     assert "gRPC proxy does not support journal storages" in capsys.readouterr().err
+
+
+def test_default_jobs_uses_the_cores_for_cpu_trials_only() -> None:
+    import types
+
+    import torch
+
+    cpu = types.SimpleNamespace(device=torch.device("cpu"))
+    assert default_jobs(cpu, 30, cpus=2) == 2  # the README's 30-trial study on 2 cores
+    assert default_jobs(cpu, 9, cpus=2) == 1  # under 5 trials per worker: one process
+    assert default_jobs(cpu, 10, cpus=2) == 2
+    assert default_jobs(cpu, 1000, cpus=64) == 4  # capped: TPE learns from finished trials
+    assert default_jobs(cpu, 30, cpus=1) == 1
+    assert default_jobs(types.SimpleNamespace(device=torch.device("cuda", 0)), 30, cpus=8) == 1
+    assert default_jobs(object(), 30, cpus=8) == 1  # a loop that names no device
