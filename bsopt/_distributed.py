@@ -354,6 +354,12 @@ def start_group(
             join within ``start_timeout`` seconds.
     """
     check_devices(devices)
+    if dist.is_initialized():
+        raise DistributedError(
+            "This process already holds a process group (torch.distributed's default "
+            "group), and a process can be rank 0 of one group at a time. Close the other one "
+            "first: Objective.close(), Group.close() or torch.distributed.destroy_process_group()."
+        )
     timeout = timeout or timeout_seconds()
     began = time.perf_counter()
     store = dist.TCPStore(

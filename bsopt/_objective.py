@@ -580,6 +580,13 @@ class Objective:
             return group
         if group is not None:
             group.close(graceful=False)
+        # torch.distributed holds one default group per process: another objective's ranks
+        # (idle: this process trains one trial at a time) make way, and start again when
+        # that objective's next trial needs them.
+        for other, idle in list(_GROUPS.items()):
+            if other is not self:
+                _GROUPS.pop(other, None)
+                idle.close()
         follower = _Follower(_REBUILD.get(self) or _Same(self))
         try:
             pickle.dumps(follower)
@@ -591,7 +598,13 @@ class Objective:
                 "at module level, or pass rebuild= to Objective.with_devices, or run the "
                 "study with `bsopt run STUDY --devices N`."
             ) from None
-        group = start_group(self.options.devices, follower, device_type=self.device.type)
+        try:
+            group = start_group(self.options.devices, follower, device_type=self.device.type)
+        except DistributedError as error:
+            # Not one trial's bad luck: every trial would fail the same way.
+            raise ValueError(
+                f"devices={self.options.devices}: the other ranks could not start ({error})."
+            ) from None
         atexit.register(group.close)
         _GROUPS[self] = group
         return group
@@ -816,9 +829,11 @@ class Objective:
         # The micro-batch is per device: the global batch is shared by the ranks first.
         micro = options.micro_batch_size or params.batch_size // devices
         extra: dict[str, object] = {}
-        group = self._group() if devices > 1 else None
+        group: Group | None = None
         try:
             with _exclusive_rng():
+                if devices > 1:
+                    group = self._group()
                 if self.probing:
                     probed = self.probe(trial.study, params)
                     micro = min(micro, probed.micro_batch_size)

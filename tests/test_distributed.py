@@ -112,10 +112,20 @@ def test_an_objective_that_cannot_reach_the_other_ranks_says_how_to_fix_it() -> 
         study.optimize(objective, n_trials=1)
 
 
+def test_a_rank_that_cannot_start_names_its_error() -> None:
+    with pytest.raises(DistributedError, match="rank 1 could not start: RuntimeError: no such"):
+        start_group(2, _FailingFollower())
+
+
+class _FailingFollower:
+    def prepare(self, rank: int) -> object:
+        raise RuntimeError("no such data folder")
+
+
 # -- the trainer on two ranks -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def trainer_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Group, Path]]:
     folder = tmp_path_factory.mktemp("trainer")
     group = start_group(2, helpers.SaveAfterTraining(str(folder)))
@@ -160,46 +170,64 @@ def _train_on_two(
     return model, result, other
 
 
-def test_two_ranks_make_the_single_process_updates(trainer_group: tuple[Group, Path]) -> None:
-    """Same seed, same global batches: the weights after training equal a single process's
-    (so each update's gradient matched), on both ranks, and the ranks trained on disjoint
-    halves that add up to samples_seen."""
-    data = bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=0)
-    # Per device 32 samples in micro-batches of 12: uneven accumulation on every rank, and
-    # batches cut at the evaluation point share unevenly too.
-    params = {"batch_size": 64, "lr": 0.05, "optimizer": "sgd"}
-    torch.manual_seed(0)
-    alone = bsopt.mlp(8, 3, hidden=(16,))
-    single = bsopt.train(
-        alone, data, bsopt.Params(**params), budget=bsopt.Budget(1, evals=2), seed=7, device="cpu"
-    )
-    model, result, other = _train_on_two(trainer_group, "sgd", params, epochs=1, evals=2, micro=12)
+class TestTrainerOnTwoRanks:
+    """``train(world=...)`` itself, rank 0 here and rank 1 spawned; one group for the class
+    (a process holds one group at a time, and the objective tests start their own)."""
 
-    for name, value in alone.state_dict().items():
-        torch.testing.assert_close(model.inner.state_dict()[name], value, rtol=1e-5, atol=1e-6)
-        assert torch.equal(other["state"][f"inner.{name}"], model.inner.state_dict()[name])
-    assert result.samples_seen == single.samples_seen == other["samples_seen"] == 320
-    assert result.optimizer_steps == single.optimizer_steps
-    assert result.history[-1][0] == single.history[-1][0]
-    assert math.isclose(result.value, single.value, abs_tol=1e-9)
-    folder = trainer_group[1]
-    trained = [
-        sum(int(n) for n in (folder / f"sgd-rank{r}.txt").read_text().split()) for r in (0, 1)
-    ]
-    assert sum(trained) == 320 and abs(trained[0] - trained[1]) <= result.optimizer_steps
-    assert (result.world_size, result.micro_batch_size, result.accumulation_steps) == (2, 12, 3)
+    def test_two_ranks_make_the_single_process_updates(
+        self, trainer_group: tuple[Group, Path]
+    ) -> None:
+        """Same seed, same global batches: the weights after training equal a single process's
+        (so each update's gradient matched), on both ranks, and the ranks trained on disjoint
+        halves that add up to samples_seen."""
+        data = bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=0)
+        # Per device 32 samples in micro-batches of 12: uneven accumulation on every rank, and
+        # batches cut at the evaluation point share unevenly too.
+        params = {"batch_size": 64, "lr": 0.05, "optimizer": "sgd"}
+        torch.manual_seed(0)
+        alone = bsopt.mlp(8, 3, hidden=(16,))
+        single = bsopt.train(
+            alone,
+            data,
+            bsopt.Params(**params),
+            budget=bsopt.Budget(1, evals=2),
+            seed=7,
+            device="cpu",
+        )
+        model, result, other = _train_on_two(
+            trainer_group, "sgd", params, epochs=1, evals=2, micro=12
+        )
 
+        for name, value in alone.state_dict().items():
+            torch.testing.assert_close(model.inner.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+            assert torch.equal(other["state"][f"inner.{name}"], model.inner.state_dict()[name])
+        assert result.samples_seen == single.samples_seen == other["samples_seen"] == 320
+        assert result.optimizer_steps == single.optimizer_steps
+        assert result.history[-1][0] == single.history[-1][0]
+        assert math.isclose(result.value, single.value, abs_tol=1e-9)
+        folder = trainer_group[1]
+        trained = [
+            sum(int(n) for n in (folder / f"sgd-rank{r}.txt").read_text().split()) for r in (0, 1)
+        ]
+        assert sum(trained) == 320 and abs(trained[0] - trained[1]) <= result.optimizer_steps
+        assert (result.world_size, result.micro_batch_size, result.accumulation_steps) == (
+            2,
+            12,
+            3,
+        )
 
-def test_an_adaptive_batch_is_the_same_on_every_rank(trainer_group: tuple[Group, Path]) -> None:
-    """The noise scale sets the batch size of the next interval: every rank must compute the
-    same estimate, or the ranks would train different batches and wait on each other."""
-    params = {"batch_size": 64, "lr": 0.01, "batch_schedule": "adaptive", "batch_min": 8}
-    _, result, other = _train_on_two(trainer_group, "adaptive", params, epochs=4, evals=8)
-    # The same numbers bit for bit (NaN where an interval had no estimate yet).
-    assert list(map(repr, result.noise_history)) == list(map(repr, other["noise_history"]))
-    assert result.batch_history == other["batch_history"]
-    assert any(math.isfinite(v) for v in result.noise_history)
-    assert result.samples_seen == other["samples_seen"] == 4 * 320
+    def test_an_adaptive_batch_is_the_same_on_every_rank(
+        self, trainer_group: tuple[Group, Path]
+    ) -> None:
+        """The noise scale sets the batch size of the next interval: every rank must compute the
+        same estimate, or the ranks would train different batches and wait on each other."""
+        params = {"batch_size": 64, "lr": 0.01, "batch_schedule": "adaptive", "batch_min": 8}
+        _, result, other = _train_on_two(trainer_group, "adaptive", params, epochs=4, evals=8)
+        # The same numbers bit for bit (NaN where an interval had no estimate yet).
+        assert list(map(repr, result.noise_history)) == list(map(repr, other["noise_history"]))
+        assert result.batch_history == other["batch_history"]
+        assert any(math.isfinite(v) for v in result.noise_history)
+        assert result.samples_seen == other["samples_seen"] == 4 * 320
 
 
 # -- the objective: rank 0 owns the trial --------------------------------------------------------
@@ -319,16 +347,6 @@ def test_a_killed_rank_fails_its_trial_which_is_retried_and_the_study_goes_on(
     # Recovered like a dead worker's trial: queued again with the same parameters.
     assert retry.system_attrs["failed_trial"] == 1 and retry.params == failed.params
     assert not before.healthy() and _GROUPS[objective].healthy()  # a fresh group
-
-
-def test_a_rank_that_cannot_start_names_its_error() -> None:
-    with pytest.raises(DistributedError, match="rank 1 could not start: RuntimeError: no such"):
-        start_group(2, _FailingFollower())
-
-
-class _FailingFollower:
-    def prepare(self, rank: int) -> object:
-        raise RuntimeError("no such data folder")
 
 
 def test_a_hung_rank_fails_its_trial_after_the_timeout(
