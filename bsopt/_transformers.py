@@ -12,6 +12,7 @@ a pruned trial. :meth:`TransformersReporter.configure` maps the searched effecti
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any
 
@@ -46,6 +47,12 @@ def samples_per_step(
         sum(batches[i : i + accumulation]) * world_size
         for i in range(0, len(batches), accumulation)
     ]
+
+
+def _replicas(args: TrainingArguments) -> int:
+    """Model replicas that each take a per-device batch: the processes, times the GPUs one
+    process drives with ``DataParallel`` (``n_gpu`` is 1 per process under DDP)."""
+    return int(args.world_size) * max(1, int(args.n_gpu))
 
 
 class TransformersReporter(TrainerCallback):
@@ -129,7 +136,7 @@ class TransformersReporter(TrainerCallback):
         self.samples_seen = 0
         self._next = 0
         self._due = False
-        self._epoch_steps: list[int] = []
+        self._epoch_cumulative: list[int] = []  # samples after each update of an epoch
         self._configured: tuple[int, int] | None = None
 
     # -- set-up -------------------------------------------------------------------------------
@@ -140,11 +147,12 @@ class TransformersReporter(TrainerCallback):
         """``args`` with the searched batch and the budget's length set; the rest is kept.
 
         Sets ``per_device_train_batch_size`` and ``gradient_accumulation_steps`` so that they
-        times ``args.world_size`` give the searched batch (the per-device batch is the
-        largest that is at most ``micro_batch_size``; default no cap), ``max_steps`` to the
-        updates the budget takes (so a learning-rate schedule spans the budget), and
-        ``logging_steps`` so the training loss is logged at least once per evaluation, with
-        ``logging_nan_inf_filter=False`` so a NaN loss shows (the divergence check reads it).
+        times the model replicas (processes, or GPUs of ``DataParallel``) give the searched
+        batch (the per-device batch is the largest that is at most ``micro_batch_size``;
+        default no cap), ``max_steps`` to the updates the budget takes (so a learning-rate
+        schedule spans the budget), and ``logging_steps`` so the training loss is logged at
+        least once per evaluation, with ``logging_nan_inf_filter=False`` so a NaN loss shows
+        (the divergence check reads it).
 
         Raises:
             ValueError: ``auto_find_batch_size=True`` (it would halve the searched batch
@@ -159,7 +167,7 @@ class TransformersReporter(TrainerCallback):
                 "(gradient accumulation keeps the searched batch), or wrap the trial in "
                 "bsopt.retry_oom."
             )
-        world = args.world_size
+        world = _replicas(args)
         per_device, accumulation = plan_batch(
             self.batch_size, world_size=world, max_per_device=micro_batch_size
         )
@@ -209,7 +217,7 @@ class TransformersReporter(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        world = args.world_size
+        world = _replicas(args)
         per_device = args.per_device_train_batch_size
         accumulation = args.gradient_accumulation_steps
         if args.auto_find_batch_size or (
@@ -228,12 +236,16 @@ class TransformersReporter(TrainerCallback):
                 f"{per_device * accumulation * world} samples per update, not the searched "
                 f"batch_size={self.batch_size}. Build them with reporter.configure(args)."
             )
-        self._epoch_steps = samples_per_step(
-            self.n_train,
-            per_device=per_device,
-            accumulation=accumulation,
-            world_size=world,
-            drop_last=args.dataloader_drop_last,
+        self._epoch_cumulative = list(
+            itertools.accumulate(
+                samples_per_step(
+                    self.n_train,
+                    per_device=per_device,
+                    accumulation=accumulation,
+                    world_size=world,
+                    drop_last=args.dataloader_drop_last,
+                )
+            )
         )
         self.samples_seen = 0
         self._next = 0
@@ -255,9 +267,9 @@ class TransformersReporter(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        per_epoch = self._epoch_steps
-        epochs, index = divmod(state.global_step, len(per_epoch))
-        samples = epochs * sum(per_epoch) + sum(per_epoch[:index])
+        cumulative = self._epoch_cumulative
+        epochs, index = divmod(state.global_step, len(cumulative))
+        samples = epochs * cumulative[-1] + (cumulative[index - 1] if index else 0)
         step_samples, self.samples_seen = samples - self.samples_seen, samples
         if self.reporter is not None and not self.reporter.done and step_samples > 0:
             self.reporter.step(step_samples)
