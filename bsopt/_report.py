@@ -124,8 +124,22 @@ def _follow_good(
 
 
 def _legend_outside(ax: Axes) -> None:
-    """The legend to the right of the axes, where it hides no point."""
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    """The legend to the right of the axes, where it hides no point; batch sizes in order."""
+    handles, labels = ax.get_legend_handles_labels()
+
+    def key(label: str) -> tuple[int, int]:
+        match = re.match(r"batch (\d+)", label)
+        return (0, int(match.group(1))) if match else (1, 0)
+
+    pairs = sorted(zip(handles, labels, strict=True), key=lambda p: key(p[1]))
+    ax.legend(
+        [h for h, _ in pairs],
+        [label for _, label in pairs],
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+    )
 
 
 def _thousands() -> Any:
@@ -228,7 +242,7 @@ def plot_importance(importances: Importances) -> Figure:
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlabel("importance (normalised; error bar: std over evaluator seeds)")
-    ax.legend(fontsize=8, loc="lower right")
+    _legend_outside(ax)
     ax.grid(alpha=0.3, axis="x")
     return fig
 
