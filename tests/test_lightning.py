@@ -24,10 +24,10 @@ def _tensors(n: int, seed: int) -> TensorDataset:
 
 
 class Data(L.LightningDataModule):
-    def __init__(self, batch_size: int = 32) -> None:
+    def __init__(self, batch_size: int = 32, n_train: int = N_TRAIN) -> None:
         super().__init__()
         self.batch_size = batch_size
-        self.train = _tensors(N_TRAIN, 0)
+        self.train = _tensors(n_train, 0)
         self.val = _tensors(32, 1)
 
     def train_dataloader(self) -> DataLoader:
@@ -151,6 +151,33 @@ def test_a_batch_that_does_not_divide_the_grid_validates_at_the_next_step(
     assert sorted(trial.intermediate_values) == [48, 96, 144, 192]
     assert trial.user_attrs["grid_overshoot"] == 32
     assert trial.user_attrs["samples_seen"] == 192
+
+
+def test_an_epoch_ending_inside_an_accumulation_counts_its_real_samples(
+    tmp_path: Path,
+) -> None:
+    # 100 samples in micro-batches of 16: 6 x 16 + 4 per epoch; updates of 3 micro-batches
+    # are 48, 48 and the epoch's last 4 (Lightning steps at the end of an epoch).
+    budget = bsopt.Budget(2, "epochs", evals=2)  # points 100, 200
+    modules: list[Classifier] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        module = Classifier()
+        modules.append(module)
+        data = Data(n_train=100)
+        reporter = bsopt.LightningReporter(trial, budget, 100, batch_size=48, monitor="val_acc")
+        kwargs = reporter.configure(data, micro_batch_size=16)
+        assert (data.batch_size, kwargs["accumulate_grad_batches"]) == (16, 3)
+        _trainer(reporter, kwargs).fit(module, datamodule=data)
+        return reporter.finish()
+
+    study = _study(tmp_path)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert modules[0].samples_at_validation == [100, 200]
+    assert trial.user_attrs["samples_seen"] == 200
+    assert trial.user_attrs["optimizer_steps"] == 6
+    assert trial.user_attrs["grid_overshoot"] == 0
 
 
 def test_the_pruner_stops_lightning_and_the_trial_is_pruned(tmp_path: Path) -> None:

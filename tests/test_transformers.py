@@ -97,16 +97,17 @@ def _run(
     *,
     micro_batch_size: int | None = None,
     seen: SeenAtEvaluation | None = None,
+    n_train: int = N_TRAIN,
     **overrides: Any,
 ) -> float:
     reporter = bsopt.TransformersReporter(
-        trial, budget, N_TRAIN, batch_size=batch_size, monitor="eval_accuracy", lr=1e-3, seed=0
+        trial, budget, n_train, batch_size=batch_size, monitor="eval_accuracy", lr=1e-3, seed=0
     )
     args = reporter.configure(_args(tmp_path, **overrides), micro_batch_size=micro_batch_size)
     trainer = Trainer(
         model=_model(),
         args=args,
-        train_dataset=Tokens(N_TRAIN, 0),
+        train_dataset=Tokens(n_train, 0),
         eval_dataset=Tokens(32, 1),
         compute_metrics=_accuracy,
         callbacks=[reporter] + ([seen] if seen else []),
@@ -185,6 +186,25 @@ def test_a_batch_that_does_not_divide_the_grid_evaluates_at_the_next_update(
     assert trial.user_attrs["grid_overshoot"] == 32
     assert trial.user_attrs["optimizer_steps"] == 6
     assert trial.user_attrs["samples_seen"] == 192
+
+
+def test_an_epoch_ending_inside_an_accumulation_counts_its_real_samples(
+    tmp_path: Path,
+) -> None:
+    # 100 samples in micro-batches of 16: 6 x 16 + 4 per epoch; updates of 3 micro-batches
+    # are 48, 48 and the epoch's last 4.
+    budget = bsopt.Budget(2, "epochs", evals=2)  # points 100, 200
+    seen = SeenAtEvaluation()
+    study = _study(tmp_path)
+    study.optimize(
+        lambda t: _run(t, tmp_path, budget, 48, micro_batch_size=16, seen=seen, n_train=100),
+        n_trials=1,
+    )
+    trial = study.trials[0]
+    assert seen.steps == [3, 6]
+    assert sorted(trial.intermediate_values) == [100, 200]
+    assert trial.user_attrs["samples_seen"] == 200
+    assert trial.user_attrs["grid_overshoot"] == 0
 
 
 def test_the_pruner_stops_the_trainer_and_the_trial_is_pruned(tmp_path: Path) -> None:
