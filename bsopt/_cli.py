@@ -92,6 +92,13 @@ def _add_common(parser: argparse.ArgumentParser, *, study_default: str | None) -
         "bsopt worker one",
     )
     parser.add_argument(
+        "--devices",
+        type=_positive_int,
+        default=1,
+        help="processes per trial, one device each (torch.distributed); the searched batch "
+        "size is the global batch over all of them",
+    )
+    parser.add_argument(
         "--heartbeat",
         type=int,
         default=60,
@@ -145,6 +152,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             pruner=args.pruner,
             create=args.create,
             allow_space_change=args.allow_space_change,
+            devices=args.devices,
             **_heartbeat(args),
         )
         return 0
@@ -172,9 +180,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         pruner=args.pruner,
         show_progress_bar=not args.no_progress,
         allow_space_change=args.allow_space_change,
+        devices=args.devices,
         **_heartbeat(args),
     )
-    print(summary(study, storage_url=args.storage))
+    if study is not None:  # a dry run always returns the study
+        print(summary(study, storage_url=args.storage))
     return 0
 
 
@@ -185,8 +195,9 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     name, build = load_study_definition(args.study_ref)
-    if args.jobs != 1:
-        # A script's module cannot be pickled by reference; workers load it by its path.
+    if args.jobs != 1 or args.devices > 1:
+        # A script's module cannot be pickled by reference; workers and the other ranks of
+        # a trial load it by its path.
         build = functools.partial(build_from_ref, args.study_ref)
     _run(build, args, default_name=name)
     return 0
@@ -202,6 +213,7 @@ def _run(build: Callable[..., Objective], args: argparse.Namespace, *, default_n
         pruner=args.pruner,
         show_progress_bar=not args.no_progress,
         jobs=args.jobs,
+        devices=args.devices,
         allow_space_change=args.allow_space_change,
         **_heartbeat(args),
     )

@@ -19,6 +19,7 @@ import contextlib
 import copy
 import dataclasses
 from dataclasses import KW_ONLY, dataclass, field, fields
+import functools
 import logging
 import math
 import pickle
@@ -1026,6 +1027,45 @@ def on_devices(
     finally:
         world.close()
     return None
+
+
+def spread_objective(
+    objective: Any,
+    build_objective: Callable[..., Objective],
+    *,
+    seed: int,
+    devices: int,
+    jobs: int | None = 1,
+) -> Any:
+    """What ``bsopt run`` and ``bsopt worker`` train with for ``--devices``.
+
+    ``objective`` set up for ``devices`` processes per trial (the ranks start with the first
+    trial this process trains, rebuilt there by ``build_objective(seed=seed)``), or under
+    ``torchrun`` this process's part of the group: the objective on rank 0, ``None`` on the
+    other ranks once rank 0 is done.
+
+    Raises:
+        ValueError: a hand-written loop's objective, or ``jobs`` > 1 under ``torchrun``.
+    """
+    torchrun = launched_by_torchrun()
+    if devices == 1 and not torchrun:
+        return objective
+    if not isinstance(objective, Objective):
+        raise ValueError(
+            f"--devices {devices} (or torchrun) spreads each trial of bsopt's own trainer "
+            f"over processes, but this study's objective is a {type(objective).__name__} "
+            "(a training loop of your own), which runs in one process. Use --devices 1, or "
+            "an objective from bsopt.make_objective."
+        )
+    rebuild = functools.partial(build_objective, seed=seed)
+    if not torchrun:
+        return objective.with_devices(devices, rebuild=rebuild)
+    if jobs not in (None, 1):
+        raise ValueError(
+            "Under torchrun every process is one rank of one trial: drop --jobs (run more "
+            "torchrun jobs on the same study for trials side by side)."
+        )
+    return on_devices(objective, devices, rebuild=rebuild)
 
 
 def follow(objective: Objective, world: World) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import importlib.util
+import os
 from pathlib import Path
 import pickle
 from typing import TYPE_CHECKING, Protocol
@@ -92,6 +93,11 @@ def load_study_definition(ref: str) -> tuple[str, BuildObjective]:
     return path.stem, _Checked(build, str(path))
 
 
+def _launched_by_torchrun() -> bool:
+    # The same test as bsopt._distributed.launched_by_torchrun, without importing torch.
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"))
+
+
 def _line_in(e: BaseException, path: Path) -> str:
     """ " (line N)" of the deepest frame of ``e``'s traceback inside ``path``, if any."""
     line = None
@@ -145,11 +151,18 @@ def run(
     show_progress_bar: bool = True,
     echo: Callable[[str], None] = print,
     jobs: int | None = 1,
+    devices: int = 1,
     heartbeat_interval: int | None = 60,
     grace_period: int | None = None,
     allow_space_change: bool = False,
-) -> optuna.Study:
+) -> optuna.Study | None:
     """Create or resume ``study_name`` and run it to ``trials`` finished trials in total.
+
+    With ``devices`` > 1 every trial trains on that many processes, one device each (see
+    the option ``devices`` of :func:`~bsopt.make_objective`); ``build_objective`` must then
+    be picklable, as for ``jobs``, and ``jobs=None`` divides its default by ``devices``.
+    Under ``torchrun`` this process is one rank of a group ``torchrun`` started: rank 0
+    runs the study, the other ranks follow its trials and return ``None``.
 
     With ``jobs`` > 1 the trials run in that many worker processes (see
     :func:`~bsopt.run_workers`); ``None`` (the command line's default) picks them with
@@ -161,6 +174,17 @@ def run(
     """
     check_study_name(study_name)
     objective = build_objective(seed=seed)
+    if devices > 1 or _launched_by_torchrun():
+        from bsopt._objective import spread_objective
+
+        spread = spread_objective(
+            objective, build_objective, seed=seed, devices=devices, jobs=jobs
+        )
+        if spread is None:
+            return None  # another rank of a torchrun group: rank 0 ran the study
+        objective = spread
+        if _launched_by_torchrun():
+            jobs = 1
     url = resolve_storage_url(storage)
     study = create_study(
         study_name,
@@ -183,6 +207,7 @@ def run(
     echo(f"Each trial: {objective.describe()}")
     if jobs is None:
         jobs = default_jobs(objective, trials - done) if _picklable(build_objective) else 1
+        jobs = max(1, jobs // devices)
     if done < trials and jobs > 1:
         echo(f"Running {trials - done} more in {jobs} worker processes (pruner: {pruner}).")
         run_workers(
@@ -198,18 +223,24 @@ def run(
             grace_period=grace_period,
             show_progress_bar=show_progress_bar,
             allow_space_change=allow_space_change,
+            devices=devices,
         )
     elif done < trials:
         echo(f"Running {trials - done} more (pruner: {pruner}).")
     if jobs == 1 or done >= trials:
         # Also on a finished study: fails trials a dead worker left RUNNING.
-        optimize(
-            study,
-            objective,
-            trials=trials,
-            show_progress_bar=show_progress_bar,
-            allow_space_change=allow_space_change,
-        )
+        try:
+            optimize(
+                study,
+                objective,
+                trials=trials,
+                show_progress_bar=show_progress_bar,
+                allow_space_change=allow_space_change,
+            )
+        finally:
+            close = getattr(objective, "close", None)
+            if callable(close):
+                close()  # the other ranks of its trials, if any were started
     try:
         echo(summary(study, storage_url=url))
     except Exception as e:

@@ -254,8 +254,14 @@ def attach_worker(
     dry_run: bool = False,
     echo: Callable[[str], None] | None = print,
     allow_space_change: bool = False,
-) -> optuna.Study:
+    devices: int = 1,
+) -> optuna.Study | None:
     """Join the study ``study_name`` as one more worker and run it to ``trials`` finished.
+
+    With ``devices`` > 1 each of this worker's trials trains on that many processes, one
+    device each (see the option ``devices`` of :func:`~bsopt.make_objective`); under
+    ``torchrun`` this process is one rank of such a group, and only rank 0 works on the
+    study (the others follow its trials and return ``None``).
 
     Args:
         build_objective: the study's ``build_objective(*, seed)``; every worker must build
@@ -280,6 +286,13 @@ def attach_worker(
     url = resolve_storage_url(storage)
     opened = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     objective = build_objective(seed=seed)
+    if not dry_run and (devices > 1 or "MASTER_ADDR" in os.environ):
+        from bsopt._objective import spread_objective
+
+        spread = spread_objective(objective, build_objective, seed=seed, devices=devices, jobs=1)
+        if spread is None:
+            return None  # another rank of a torchrun group: rank 0 worked on the study
+        objective = spread
     directions = list(objective.directions)
     pruner_obj = make_pruner(
         pruner, objective.budget, objective.data.n_train, direction=directions[0]
@@ -322,13 +335,18 @@ def attach_worker(
             f"Worker on study {study_name!r} in {mask_url(url)}: "
             f"{n_finished(study)} of {trials} trials finished."
         )
-    ran = work(
-        study,
-        objective,
-        trials=trials,
-        poll_interval=poll_interval,
-        allow_space_change=allow_space_change,
-    )
+    try:
+        ran = work(
+            study,
+            objective,
+            trials=trials,
+            poll_interval=poll_interval,
+            allow_space_change=allow_space_change,
+        )
+    finally:
+        close = getattr(objective, "close", None)
+        if callable(close):
+            close()  # the other ranks of its trials, if any were started
     if echo is not None:
         echo(f"Worker trained {ran} trials; the study holds {n_finished(study)} of {trials}.")
     return study
@@ -379,16 +397,27 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
-def assign_gpus(jobs: int, visible: Sequence[str]) -> list[str | None]:
+def assign_gpus(jobs: int, visible: Sequence[str], *, devices: int = 1) -> list[str | None]:
     """The ``CUDA_VISIBLE_DEVICES`` value for each of ``jobs`` workers.
 
     One GPU per worker in order; with more workers than GPUs they take turns
-    (worker ``i`` gets GPU ``i mod len(visible)``); with none, ``None`` (CPU).
+    (worker ``i`` gets GPU ``i mod len(visible)``); with none, ``None`` (CPU). With
+    ``devices`` > 1 each worker's trials span ``devices`` GPUs of their own: worker ``i``
+    gets GPUs ``i * devices`` to ``(i + 1) * devices - 1``, so ``jobs * devices`` must be
+    visible.
     """
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}.")
     if not visible:
         return [None] * jobs
+    if devices > 1:
+        if jobs * devices > len(visible):
+            raise ValueError(
+                f"--jobs {jobs} --devices {devices} needs {jobs * devices} GPUs (each trial "
+                f"spans {devices}), but {len(visible)} are visible. Use --jobs "
+                f"{max(1, len(visible) // devices)}, or fewer --devices."
+            )
+        return [",".join(visible[i * devices : (i + 1) * devices]) for i in range(jobs)]
     return [visible[i % len(visible)] for i in range(jobs)]
 
 
@@ -442,8 +471,12 @@ def run_workers(
     show_progress_bar: bool = True,
     poll_interval: float = 1.0,
     allow_space_change: bool = False,
+    devices: int = 1,
 ) -> None:
     """Run the existing study ``study_name`` in ``jobs`` worker processes to ``trials``.
+
+    With ``devices`` > 1 every worker is rank 0 of its own trials' process group, one
+    device per rank: ``jobs=2, devices=4`` on 8 GPUs gives each worker 4 of them.
 
     Each process gets ``cpu_count // jobs`` torch threads and one GPU from the visible ones
     (see :func:`assign_gpus`); worker ``i`` seeds its sampler from ``sampler_seed``, ``i``
@@ -466,7 +499,7 @@ def run_workers(
             "level in a study script guarded by if __name__ == '__main__':, or run with --jobs 1."
         ) from None
     url = resolve_storage_url(storage)
-    gpus = assign_gpus(jobs, visible_gpus())
+    gpus = assign_gpus(jobs, visible_gpus(), devices=devices)
     threads = threads_per_worker(jobs)
     context = multiprocessing.get_context("spawn")
     processes = []
@@ -483,6 +516,7 @@ def run_workers(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             poll_interval=poll_interval,
+            devices=devices,
         )
         process = context.Process(
             target=_worker_main,

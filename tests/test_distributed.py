@@ -435,3 +435,79 @@ def _alive(pid: int) -> bool:
         Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}").exists() else "X"
     )
     return status not in ("Z", "X")
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def _bsopt(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("BSOPT_STORAGE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "bsopt", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+
+
+def test_bsopt_run_digits_on_two_devices(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bsopt.db'}"
+    done = _bsopt(
+        "run",
+        "digits",
+        "--devices",
+        "2",
+        "--trials",
+        "3",
+        "--storage",
+        url,
+        "--no-progress",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="digits", storage=url)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == len(study.trials) == 2
+    for trial in finished:
+        assert trial.user_attrs["world_size"] == 2
+        batch = trial.params["batch_size"]
+        assert trial.user_attrs["per_device_micro_batch_size"] * 2 == batch
+        assert trial.user_attrs["samples_seen"] % 1437 == 0 or trial.state == TrialState.PRUNED
+
+
+def test_two_jobs_of_two_devices_stop_at_the_exact_total(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bsopt.db'}"
+    done = _bsopt(
+        "run",
+        "synthetic",
+        "--jobs",
+        "2",
+        "--devices",
+        "2",
+        "--trials",
+        "5",
+        "--storage",
+        url,
+        "--no-progress",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name="synthetic", storage=url)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 4
+    assert all(t.user_attrs["world_size"] == 2 for t in finished)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_devices_that_do_not_divide_the_batch_sizes_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'bsopt.db'}"
+    code = bsopt.main(["run", "synthetic", "--devices", "3", "--trials", "1", "--storage", url])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("bsopt: error: devices=3 splits every global batch") and "Fix:" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
