@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+import datetime as dt
 import os
 from pathlib import Path
 import subprocess
@@ -184,6 +185,7 @@ def run_variant(
     url = f"sqlite:///{db}"
     log = folder / f"{name}.log"
     cmd = variant.command(seed, trials, url, "digits")
+    launched = dt.datetime.now()
     t0 = time.perf_counter()
     with log.open("w") as out:
         code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder)
@@ -199,8 +201,10 @@ def run_variant(
     complete = [t for t in trials_ if t.state.name == "COMPLETE"]
     best = max(complete, key=lambda t: t.value or 0.0)
     batch = best.params.get("batch_size", best.user_attrs.get("effective_batch_size"))
+    first = min(t.datetime_start for t in trials_ if t.datetime_start is not None)
     return {
         "wall": wall,
+        "startup": (first - launched).total_seconds(),
         "best": best.value,
         "finished": len(done),
         "pruned": sum(t.state.name == "PRUNED" for t in trials_),
@@ -230,6 +234,7 @@ def report(
                 v.label,
                 f"{med([r['wall'] for r in rs]):.1f}",
                 _common.spread([r["wall"] for r in rs]),
+                f"{med([r['startup'] for r in rs]):.1f}",
                 f"**{med(ratios):.2f}x**" if v.key != ref else "1 (reference)",
                 f"{med([r['best'] for r in rs]):.4f}",
                 "/".join(f"{r['best']:.4f}" for r in rs),
@@ -244,6 +249,7 @@ def report(
             "variant",
             "wall s (median)",
             "min..max",
+            "launch to 1st trial s",
             "wall / reference (median over seeds)",
             "best val acc (median)",
             f"best per seed {'/'.join(map(str, seeds))}",
