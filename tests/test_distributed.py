@@ -455,18 +455,8 @@ def _bsopt(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_bsopt_run_digits_on_two_devices(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'bsopt.db'}"
-    done = _bsopt(
-        "run",
-        "digits",
-        "--devices",
-        "2",
-        "--trials",
-        "3",
-        "--storage",
-        url,
-        "--no-progress",
-        cwd=tmp_path,
-    )
+    args = "run digits --devices 2 --trials 2 --no-progress --storage".split()
+    done = _bsopt(*args, url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     study = optuna.load_study(study_name="digits", storage=url)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -478,24 +468,26 @@ def test_bsopt_run_digits_on_two_devices(tmp_path: Path) -> None:
         assert trial.user_attrs["samples_seen"] % 1437 == 0 or trial.state == TrialState.PRUNED
 
 
+TINY_STUDY = """
+import bsopt
+
+def build_objective(*, seed):
+    data = bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=seed)
+    return bsopt.make_objective(
+        bsopt.mlp_builder(data, hidden=(16,)), data, space=bsopt.SearchSpace(batch_size=(16, 64)),
+        budget=bsopt.Budget(1, evals=2), seed=seed, device="cpu",
+    )
+"""
+
+
 def test_two_jobs_of_two_devices_stop_at_the_exact_total(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'bsopt.db'}"
-    done = _bsopt(
-        "run",
-        "synthetic",
-        "--jobs",
-        "2",
-        "--devices",
-        "2",
-        "--trials",
-        "5",
-        "--storage",
-        url,
-        "--no-progress",
-        cwd=tmp_path,
-    )
+    script = tmp_path / "tiny.py"
+    script.write_text(TINY_STUDY)
+    args = f"run {script} --jobs 2 --devices 2 --trials 4 --no-progress --storage".split()
+    done = _bsopt(*args, url, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    study = optuna.load_study(study_name="synthetic", storage=url)
+    study = optuna.load_study(study_name="tiny", storage=url)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 4
     assert all(t.user_attrs["world_size"] == 2 for t in finished)
