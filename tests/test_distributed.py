@@ -25,6 +25,7 @@ import torch
 import bsopt
 from bsopt._distributed import DistributedError, Group, RankError, share, start_group
 from bsopt._objective import _GROUPS
+from bsopt._workers import assign_gpus
 
 pytestmark = pytest.mark.slow
 
@@ -103,6 +104,15 @@ def test_batch_sizes_that_do_not_divide_are_refused_before_any_trial() -> None:
         _objective(helpers.build_recording, budget=bsopt.Budget(2, "seconds"))
     with pytest.raises(ValueError, match="devices must be an integer >= 1"):
         _objective(helpers.build_recording, devices=0)
+
+
+def test_jobs_times_devices_gpus_each_worker_its_own() -> None:
+    eight = [str(i) for i in range(8)]
+    assert assign_gpus(2, eight, devices=4) == ["0,1,2,3", "4,5,6,7"]
+    assert assign_gpus(3, eight, devices=2) == ["0,1", "2,3", "4,5"]
+    assert assign_gpus(2, [], devices=4) == [None, None]  # CPU: every rank on the CPU
+    with pytest.raises(ValueError, match=r"--jobs 3 --devices 4 needs 12 GPUs.*Use --jobs 2"):
+        assign_gpus(3, eight, devices=4)
 
 
 def test_an_objective_that_cannot_reach_the_other_ranks_says_how_to_fix_it() -> None:
@@ -377,6 +387,7 @@ import os, sys, optuna, torch, bsopt
 sys.path.insert(0, {tests!r})
 import _distributed_helpers as helpers
 from bsopt._objective import _GROUPS
+from bsopt._workers import assign_gpus
 
 torch.set_num_threads(1)
 data = bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=0)
