@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 import re
@@ -8,8 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from typing import Any
 
 import optuna
@@ -283,33 +280,40 @@ def test_a_damaged_database_is_one_line(
     assert len(err.strip().splitlines()) == 1
 
 
+DELETING_SCRIPT = STUDY_SCRIPT + textwrap.dedent(
+    """
+    import os
+
+    _build = build_objective
+
+
+    class Deleting(bsopt.Objective):
+        def __call__(self, trial):
+            if trial.number == 3:  # what `rm storage/bsopt.db` in another terminal does
+                os.remove(os.environ["TINY_DELETE"])
+            return super().__call__(trial)
+
+
+    def build_objective(*, seed=0):
+        objective = _build(seed=seed)
+        object.__setattr__(objective, "__class__", Deleting)  # a frozen dataclass
+        return objective
+    """
+)
+
+
 @pytest.mark.slow
 def test_a_database_deleted_mid_run_is_one_line(
-    script: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     path = Path(_sqlite_path(sqlite_url))
+    script = tmp_path / "tiny.py"
+    script.write_text(DELETING_SCRIPT)
+    monkeypatch.setenv("TINY_DELETE", str(path))
     args = ["run", str(script), "--storage", sqlite_url, "--no-progress", "--pruner", "none"]
-    args += ["--jobs", "1"]  # the single-process path (workers report their own errors)
-    assert main([*args, "--trials", "1"]) == 0
-    done = threading.Event()
-
-    def delete_mid_run() -> None:  # what `rm storage/bsopt.db` in another terminal does
-        while not done.is_set():
-            with contextlib.closing(sqlite3.connect(path, timeout=60)) as db:
-                finished = db.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'")
-                if finished.fetchone()[0] >= 3:
-                    path.unlink()
-                    return
-            time.sleep(0.05)
-
-    deleter = threading.Thread(target=delete_mid_run)
-    deleter.start()
-    try:
-        capsys.readouterr()
-        assert main([*args, "--trials", "30"]) == 2
-    finally:
-        done.set()
-        deleter.join()
+    assert main([*args, "--trials", "30"]) == 2
     err = capsys.readouterr().err
     assert "deleted or moved while in use" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+    assert not path.exists()
