@@ -161,6 +161,7 @@ def test_two_regimes_find_the_critical_batch_size_of_exact_points() -> None:
     assert fit.line_slope is not None and fit.line_slope < 0.8  # one line would bend it
 
 
+@pytest.mark.slow
 def test_the_critical_batch_size_of_a_noisy_quadratic_model(sqlite_url: str) -> None:
     # Known answer (Zhang et al. 2019): on the NQM lr* grows as B up to a critical batch and
     # is flat above it. A random search (30 lrs per batch size) stored as a study; the
