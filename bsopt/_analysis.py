@@ -29,12 +29,12 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt._storage import mask_url, open_storage, resolve_storage_url
+from bsopt._study import CONFIRM_ATTR
 
 #: Evaluators of :func:`param_importances`, by the name the report shows.
 EVALUATORS = ("PED-ANOVA", "fANOVA", "MDI forest")
 _SEARCHED_BATCH = "log2_batch_size"
 #: User attribute marking a :func:`~bsopt.confirm` rerun: the number of the trial it repeats.
-CONFIRM_ATTR = "confirm_of"
 #: Confidence level of every interval the analysis states.
 CONFIDENCE = 0.95
 

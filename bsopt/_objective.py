@@ -25,6 +25,7 @@ import math
 import pickle
 import threading
 from typing import Any, Literal
+import warnings
 import weakref
 
 import optuna
@@ -740,7 +741,22 @@ class Objective:
         for key, value in wanted.items():
             if stored.get(key) != value:
                 study.set_user_attr(key, value)
+        if study.metric_names is None:
+            # optuna-dashboard shows these instead of "Objective 0".
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(self.objective_names)
         self._recorded.add(study.study_name)
+
+    @property
+    def objective_names(self) -> list[str]:
+        """What each returned value is, e.g. ``["validation roc_auc"]``."""
+        metric = f"validation {self.metric.name}"
+        if self.goal == "time_to_target":
+            return [f"{self.options.target_unit} to {metric} {self.options.target:g}"]
+        if self.goal == "metric_and_time":
+            return [metric, "training seconds"]
+        return [metric]
 
     def _attempt(
         self,

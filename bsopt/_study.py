@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 import numpy as np
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt._storage import (
@@ -149,8 +148,30 @@ def count_trials(study: optuna.Study) -> Counter[str]:
     return Counter(t.state.name for t in study.get_trials(deepcopy=False))
 
 
+# The user attribute of a `bsopt confirm` rerun: it repeats a trial, so it does not count
+# towards the search's total.
+CONFIRM_ATTR = "confirm_of"
+
+
+def search_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials of the search itself: without ``bsopt confirm``'s reruns."""
+    return [t for t in trials if CONFIRM_ATTR not in t.user_attrs]
+
+
 def n_finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    """Finished (complete or pruned) trials of the search, the count ``trials=`` reaches."""
+    return len(search_trials(study.get_trials(deepcopy=False, states=FINISHED)))
+
+
+class _StopAtTotal:
+    """Stops ``study.optimize`` once the search holds ``total`` finished trials."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if n_finished(study) >= self.total:
+            study.stop()
 
 
 # --- what the study searches: kept with it, compared on resume -----------------------------
@@ -518,7 +539,7 @@ def optimize(
                 n_trials=remaining,
                 timeout=timeout,
                 catch=tuple(catch),
-                callbacks=[MaxTrialsCallback(trials, states=FINISHED), *callbacks],
+                callbacks=[_StopAtTotal(trials), *callbacks],
                 show_progress_bar=show_progress_bar,
             )
         if n_finished(study) >= trials:

@@ -36,6 +36,7 @@ from bsopt._study import (
     n_finished,
     quiet_interrupts,
     raise_storage_fault,
+    search_trials,
 )
 from bsopt._study import sampler_seed as sampler_seed_for
 
@@ -92,6 +93,7 @@ def decide(trials: Sequence[FrozenTrial], total: int, *, me: int | None) -> Deci
     done (``"stop"``); with a queued retry among them the worker should take that instead
     (``"yield"``); otherwise a running trial ahead may still fail (``"wait"``).
     """
+    trials = search_trials(trials)
     finished = sum(t.state in FINISHED for t in trials)
     if finished >= total:
         return "stop"
@@ -557,7 +559,9 @@ def _watch(
     try:
         while True:
             alive = any(p.is_alive() for p in processes)
-            states = [t.state for t in storage.get_all_trials(study_id, deepcopy=False)]
+            states = [
+                t.state for t in search_trials(storage.get_all_trials(study_id, deepcopy=False))
+            ]
             done = sum(s in FINISHED for s in states)
             if baseline is None:
                 # Count this run's trials only, so the rate shown is this run's.

@@ -176,3 +176,20 @@ def test_cli_confirm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "confirm rerun" in out
     assert bsopt.main([*args[:-1], "1"]) == 2
     assert "seeds must be an integer >= 2" in capsys.readouterr().err
+
+
+def test_confirm_reruns_do_not_count_towards_the_search_total(sqlite_url: str) -> None:
+    study = _planted(sqlite_url)  # 6 finished search trials
+    bsopt.confirm(study, retrain=_retrain, seeds=2)  # + 4 reruns
+    assert len(study.trials) == 10
+    ran = bsopt.optimize(
+        study,
+        lambda trial: trial.suggest_float("lr", 1e-3, 1e-1),
+        trials=7,
+        show_progress_bar=False,
+    )
+    assert ran == 1  # the total counts search trials only: 6 + 1
+    from bsopt._workers import decide
+
+    assert decide(study.trials, 7, me=None) == "stop"
+    assert decide(study.trials, 8, me=None) == "run"

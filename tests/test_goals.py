@@ -132,7 +132,9 @@ def test_bad_goal_settings(
 def test_goal_study_scripts_load(script: str) -> None:
     from pathlib import Path
 
+    from bsopt._runner import load_study_definition
+
     path = Path(__file__).resolve().parents[1] / "studies" / f"{script}.py"
-    name, build = bsopt._runner.load_study_definition(str(path))
+    name, build = load_study_definition(str(path))
     objective = build(seed=0)
     assert name == script and objective.goal in ("time_to_target", "metric_and_time")

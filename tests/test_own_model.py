@@ -85,6 +85,7 @@ def test_regression_scored_by_mae_matches_sklearn_on_the_retrained_model(
     assert objective.direction == "minimize"
     study = _study(sqlite_url, objective)
     bsopt.optimize(study, objective, trials=2, show_progress_bar=False)
+    assert study.metric_names == ["validation mae"]  # the dashboard's name for the value
     assert study.user_attrs["metric"] == "mae"
     assert study.user_attrs["metric_unit"] == "value"
     assert study.user_attrs["metric_direction"] == "minimize"
