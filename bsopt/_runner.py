@@ -46,14 +46,22 @@ def digits(*, seed: int = 0) -> Objective:
 
 
 def synthetic(*, seed: int = 0) -> Objective:
-    """A seeded 4-class synthetic problem (2,000 samples), a 20-64-64-4 MLP, ten epochs."""
+    """A seeded 4-class synthetic problem (2,000 samples), a 20-64-64-4 MLP, ten epochs,
+    with the gradient noise scale measured (the digits quick start leaves it off: it costs
+    13-33% more training time there, see benchmarks/RESULTS.md)."""
     from bsopt._budget import Budget
     from bsopt._data import make_synthetic
     from bsopt._models import mlp_builder
     from bsopt._objective import make_objective
 
     data = make_synthetic(2000, seed=seed)
-    return make_objective(mlp_builder(data, hidden=(64, 64)), data, budget=Budget(10), seed=seed)
+    return make_objective(
+        mlp_builder(data, hidden=(64, 64)),
+        data,
+        budget=Budget(10),
+        seed=seed,
+        measure_noise_scale=True,
+    )
 
 
 BUILTIN_STUDIES: dict[str, BuildObjective] = {"digits": digits, "synthetic": synthetic}

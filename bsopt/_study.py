@@ -573,7 +573,10 @@ def summary(study: optuna.Study, *, storage_url: str | None = None) -> str:
     if len(study.directions) == 1 and complete:
         best = study.best_trial
         attrs = best.user_attrs
-        lines.append(f"Best trial #{best.number}: {best.value:.4f}")
+        # The value's name as the objective recorded it: "validation roc_auc", ...
+        names = study.metric_names or []
+        label = f"{names[0]} " if names else ""
+        lines.append(f"Best trial #{best.number}: {label}{best.value:.4f}")
         shown = {k: v for k, v in best.params.items() if k != "log2_batch_size"}
         for key, value in shown.items():
             text = f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -79,7 +79,7 @@ def test_summary_names_best_params_and_where_data_live(
     bsopt.optimize(study, tiny_objective, trials=2, show_progress_bar=False)
     text = bsopt.summary(study, storage_url=sqlite_url)
     best = study.best_trial
-    assert f"Best trial #{best.number}: {best.value:.4f}" in text
+    assert f"Best trial #{best.number}: validation accuracy {best.value:.4f}" in text
     assert f"batch_size     {best.params['batch_size']}" in text
     assert "log2_batch_size" not in text
     assert f"optuna-dashboard {sqlite_url}" in text
