@@ -104,6 +104,36 @@ def plan_batch(
     raise AssertionError("unreachable: one sample per step always fits")  # pragma: no cover
 
 
+def check_framework_reporter(
+    who: str,
+    trial: Any,
+    budget: Budget,
+    n_train: int,
+    batch_size: int,
+    monitor: str,
+    *,
+    logged: str,
+) -> Grid:
+    """The checks every framework callback makes, and the budget's grid.
+
+    A framework's processes train at different speeds, so a time grid cannot be shared:
+    the budget must be in epochs or samples. ``logged`` says where the monitored value comes
+    from, for the error message (e.g. ``"a logged metric, e.g. 'val_acc'"``).
+    """
+    _check_trial(trial, who)
+    if not isinstance(budget, Budget) or budget.unit == "seconds":
+        raise ValueError(
+            f"{who} needs a budget in epochs or samples, e.g. bsopt.Budget(10, 'epochs'), but "
+            f"got {budget!r}: training time differs between processes, so a time grid cannot "
+            "be shared."
+        )
+    _positive_int("n_train", n_train)
+    _positive_int("batch_size", batch_size)
+    if not isinstance(monitor, str) or not monitor:
+        raise ValueError(f"monitor must name {logged}; got {monitor!r}.")
+    return budget.grid(n_train)
+
+
 class FairReporter:
     """Report a hand-written training loop to an Optuna trial on bsopt's samples-seen grid.
 

@@ -24,7 +24,7 @@ import torch
 
 from bsopt._batch import batch_size_of
 from bsopt._budget import Budget
-from bsopt._fair import FairReporter, _check_trial, _positive_int, plan_batch
+from bsopt._fair import FairReporter, _positive_int, check_framework_reporter, plan_batch
 from bsopt._stop import StopReason
 
 # Trainer arguments that would keep bsopt from deciding when to validate.
@@ -88,22 +88,18 @@ class LightningReporter(pl.Callback):
         metric: str | None = None,
     ) -> None:
         super().__init__()
-        _check_trial(trial, type(self).__name__)
-        if not isinstance(budget, Budget) or budget.unit == "seconds":
-            raise ValueError(
-                f"{type(self).__name__} needs a budget in epochs or samples, e.g. "
-                f"bsopt.Budget(10, 'epochs'), but got {budget!r}: training time differs "
-                "between processes, so a time grid cannot be shared."
-            )
-        _positive_int("batch_size", batch_size)
-        if not isinstance(monitor, str) or not monitor:
-            raise ValueError(
-                f"monitor must name a logged metric, e.g. 'val_acc'; got {monitor!r}."
-            )
+        self.grid = check_framework_reporter(
+            type(self).__name__,
+            trial,
+            budget,
+            n_train,
+            batch_size,
+            monitor,
+            logged="a logged metric, e.g. 'val_acc'",
+        )
         self.trial = trial
         self.budget = budget
         self.n_train = n_train
-        self.grid = budget.grid(n_train)
         self.batch_size = batch_size
         self.monitor = monitor
         self.lr = lr

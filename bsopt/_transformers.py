@@ -27,7 +27,7 @@ import optuna
 import torch
 
 from bsopt._budget import Budget
-from bsopt._fair import FairReporter, _check_trial, _positive_int, plan_batch
+from bsopt._fair import FairReporter, check_framework_reporter, plan_batch
 from bsopt._stop import DivergenceCheck, StopReason
 
 
@@ -103,23 +103,18 @@ class TransformersReporter(TrainerCallback):
         divergence_factor: float = 10.0,
         metric: str | None = None,
     ) -> None:
-        _check_trial(trial, type(self).__name__)
-        if not isinstance(budget, Budget) or budget.unit == "seconds":
-            raise ValueError(
-                f"{type(self).__name__} needs a budget in epochs or samples, e.g. "
-                f"bsopt.Budget(3, 'epochs'), but got {budget!r}: training time differs "
-                "between processes, so a time grid cannot be shared."
-            )
-        _positive_int("n_train", n_train)
-        _positive_int("batch_size", batch_size)
-        if not isinstance(monitor, str) or not monitor:
-            raise ValueError(
-                f"monitor must name an evaluation metric, e.g. 'eval_loss'; got {monitor!r}."
-            )
+        self.grid = check_framework_reporter(
+            type(self).__name__,
+            trial,
+            budget,
+            n_train,
+            batch_size,
+            monitor,
+            logged="an evaluation metric, e.g. 'eval_loss'",
+        )
         self.trial = trial
         self.budget = budget
         self.n_train = n_train
-        self.grid = budget.grid(n_train)
         if self.grid.points[0] < batch_size:
             raise ValueError(
                 f"The budget evaluates every {self.grid.points[0]:,} samples, less than one "
