@@ -13,7 +13,7 @@ first optimizer's one-time cost are included. The variants take turns within eac
   objective run by ``bsopt.optimize`` in one process, on the storage ``bsopt.open_storage``
   opens (WAL, ``synchronous=NORMAL``, a trial's attributes in one transaction) or on
   ``optuna.storages.RDBStorage(url)`` with the same heartbeat: the effect of the storage
-  settings.
+  settings (one torch thread in both).
 * ``Optuna example``: the search written as Optuna's PyTorch example writes it
   (``suggest_categorical`` batch size over 16..256, log lr, dropout, DataLoaders, one
   ``trial.report(acc, epoch)`` per epoch, ``MedianPruner()``, TPE seeded with S, 10 epochs)
@@ -50,7 +50,13 @@ BIN = Path(sys.executable).parent
 
 
 def worker_library(args: argparse.Namespace) -> None:
-    """``bsopt run digits``'s objective and pruner through the library, one process."""
+    """``bsopt run digits``'s objective and pruner through the library, one process.
+
+    One torch thread (as each worker process of ``bsopt run`` has), so that the storage is
+    the only difference between the two library variants: two OpenMP threads on a shared
+    2-core machine stall whenever another process takes a core.
+    """
+    _common.pin_threads()
     import optuna
 
     import bsopt
