@@ -287,7 +287,7 @@ def report(
                 lever("library_plain", "library"),
             ],
             [
-                "the command line's own work (checks, summary)",
+                "one process: torch's default threads (and the CLI's checks) vs one thread",
                 "README command --jobs 1 / library on bsopt's storage",
                 lever("readme_jobs1", "library"),
             ],
