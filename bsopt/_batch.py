@@ -55,6 +55,16 @@ def tree_map(fn: Callable[[torch.Tensor], torch.Tensor], tree: Tree) -> Tree:
     )
 
 
+def concat(parts: list[Tree]) -> Tree:
+    """Batches of one structure joined along the batch dimension (``torch.cat`` per leaf)."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts)
+    if isinstance(first, Mapping):
+        return {key: concat([p[key] for p in parts]) for key in first}
+    return type(first)(concat([p[i] for p in parts]) for i in range(len(first)))
+
+
 def batch_size_of(tree: Tree, *, where: str = "batch") -> int:
     """The number of samples in ``tree``: the shared leading size of its tensors.
 

@@ -29,6 +29,7 @@ from bsopt._batch import (
     describe,
     index_batch,
     leaves,
+    signature,
     slice_batch,
     to_device,
 )
@@ -124,13 +125,10 @@ def _check_dtypes(
 
 def _per_sample(tree: Tree) -> str:
     return ", ".join(
-        ("" if path == "tensor" else f"{path} ") + f"{shape} {str(dtype).removeprefix('torch.')}"
-        for path, shape, dtype in _signature(tree)
+        ("" if path == "tensor" else f"{path} ")
+        + f"{tuple(t.shape[1:])} {str(t.dtype).removeprefix('torch.')}"
+        for path, t in leaves(tree)
     )
-
-
-def _signature(tree: Tree) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
-    return [(path, tuple(t.shape[1:]), t.dtype) for path, t in leaves(tree)]
 
 
 @dataclass(frozen=True, repr=False)
@@ -160,7 +158,7 @@ class TensorData:
             ("inputs", self.x_train, self.x_val),
             ("targets", self.y_train, self.y_val),
         ):
-            if _signature(train) != _signature(val):
+            if signature(train) != signature(val):
                 raise ValueError(
                     f"The training and validation {part} must have the same structure, "
                     f"per-sample shapes and dtypes, but got {_per_sample(train)} and "

@@ -23,7 +23,15 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from bsopt._batch import Batch, Tree, batch_size_of, call_model, slice_batch, split_batch
+from bsopt._batch import (
+    Batch,
+    Tree,
+    batch_size_of,
+    call_model,
+    concat,
+    slice_batch,
+    split_batch,
+)
 from bsopt._budget import Budget
 from bsopt._data import BatchSize, TrainingData
 from bsopt._distributed import RankError, World, flag_of, raise_flag
@@ -160,15 +168,6 @@ def _grad_sq_norm(model: nn.Module) -> float:
     return float(torch.stack([g.pow(2).sum() for g in grads]).sum())
 
 
-def _concat(parts: list[Tree]) -> Tree:
-    first = parts[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(parts)
-    if isinstance(first, dict):
-        return {k: _concat([p[k] for p in parts]) for k in first}
-    return type(first)(_concat([p[i] for p in parts]) for i in range(len(first)))
-
-
 @torch.inference_mode()
 def validate(
     model: nn.Module,
@@ -204,7 +203,7 @@ def validate(
         return correct.item() / data.n_val, val_loss
     if metric.fn is None:
         return val_loss, val_loss
-    return float(metric.fn(_concat(outputs), _concat(targets))), val_loss
+    return float(metric.fn(concat(outputs), concat(targets))), val_loss
 
 
 def evaluate(
