@@ -25,6 +25,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from bsopt._pruners import MedianPruner
 from bsopt._storage import (
     STORAGE_ENV,
     StorageError,
@@ -98,7 +99,8 @@ def create_study(
             ``objective.directions``); replaces ``direction``.
         sampler: default ``TPESampler`` seeded with :func:`sampler_seed` (``seed`` on a
             new study; a resumed study or another worker continues with a fresh stream).
-        pruner: default ``MedianPruner(n_startup_trials=5, n_warmup_steps=0)``; see
+        pruner: default ``MedianPruner(n_startup_trials=5, n_warmup_steps=0)`` (reading
+            completed trials once per trial, see :mod:`bsopt._pruners`); see
             :func:`~bsopt.make_pruner`.
         seed: the study's seed; ``None`` draws one.
         worker: this process's index among the workers started together (``--jobs``).
@@ -119,7 +121,7 @@ def create_study(
             study_name=name,
             directions=wanted,
             sampler=sampler or optuna.samplers.TPESampler(seed=seed),
-            pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5),
+            pruner=pruner or MedianPruner(n_startup_trials=5),
             load_if_exists=True,
         )
     except Exception as e:

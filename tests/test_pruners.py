@@ -88,3 +88,67 @@ def test_warmup_evals_sets_the_first_prunable_step() -> None:
     assert make_pruner("median", Budget(10, evals=10), 100, warmup_evals=0)._n_warmup_steps == 0
     with pytest.raises(ValueError, match=r"warmup_evals must be in \[0, 9\] .* got 10"):
         make_pruner("median", Budget(10, evals=10), 100, warmup_evals=10)
+
+
+def _finished_study(url: str, name: str, finals: list[float]) -> optuna.Study:
+    study = optuna.create_study(
+        study_name=name, storage=url, direction="maximize", load_if_exists=True
+    )
+    for final in finals:
+        trial = study.ask()
+        for step in range(1, 6):
+            trial.report(final * step / 5, step)
+        study.tell(trial, final)
+    return study
+
+
+def test_median_reads_completed_trials_once_per_trial_with_optunas_decisions(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = _finished_study(sqlite_url, "median", [0.2, 0.4, 0.6, 0.8, 1.0, 0.5])
+    ours = bsopt._pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    optunas = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    reads: list[object] = []
+    get_trials = study.get_trials
+
+    def counted(*args: object, **kwargs: object) -> list[optuna.trial.FrozenTrial]:
+        reads.append(kwargs.get("states"))
+        return get_trials(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(study, "get_trials", counted)
+    decisions = []
+    for values in ([0.1, 0.3, 0.5, 0.7, 0.9], [0.2, 0.2, 0.1, 0.1, 0.1]):
+        trial = study.ask()
+        for step, value in enumerate(values, start=1):
+            trial.report(value, step)
+            frozen = get_trials(deepcopy=False)[-1]
+            decisions.append((ours.prune(study, frozen), optunas.prune(study, frozen)))
+        study.tell(trial, values[-1])
+    assert [a for a, _ in decisions] == [b for _, b in decisions]
+    assert any(a for a, _ in decisions) and not all(a for a, _ in decisions)
+    # Optuna's pruner read the study 10 times (counted too); ours twice, once per trial.
+    assert len(reads) == 10 + 2
+
+
+def test_a_trial_completed_elsewhere_counts_after_the_refresh(sqlite_url: str) -> None:
+    study = _finished_study(sqlite_url, "refresh", [0.5] * 5)
+    pruner = bsopt._pruners.MedianPruner(n_startup_trials=6, refresh_seconds=3600)
+    fresh = bsopt._pruners.MedianPruner(n_startup_trials=6, refresh_seconds=0)
+    trial = study.ask()
+    trial.report(0.1, 1)
+    first = study.get_trials(deepcopy=False)[trial.number]
+    assert not pruner.prune(study, first) and not fresh.prune(study, first)  # 5 < 6 startup
+    _finished_study(sqlite_url, "refresh", [0.6])  # another worker completes a sixth
+    trial.report(0.1, 2)
+    second = study.get_trials(deepcopy=False)[trial.number]
+    assert fresh.prune(study, second)  # sees six completed trials: 0.1 is below the median
+    assert not pruner.prune(study, second)  # still its copy of five, until the next trial
+
+
+def test_read_once_pruners_pickle() -> None:
+    import pickle
+
+    pruner = make_pruner("percentile", Budget(4, evals=4), 50)
+    copy = pickle.loads(pickle.dumps(pruner))
+    assert isinstance(copy, optuna.pruners.PercentilePruner)
+    assert copy._completed.refresh_seconds == pruner._completed.refresh_seconds
