@@ -16,8 +16,10 @@ Storage: --storage URL, else $BSOPT_STORAGE, else sqlite:///storage/bsopt.db.
 from __future__ import annotations
 
 import argparse
+import atexit
 from collections.abc import Callable, Sequence
 import functools
+import os
 import sys
 from typing import TYPE_CHECKING, TypedDict
 
@@ -506,6 +508,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         trials_hint="Run the same command again to resume to the same total.",
         storage=getattr(args, "storage", None),
     )
+
+
+def console_main() -> None:
+    """The ``bsopt`` console script: :func:`main`, then exit without the teardown.
+
+    Tearing down torch and the rest of what a command imported takes about 0.6 s on a
+    2-core machine, after the work is done. The exit handlers still run (they close the
+    storages, which folds SQLite's WAL back into the database file) and the output is
+    flushed; only the freeing of memory the OS reclaims anyway is skipped.
+    """
+    code = main()
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None:  # not CPython: the ordinary exit
+        raise SystemExit(code)
+    run_exit_handlers()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run_script(

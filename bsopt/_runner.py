@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 import optuna
 
 from bsopt._pruners import PrunerName, make_pruner
-from bsopt._storage import mask_url, open_storage, resolve_storage_url
+from bsopt._storage import close_connections, mask_url, open_storage, resolve_storage_url
 from bsopt._study import (
     check_definition,
     check_study_name,
@@ -218,6 +218,7 @@ def run(
         jobs = max(1, jobs // devices)
     if done < trials and jobs > 1:
         echo(f"Running {trials - done} more in {jobs} worker processes (pruner: {pruner}).")
+        close_connections(study._storage)  # workers may be forked from this process
         run_workers(
             build_objective,
             study_name=study_name,
@@ -232,6 +233,7 @@ def run(
             show_progress_bar=show_progress_bar,
             allow_space_change=allow_space_change,
             devices=devices,
+            objective=objective,
         )
     elif done < trials:
         echo(f"Running {trials - done} more (pruner: {pruner}).")

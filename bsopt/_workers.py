@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
 import signal
@@ -423,14 +424,34 @@ def assign_gpus(jobs: int, visible: Sequence[str], *, devices: int = 1) -> list[
     return [visible[i % len(visible)] for i in range(jobs)]
 
 
+def can_fork(objective: object, gpus: Sequence[str | None], threads: int, devices: int) -> bool:
+    """Whether worker processes may be forked from this one and inherit ``objective``.
+
+    A forked worker starts in milliseconds with the parent's imports and data; a spawned
+    one starts a fresh interpreter, imports torch and builds the objective again (seconds,
+    on every core at once). Forking is safe only on Linux, for CPU trials (CUDA does not
+    survive a fork), one device per trial, and one torch thread per worker: a process that
+    used OpenMP threads cannot use them again in a forked child.
+    """
+    if sys.platform != "linux" or devices != 1 or threads != 1 or any(gpus):
+        return False
+    device = getattr(objective, "device", None)
+    if getattr(device, "type", device) != "cpu":
+        return False
+    torch = sys.modules.get("torch")
+    return torch is None or not torch.cuda.is_initialized()
+
+
 def _worker_main(
     index: int,
     build_objective: Callable[..., Objective],
     gpu: str | None,
     threads: int,
     options: dict[str, Any],
+    inherited: Objective | None = None,
 ) -> None:
-    """Entry point of one worker process (spawned: a fresh interpreter)."""
+    """Entry point of one worker process: spawned (a fresh interpreter), or forked with
+    the parent's ``inherited`` objective."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA starts in this process
     import torch
@@ -439,8 +460,9 @@ def _worker_main(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     signal.signal(signal.SIGINT, _interrupt_once)
     url = options["storage"]
+    build = build_objective if inherited is None else lambda **_: inherited
     try:
-        attach_worker(build_objective, echo=None, **options)
+        attach_worker(build, echo=None, **options)
     except KeyboardInterrupt:
         # Optuna has marked the running trial FAIL; the parent prints the hint.
         raise SystemExit(130) from None
@@ -474,6 +496,7 @@ def run_workers(
     poll_interval: float = 1.0,
     allow_space_change: bool = False,
     devices: int = 1,
+    objective: Objective | None = None,
 ) -> None:
     """Run the existing study ``study_name`` in ``jobs`` worker processes to ``trials``.
 
@@ -486,6 +509,10 @@ def run_workers(
     and no resumed run share a sampler stream. The parent
     shows one progress bar read from the storage. ``build_objective`` must be picklable (a
     module-level function; a study script's needs ``if __name__ == "__main__":``).
+
+    ``objective``, the one ``build_objective(seed=seed)`` returned in this process, lets
+    the workers inherit it where :func:`can_fork` allows (CPU trials, one thread each, on
+    Linux): they are forked and start at once instead of building their own.
 
     Raises:
         WorkerError: a worker exited with an error (it printed its message).
@@ -503,7 +530,12 @@ def run_workers(
     url = resolve_storage_url(storage)
     gpus = assign_gpus(jobs, visible_gpus(), devices=devices)
     threads = threads_per_worker(jobs)
-    context = multiprocessing.get_context("spawn")
+    inherited = objective if can_fork(objective, gpus, threads, devices) else None
+    context = (
+        multiprocessing.get_context("spawn")
+        if inherited is None
+        else multiprocessing.get_context("fork")
+    )
     processes = []
     for i in range(jobs):
         options = dict(
@@ -522,7 +554,7 @@ def run_workers(
         )
         process = context.Process(
             target=_worker_main,
-            args=(i, build_objective, gpus[i], threads, options),
+            args=(i, build_objective, gpus[i], threads, options, inherited),
             name=f"bsopt-worker-{i}",
         )
         process.start()
@@ -578,7 +610,8 @@ def _watch(
             progress.refresh()
             if not alive:
                 break
-            time.sleep(1.0)
+            # Wakes as soon as a worker exits, so the run ends with its last trial.
+            multiprocessing.connection.wait([p.sentinel for p in processes], timeout=1.0)
     finally:
         progress.close()
     for p in processes:

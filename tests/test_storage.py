@@ -358,3 +358,63 @@ def test_one_objective_trial_writes_its_attributes_in_at_most_two_statements(
     assert len(trial.user_attrs) >= 20
     # The reporter's attributes in one statement; oom_retries (set by the retry loop) apart.
     assert len(inserts) <= 2
+
+
+@pytest.mark.parametrize("kind", SQL_KINDS)
+def test_trials_read_with_plain_selects_equal_optunas(kind: str, tmp_path: Path) -> None:
+    url = _sql_url(kind, tmp_path)
+    storage = open_storage(url, heartbeat_interval=None)
+    assert isinstance(storage, SQLStorage)
+    name = f"bsopt-test-{uuid.uuid4().hex[:10]}"
+    study = optuna.create_study(study_name=name, storage=storage, directions=["maximize"] * 2)
+    try:
+        for number in range(5):
+            trial = study.ask()
+            trial.suggest_int("log2_batch_size", 4, 8)
+            trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+            trial.suggest_categorical("act", ["relu", "gelu", None])
+            trial.set_user_attr("samples_seen", number * 100)
+            trial.set_user_attr("nested", {"a": [1, 2], "b": None})
+            trial.storage.set_trial_system_attr(trial._trial_id, "retry", number)
+            for step, value in enumerate([0.5, float("inf"), float("-inf"), float("nan")]):
+                trial.storage.set_trial_intermediate_value(trial._trial_id, step * 7, value)
+            if number == 0:
+                study.tell(trial, [float("inf"), -1.0])
+            elif number == 1:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            elif number == 2:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            # 3 and 4 stay RUNNING
+        study.enqueue_trial({"lr": 0.01})  # WAITING, no params yet
+        study_id = study._study_id
+
+        def both(*args: Any) -> tuple[list[Any], list[Any]]:
+            ours = storage._get_trials(study_id, *args)
+            optunas = optuna.storages.RDBStorage._get_trials(storage, study_id, *args)
+            return ours, optunas
+
+        def same(a: list[Any], b: list[Any]) -> bool:
+            def plain(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+                steps = {k: repr(v) for k, v in t.intermediate_values.items()}  # NaN == NaN
+                return t.__dict__ | {"intermediate_values": steps}
+
+            return [plain(t) for t in a] == [plain(t) for t in b]
+
+        for args in [
+            (None, set(), -1),
+            ((optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED), set(), -1),
+            (None, set(), 10**9),
+        ]:
+            ours, optunas = both(*args)
+            assert same(ours, optunas)
+        all_ids = [t._trial_id for t in study.get_trials(deepcopy=False)]
+        # As Optuna's trial cache asks: the unfinished it knows, and any newer than it saw.
+        ours, optunas = both(None, {all_ids[3], all_ids[4]}, all_ids[2])
+        assert [t.number for t in ours] == [3, 4, 5]
+        assert same(ours, optunas)
+        assert len(ours[0].intermediate_values) == 4
+        assert ours[0].user_attrs["nested"]["a"] == [1, 2]
+        with pytest.raises(KeyError):
+            storage._get_trials(10**9, None, set(), -1)
+    finally:
+        optuna.delete_study(study_name=name, storage=storage)
