@@ -1,3 +1,3 @@
-from bsopt._cli import main
+from bsopt._cli import console_main
 
-raise SystemExit(main())
+console_main()

@@ -18,7 +18,7 @@ from optuna.trial import TrialState, create_trial
 import pytest
 
 import bsopt
-from bsopt._workers import assign_gpus, decide, default_jobs, threads_per_worker
+from bsopt._workers import assign_gpus, can_fork, decide, default_jobs, threads_per_worker
 
 # A study script whose trials suggest the usual params, sleep $TINY_SLEEP s and train
 # nothing (with TINY_SLEEP unset they train a 1-epoch MLP on 200 samples).
@@ -35,10 +35,14 @@ class Sleepy(bsopt.Objective):
         if os.environ.get("TINY_FAIL"):
             raise RuntimeError("objective broke on purpose")
         time.sleep(float(os.environ["TINY_SLEEP"]))
+        trial.set_user_attr("pid", os.getpid())
         return params.lr
 
 
 def build_objective(*, seed):
+    if os.environ.get("TINY_BUILDS"):
+        with open(os.environ["TINY_BUILDS"], "a") as log:
+            log.write(f"{os.getpid()} ")
     data = bsopt.make_synthetic(200, seed=seed)
     objective = bsopt.make_objective(
         bsopt.mlp_builder(data, hidden=(8,)),
@@ -242,6 +246,38 @@ def test_run_jobs_4_on_sqlite_finishes_exactly_n(tiny_script: Path, tmp_path: Pa
     counts = states(url, "tiny")
     assert counts["COMPLETE"] == 10
     assert set(counts) <= {"COMPLETE", "FAIL"}
+
+
+def test_cpu_workers_are_forked_with_the_parents_objective(
+    tiny_script: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'fork.db'}"
+    builds = tmp_path / "builds.txt"
+    proc = bsopt_process(
+        "run", str(tiny_script), "--jobs", "2", "--trials", "6", "--storage", url,
+        "--no-progress", sleep=0.2, TINY_BUILDS=str(builds),
+    )  # fmt: skip
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out
+    (parent,) = builds.read_text().split()  # built once, in the parent, not per worker
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    pids = {t.user_attrs["pid"] for t in trials if t.state == TrialState.COMPLETE}
+    assert len(pids) == 2 and int(parent) not in pids  # two forked workers trained
+
+
+def test_fork_only_where_it_is_safe() -> None:
+    class Cpu:
+        device = "cpu"
+
+    class Cuda:
+        device = "cuda"
+
+    linux = sys.platform == "linux"
+    assert can_fork(Cpu(), [None, None], threads=1, devices=1) is linux
+    assert not can_fork(Cpu(), [None, None], threads=2, devices=1)  # OpenMP after a fork
+    assert not can_fork(Cuda(), ["0", "1"], threads=1, devices=1)  # CUDA after a fork
+    assert not can_fork(Cpu(), [None], threads=1, devices=2)
+    assert not can_fork(None, [None], threads=1, devices=1)  # nothing to inherit
 
 
 def test_sigint_leaves_storage_consistent_and_a_rerun_resumes(
