@@ -14,6 +14,14 @@ first optimizer's one-time cost are included. The variants take turns within eac
   opens (WAL, ``synchronous=NORMAL``, a trial's attributes in one transaction) or on
   ``optuna.storages.RDBStorage(url)`` with the same heartbeat: the effect of the storage
   settings (one torch thread in both).
+* ``bsopt library, one process, Optuna's MedianPruner``: the library variant with
+  ``optuna.pruners.MedianPruner`` (same warm-up), which reads the study at every report,
+  instead of bsopt's, which reads the completed trials once per trial.
+* ``bsopt library, 2 worker processes, forked`` / ``... spawned``: the README command's
+  path without the command line (the parent builds the objective, ``bsopt.run_workers``
+  runs two workers), with the workers forked and inheriting the objective (what ``bsopt
+  run`` does for CPU trials on Linux) or spawned, each importing torch and building its
+  own (what it did before).
 * ``Optuna example``: the search written as Optuna's PyTorch example writes it
   (``suggest_categorical`` batch size over 16..256, log lr, dropout, DataLoaders, one
   ``trial.report(acc, epoch)`` per epoch, ``MedianPruner()``, TPE seeded with S, 10 epochs)
@@ -64,6 +72,21 @@ def worker_library(args: argparse.Namespace) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objective = digits(seed=args.seed)
+    if args.workers:
+        # The README command's path without the command line: the parent builds the
+        # objective and creates the study, two worker processes run the trials.
+        bsopt.create_study(args.study, storage=args.storage, direction=objective.direction)
+        bsopt.run_workers(
+            digits,
+            study_name=args.study,
+            trials=args.trials,
+            jobs=2,
+            storage=args.storage,
+            seed=args.seed,
+            show_progress_bar=False,
+            objective=objective if args.workers == "fork" else None,
+        )
+        return
     if args.plain:
         import warnings
 
@@ -78,12 +101,14 @@ def worker_library(args: argparse.Namespace) -> None:
             )
     else:
         storage = bsopt.open_storage(args.storage)
+    pruner = bsopt.make_pruner("median", objective.budget, objective.data.n_train)
+    if args.optuna_pruner:  # Optuna's own, same settings: reads the study at every report
+        assert isinstance(pruner, optuna.pruners.MedianPruner)
+        pruner = optuna.pruners.MedianPruner(
+            n_startup_trials=pruner._n_startup_trials, n_warmup_steps=pruner._n_warmup_steps
+        )
     study = bsopt.create_study(
-        args.study,
-        storage=storage,
-        direction=objective.direction,
-        pruner=bsopt.make_pruner("median", objective.budget, objective.data.n_train),
-        seed=args.seed,
+        args.study, storage=storage, direction=objective.direction, pruner=pruner, seed=args.seed
     )
     bsopt.optimize(study, objective, trials=args.trials, show_progress_bar=False)
 
@@ -166,8 +191,13 @@ class Variant:
             cmd = [str(BIN / "bsopt"), "run", "digits", *common, "--study", study]
             return cmd + (["--jobs", "1"] if self.key == "readme_jobs1" else [])
         if self.key.startswith("library"):
-            plain = ["--plain"] if self.key == "library_plain" else []
-            return [*me, "--worker", "library", "--study", study, *common, *plain]
+            extra = {
+                "library_plain": ["--plain"],
+                "library_optuna_pruner": ["--optuna-pruner"],
+                "library_spawn": ["--workers", "spawn"],
+                "library_fork": ["--workers", "fork"],
+            }.get(self.key, [])
+            return [*me, "--worker", "library", "--study", study, *common, *extra]
         one = ["--one-thread"] if self.key == "optuna_1t" else []
         return [*me, "--worker", "optuna", "--study", study, *common, *one]
 
@@ -177,6 +207,9 @@ VARIANTS = [
     Variant("readme_jobs1", "README command --jobs 1"),
     Variant("library", "bsopt library, one process, bsopt's storage"),
     Variant("library_plain", "bsopt library, one process, Optuna's RDBStorage"),
+    Variant("library_optuna_pruner", "bsopt library, one process, Optuna's MedianPruner"),
+    Variant("library_fork", "bsopt library, 2 worker processes, forked"),
+    Variant("library_spawn", "bsopt library, 2 worker processes, spawned"),
     Variant("optuna", "Optuna example on SQLite (torch default threads)"),
     Variant("optuna_1t", "Optuna example on SQLite (one torch thread)"),
 ]
@@ -282,9 +315,19 @@ def report(
                 lever("readme_jobs1", "readme"),
             ],
             [
-                "storage: WAL, synchronous=NORMAL, attributes in one transaction",
+                "storage: WAL, synchronous=NORMAL, batched attributes, plain-SELECT reads",
                 "library on Optuna's RDBStorage / library on bsopt's storage",
                 lever("library_plain", "library"),
+            ],
+            [
+                "pruner: completed trials read once per trial, not at every report",
+                "library with Optuna's MedianPruner / library with bsopt's",
+                lever("library_optuna_pruner", "library"),
+            ],
+            [
+                "workers forked with the parent's objective instead of spawned",
+                "library, 2 spawned workers / library, 2 forked workers",
+                lever("library_spawn", "library_fork"),
             ],
             [
                 "one process: torch's default threads (and the CLI's checks) vs one thread",
@@ -360,6 +403,8 @@ def main() -> int:
     parser.add_argument("--storage", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--optuna-pruner", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", choices=("spawn", "fork"), help=argparse.SUPPRESS)
     parser.add_argument("--one-thread", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "library":

@@ -466,33 +466,38 @@ class SQLStorage(RDBStorage):
                 sqlalchemy.or_(trials.c.trial_id.in_(included), newer) if included else newer
             )
         with self.engine.connect() as connection:  # one read transaction: one snapshot
-            rows = connection.execute(
-                sqlalchemy.select(
-                    trials.c.trial_id,
-                    trials.c.number,
-                    trials.c.state,
-                    trials.c.datetime_start,
-                    trials.c.datetime_complete,
-                )
-                .where(*where)
-                .order_by(trials.c.trial_id)
+            rows, children = self._read_trials(connection, where, study_id, models)
+            # Ends the read as Optuna's session does, with a commit: the check that the
+            # database file is still the one opened runs at every commit.
+            connection.commit()
+        return _frozen_trials(rows, children, models) if rows else []
+
+    def _read_trials(
+        self, connection: Any, where: list[Any], study_id: int, models: Any
+    ) -> tuple[Sequence[Any], dict[str, Sequence[Any]]]:
+        trials = cast(sqlalchemy.Table, models.TrialModel.__table__)
+        columns = ["trial_id", "number", "state", "datetime_start", "datetime_complete"]
+        rows = connection.execute(
+            sqlalchemy.select(*(trials.c[name] for name in columns))
+            .where(*where)
+            .order_by(trials.c.trial_id)
+        ).all()
+        if not rows:
+            studies = cast(sqlalchemy.Table, models.StudyModel.__table__)
+            found = connection.execute(
+                sqlalchemy.select(studies.c.study_id).where(studies.c.study_id == study_id)
+            ).first()
+            if found is None:
+                raise KeyError(models.NOT_FOUND_MSG)
+            return rows, {}
+        ids = sqlalchemy.select(trials.c.trial_id).where(*where).scalar_subquery()
+        children = {
+            name: connection.execute(
+                sqlalchemy.select(*selected).where(selected[0].in_(ids)).order_by(order)
             ).all()
-            if not rows:
-                studies = cast(sqlalchemy.Table, models.StudyModel.__table__)
-                found = connection.execute(
-                    sqlalchemy.select(studies.c.study_id).where(studies.c.study_id == study_id)
-                ).first()
-                if found is None:
-                    raise KeyError(models.NOT_FOUND_MSG)
-                return []
-            ids = sqlalchemy.select(trials.c.trial_id).where(*where).scalar_subquery()
-            children = {
-                name: connection.execute(
-                    sqlalchemy.select(*columns).where(columns[0].in_(ids)).order_by(order)
-                ).all()
-                for name, columns, order in _child_queries(models)
-            }
-        return _frozen_trials(rows, children, models)
+            for name, selected, order in _child_queries(models)
+        }
+        return rows, children
 
 
 def _child_queries(models: Any) -> list[tuple[str, list[Any], Any]]:
