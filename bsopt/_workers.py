@@ -122,7 +122,13 @@ class _ExactTotal:
         self.last_number: int | None = None
 
     def settle(self, study: optuna.Study, me: int | None) -> Decision:
-        """Decide, waiting while the outcome hangs on running trials that might fail."""
+        """Decide, waiting while the outcome hangs on running trials that might fail.
+
+        The first polls come quickly (50 ms, doubling up to ``poll_interval``): at the end
+        of a study the trial waited for is usually about to finish, and this worker's exit
+        is what the run waits for.
+        """
+        delay = min(0.05, self.poll_interval)
         while True:
             trials = study.get_trials(deepcopy=False)
             running = sum(t.state == TrialState.RUNNING for t in trials)
@@ -136,7 +142,8 @@ class _ExactTotal:
                 self.blocked_by = [t.number for t in trials if t.state == TrialState.RUNNING]
                 return "stop"
             _fail_stale(study)
-            time.sleep(self.poll_interval)
+            time.sleep(delay)
+            delay = min(2 * delay, self.poll_interval)
 
     def wrap(self, objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
         def gated(trial: optuna.Trial) -> Any:
