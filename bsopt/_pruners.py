@@ -77,10 +77,10 @@ class _StudyWithCompleted:
         return getattr(self._study, name)
 
 
-class MedianPruner(optuna.pruners.MedianPruner):
-    """Optuna's median pruner reading the study's completed trials once per trial.
+class PercentilePruner(optuna.pruners.PercentilePruner):
+    """Optuna's percentile pruner reading the study's completed trials once per trial.
 
-    Same arguments and decisions as :class:`optuna.pruners.MedianPruner`, plus
+    Same arguments and decisions as :class:`optuna.pruners.PercentilePruner`, plus
     ``refresh_seconds`` (see :data:`COMPLETED_REFRESH_SECONDS`).
     """
 
@@ -94,17 +94,11 @@ class MedianPruner(optuna.pruners.MedianPruner):
         return super().prune(self._completed.view(study, trial), trial)
 
 
-class PercentilePruner(optuna.pruners.PercentilePruner):
-    """Optuna's percentile pruner reading the study's completed trials once per trial."""
+class MedianPruner(PercentilePruner, optuna.pruners.MedianPruner):
+    """Optuna's median pruner reading the study's completed trials once per trial.
 
-    def __init__(
-        self, *args: Any, refresh_seconds: float = COMPLETED_REFRESH_SECONDS, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._completed = _CompletedTrials(refresh_seconds)
-
-    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        return super().prune(self._completed.view(study, trial), trial)
+    Takes :class:`optuna.pruners.MedianPruner`'s arguments, plus ``refresh_seconds``.
+    """
 
 
 def make_pruner(
