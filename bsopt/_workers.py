@@ -363,8 +363,9 @@ def attach_worker(
 
 
 # ``bsopt run`` without --jobs: at most this many worker processes, each with at least
-# TRIALS_PER_WORKER of the trials left. A worker is a fresh interpreter (a few seconds to
-# import torch and build the objective), and TPE learns less when many trials run at once.
+# TRIALS_PER_WORKER of the trials left: a spawned worker takes seconds to import torch and
+# build the objective (a forked one does not), and TPE learns less when many trials run at
+# once.
 AUTO_JOBS_CAP = 4
 TRIALS_PER_WORKER = 5
 
