@@ -104,34 +104,88 @@ def plan_batch(
     raise AssertionError("unreachable: one sample per step always fits")  # pragma: no cover
 
 
-def check_framework_reporter(
-    who: str,
-    trial: Any,
-    budget: Budget,
-    n_train: int,
-    batch_size: int,
-    monitor: str,
-    *,
-    logged: str,
-) -> Grid:
-    """The checks every framework callback makes, and the budget's grid.
+class FrameworkReporter:
+    """What the framework callbacks share: their checks, settings and rank 0's reporter.
 
     A framework's processes train at different speeds, so a time grid cannot be shared:
     the budget must be in epochs or samples. ``logged`` says where the monitored value comes
     from, for the error message (e.g. ``"a logged metric, e.g. 'val_acc'"``).
     """
-    _check_trial(trial, who)
-    if not isinstance(budget, Budget) or budget.unit == "seconds":
-        raise ValueError(
-            f"{who} needs a budget in epochs or samples, e.g. bsopt.Budget(10, 'epochs'), but "
-            f"got {budget!r}: training time differs between processes, so a time grid cannot "
-            "be shared."
+
+    def __init__(
+        self,
+        trial: Any,
+        budget: Budget,
+        n_train: int,
+        *,
+        batch_size: int,
+        monitor: str,
+        lr: float | None,
+        seed: int | None,
+        divergence_factor: float,
+        metric: str | None,
+        logged: str,
+    ) -> None:
+        who = type(self).__name__
+        _check_trial(trial, who)
+        if not isinstance(budget, Budget) or budget.unit == "seconds":
+            raise ValueError(
+                f"{who} needs a budget in epochs or samples, e.g. bsopt.Budget(10, 'epochs'), "
+                f"but got {budget!r}: training time differs between processes, so a time grid "
+                "cannot be shared."
+            )
+        _positive_int("n_train", n_train)
+        _positive_int("batch_size", batch_size)
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"monitor must name {logged}; got {monitor!r}.")
+        self.grid = budget.grid(n_train)
+        self.trial = trial
+        self.budget = budget
+        self.n_train = n_train
+        self.batch_size = batch_size
+        self.monitor = monitor
+        self.lr = lr
+        self.seed = seed
+        self.divergence_factor = divergence_factor
+        self.metric = metric or monitor
+        self.reporter: FairReporter | None = None  # rank 0's, once training starts
+        self.samples_seen = 0
+        self._next = 0  # the next grid point
+        self._due = False
+
+    def _check_interval(self, evaluator: str) -> None:
+        # A framework evaluates between optimizer updates, never inside one.
+        if self.grid.points[0] < self.batch_size:
+            raise ValueError(
+                f"The budget evaluates every {self.grid.points[0]:,} samples, less than one "
+                f"optimizer update of batch_size={self.batch_size}: {evaluator} cannot "
+                "evaluate in between. Raise the budget, lower Budget(evals=...), or the "
+                "largest batch size."
+            )
+
+    def _start_reporter(
+        self,
+        *,
+        micro_batch_size: int | None,
+        device: str | torch.device | None,
+        world_size: int,
+        accumulation_steps: int,
+        divergence_factor: float = 10.0,
+    ) -> FairReporter:
+        self.reporter = FairReporter(
+            self.trial,
+            self.budget,
+            self.n_train,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            micro_batch_size=micro_batch_size,
+            seed=self.seed,
+            device=device,
+            metric=self.metric,
+            divergence_factor=divergence_factor,
         )
-    _positive_int("n_train", n_train)
-    _positive_int("batch_size", batch_size)
-    if not isinstance(monitor, str) or not monitor:
-        raise ValueError(f"monitor must name {logged}; got {monitor!r}.")
-    return budget.grid(n_train)
+        self.reporter.set_attrs(world_size=world_size, accumulation_steps=accumulation_steps)
+        return self.reporter
 
 
 class FairReporter:

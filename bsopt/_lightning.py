@@ -24,7 +24,7 @@ import torch
 
 from bsopt._batch import batch_size_of
 from bsopt._budget import Budget
-from bsopt._fair import FairReporter, _positive_int, check_framework_reporter, plan_batch
+from bsopt._fair import FrameworkReporter, _positive_int, plan_batch
 from bsopt._stop import StopReason
 
 # Trainer arguments that would keep bsopt from deciding when to validate.
@@ -36,7 +36,7 @@ _TRAINER_KWARGS: dict[str, Any] = {
 }
 
 
-class LightningReporter(pl.Callback):
+class LightningReporter(FrameworkReporter, pl.Callback):
     """A Lightning callback that validates, reports and prunes on bsopt's sample grid.
 
     ::
@@ -87,33 +87,22 @@ class LightningReporter(pl.Callback):
         divergence_factor: float = 10.0,
         metric: str | None = None,
     ) -> None:
-        super().__init__()
-        self.grid = check_framework_reporter(
-            type(self).__name__,
+        super().__init__(
             trial,
             budget,
             n_train,
-            batch_size,
-            monitor,
+            batch_size=batch_size,
+            monitor=monitor,
+            lr=lr,
+            seed=seed,
+            divergence_factor=divergence_factor,
+            metric=metric,
             logged="a logged metric, e.g. 'val_acc'",
         )
-        self.trial = trial
-        self.budget = budget
-        self.n_train = n_train
-        self.batch_size = batch_size
-        self.monitor = monitor
-        self.lr = lr
-        self.seed = seed
-        self.divergence_factor = divergence_factor
-        self.metric = metric or monitor
         self.micro_batch_size: int | None = None  # per device, set by configure()
-        self.reporter: FairReporter | None = None  # rank 0, from on_fit_start
-        self.samples_seen = 0
-        self._next = 0
         self._pending_samples = 0
         self._pending_loss: list[torch.Tensor] = []
         self._last_global_step = 0
-        self._due = False
         self._decision: str | None = None
         self._world_size = 1
         self._trainer: pl.Trainer | None = None
@@ -159,21 +148,12 @@ class LightningReporter(pl.Callback):
         self._world_size = trainer.world_size
         self._check_trainer(trainer)
         if trainer.is_global_zero:
-            self.reporter = FairReporter(
-                self.trial,
-                self.budget,
-                self.n_train,
-                batch_size=self.batch_size,
-                lr=self.lr,
+            self._start_reporter(
                 micro_batch_size=self.micro_batch_size,
-                seed=self.seed,
                 device=pl_module.device,
-                metric=self.metric,
-                divergence_factor=self.divergence_factor,
-            )
-            self.reporter.set_attrs(
                 world_size=trainer.world_size,
                 accumulation_steps=trainer.accumulate_grad_batches,
+                divergence_factor=self.divergence_factor,
             )
 
     def _check_trainer(self, trainer: pl.Trainer) -> None:
@@ -194,13 +174,7 @@ class LightningReporter(pl.Callback):
                 f"{name} reports validation metrics, but limit_val_batches=0 turns validation "
                 "off. Remove limit_val_batches, or set it above 0."
             )
-        step = self.batch_size
-        if self.grid.points[0] < step:
-            raise ValueError(
-                f"The budget evaluates every {self.grid.points[0]:,} samples, less than one "
-                f"optimizer step of batch_size={step}: {name} cannot validate in between. "
-                "Raise the budget, lower Budget(evals=...), or the largest batch size."
-            )
+        self._check_interval(name)
         world = trainer.world_size
         accumulation = trainer.accumulate_grad_batches
         per_device = self.micro_batch_size

@@ -27,7 +27,7 @@ import optuna
 import torch
 
 from bsopt._budget import Budget
-from bsopt._fair import FairReporter, check_framework_reporter, plan_batch
+from bsopt._fair import FrameworkReporter, plan_batch
 from bsopt._stop import DivergenceCheck, StopReason
 
 
@@ -55,7 +55,7 @@ def _replicas(args: TrainingArguments) -> int:
     return int(args.world_size) * max(1, int(args.n_gpu))
 
 
-class TransformersReporter(TrainerCallback):
+class TransformersReporter(FrameworkReporter, TrainerCallback):
     """A ``TrainerCallback`` that evaluates, reports and prunes on bsopt's sample grid.
 
     ::
@@ -103,34 +103,20 @@ class TransformersReporter(TrainerCallback):
         divergence_factor: float = 10.0,
         metric: str | None = None,
     ) -> None:
-        self.grid = check_framework_reporter(
-            type(self).__name__,
+        super().__init__(
             trial,
             budget,
             n_train,
-            batch_size,
-            monitor,
+            batch_size=batch_size,
+            monitor=monitor,
+            lr=lr,
+            seed=seed,
+            divergence_factor=divergence_factor,
+            metric=metric,
             logged="an evaluation metric, e.g. 'eval_loss'",
         )
-        self.trial = trial
-        self.budget = budget
-        self.n_train = n_train
-        if self.grid.points[0] < batch_size:
-            raise ValueError(
-                f"The budget evaluates every {self.grid.points[0]:,} samples, less than one "
-                f"optimizer update of batch_size={batch_size}: the Trainer cannot evaluate in "
-                "between. Raise the budget, lower Budget(evals=...), or the largest batch size."
-            )
-        self.batch_size = batch_size
-        self.monitor = monitor
-        self.lr = lr
-        self.seed = seed
-        self.metric = metric or monitor
+        self._check_interval("the Trainer")
         self.divergence = DivergenceCheck(divergence_factor)
-        self.reporter: FairReporter | None = None
-        self.samples_seen = 0
-        self._next = 0
-        self._due = False
         self._epoch_cumulative: list[int] = []  # samples after each update of an epoch
         self._configured: tuple[int, int] | None = None
 
@@ -245,19 +231,12 @@ class TransformersReporter(TrainerCallback):
         self.samples_seen = 0
         self._next = 0
         if state.is_world_process_zero:
-            self.reporter = FairReporter(
-                self.trial,
-                self.budget,
-                self.n_train,
-                batch_size=self.batch_size,
-                lr=self.lr,
+            self._start_reporter(
                 micro_batch_size=per_device,
-                seed=self.seed,
                 device=args.device,
-                metric=self.metric,
-            )
-            self.reporter.set_attrs(world_size=world, accumulation_steps=accumulation)
-            self.reporter.start()
+                world_size=world,
+                accumulation_steps=accumulation,
+            ).start()
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
