@@ -22,7 +22,7 @@ from bsopt._study import (
     raise_storage_fault,
     summary,
 )
-from bsopt._workers import default_jobs, run_workers
+from bsopt._workers import close_objective, default_jobs, run_workers
 
 if TYPE_CHECKING:  # torch and the trainer load when a study is built, not to parse --help
     from bsopt._objective import Objective
@@ -248,9 +248,7 @@ def run(
                 allow_space_change=allow_space_change,
             )
         finally:
-            close = getattr(objective, "close", None)
-            if callable(close):
-                close()  # the other ranks of its trials, if any were started
+            close_objective(objective)
     try:
         echo(summary(study, storage_url=url))
     except Exception as e:

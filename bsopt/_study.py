@@ -279,6 +279,26 @@ def quiet_interrupts() -> Iterator[None]:
         logger.removeFilter(hide)
 
 
+@contextlib.contextmanager
+def running(study: optuna.Study, trials: int) -> Iterator[Interrupts]:
+    """What every run loop does around Optuna's, given the :class:`Interrupts` to wrap with.
+
+    At the total, trials a dead worker left RUNNING are failed; after Ctrl-C the cut trial
+    is queued again; a storage fault becomes a one-line :class:`~bsopt.StorageError`.
+    """
+    interrupts = Interrupts()
+    try:
+        yield interrupts
+        if n_finished(study) >= trials:
+            close_lost_trials(study)
+    except KeyboardInterrupt:
+        interrupts.retry(study)
+        raise
+    except Exception as e:
+        raise_storage_fault(e, study)
+        raise
+
+
 class Interrupts:
     """Wraps an objective to mark a trial cut short by Ctrl-C, then queues its retry."""
 
@@ -533,9 +553,8 @@ def optimize(
     if show_progress_bar:
         # Per-trial log lines would break the bar; the summary reports the result instead.
         optuna.logging.set_verbosity(logging.WARNING)
-    interrupts = Interrupts()
     try:
-        with quiet_interrupts():
+        with running(study, trials) as interrupts, quiet_interrupts():
             study.optimize(
                 interrupts.wrap(objective),
                 n_trials=remaining,
@@ -544,14 +563,6 @@ def optimize(
                 callbacks=[_StopAtTotal(trials), *callbacks],
                 show_progress_bar=show_progress_bar,
             )
-        if n_finished(study) >= trials:
-            close_lost_trials(study)
-    except KeyboardInterrupt:
-        interrupts.retry(study)
-        raise
-    except Exception as e:
-        raise_storage_fault(e, study)
-        raise
     finally:
         optuna.logging.set_verbosity(level or logging.INFO)
     return len(study.get_trials(deepcopy=False)) - before

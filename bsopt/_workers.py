@@ -29,14 +29,13 @@ from bsopt._pruners import PrunerName, make_pruner
 from bsopt._storage import mask_url, open_storage, resolve_storage_url, scrub, storage_error
 from bsopt._study import (
     FINISHED,
-    Interrupts,
     check_definition,
     check_study_name,
-    close_lost_trials,
     create_study,
     n_finished,
     quiet_interrupts,
     raise_storage_fault,
+    running,
     search_trials,
 )
 from bsopt._study import sampler_seed as sampler_seed_for
@@ -209,8 +208,7 @@ def work(
     if poll_interval <= 0:
         raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}.")
     gate = _ExactTotal(trials, poll_interval=poll_interval)
-    interrupts = Interrupts()
-    try:
+    with running(study, trials) as interrupts:
         check_definition(study, objective, allow_change=allow_space_change)
         while gate.settle(study, None) != "stop":
             try:
@@ -228,14 +226,6 @@ def work(
                 # total and took the trial for lost); Optuna then cannot record it.
                 if not str(e).startswith("Cannot tell a"):
                     raise
-        if n_finished(study) >= trials:
-            close_lost_trials(study)
-    except KeyboardInterrupt:
-        interrupts.retry(study)
-        raise
-    except Exception as e:
-        raise_storage_fault(e, study)
-        raise
     if gate.blocked_by and n_finished(study) < trials:
         numbers = ", ".join(f"#{n}" for n in gate.blocked_by)
         print(
@@ -245,6 +235,13 @@ def work(
             file=sys.stderr,
         )
     return gate.ran
+
+
+def close_objective(objective: object) -> None:
+    """Stop what the objective started: the other ranks of its trials, if any."""
+    close = getattr(objective, "close", None)
+    if callable(close):
+        close()
 
 
 def attach_worker(
@@ -354,9 +351,7 @@ def attach_worker(
             allow_space_change=allow_space_change,
         )
     finally:
-        close = getattr(objective, "close", None)
-        if callable(close):
-            close()  # the other ranks of its trials, if any were started
+        close_objective(objective)
     if echo is not None:
         echo(f"Worker trained {ran} trials; the study holds {n_finished(study)} of {trials}.")
     return study
