@@ -614,28 +614,19 @@ def close_connections(storage: BaseStorage) -> None:
 
 def _upsert_for(dialect: str) -> Callable[[Any, list[dict[str, Any]]], Any] | None:
     """A multi-row insert-or-update statement builder for ``dialect``, if it has one."""
-    if dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0):  # upsert: 3.24+
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+    if dialect == "postgresql" or (
+        dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0)  # upsert: 3.24+
+    ):
+        insert = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert
 
-        def sqlite_upsert(table: Any, values: list[dict[str, Any]]) -> Any:
-            statement = sqlite_insert(table).values(values)
+        def upsert(table: Any, values: list[dict[str, Any]]) -> Any:
+            statement = insert(table).values(values)
             return statement.on_conflict_do_update(
                 index_elements=[table.trial_id, table.key],
                 set_={"value_json": statement.excluded.value_json},
             )
 
-        return sqlite_upsert
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        def postgresql_upsert(table: Any, values: list[dict[str, Any]]) -> Any:
-            statement = postgresql_insert(table).values(values)
-            return statement.on_conflict_do_update(
-                index_elements=[table.trial_id, table.key],
-                set_={"value_json": statement.excluded.value_json},
-            )
-
-        return postgresql_upsert
+        return upsert
     if dialect in ("mysql", "mariadb"):
         from sqlalchemy.dialects.mysql import insert as mysql_insert
 
