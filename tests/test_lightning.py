@@ -86,30 +86,49 @@ def _study(tmp_path: Path, pruner: optuna.pruners.BasePruner | None = None) -> o
     )
 
 
-def test_validation_runs_on_the_sample_grid_with_accumulation(tmp_path: Path) -> None:
-    budget = bsopt.Budget(2, "epochs", evals=4)  # 192 samples: points 48, 96, 144, 192
-    modules: list[Classifier] = []
+def _one_trial(
+    tmp_path: Path,
+    budget: bsopt.Budget,
+    *,
+    batch_size: int,
+    n_train: int = N_TRAIN,
+    micro_batch_size: int | None = None,
+    plan: tuple[int, int] | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+    module: Classifier | None = None,
+    **options: Any,
+) -> tuple[optuna.trial.FrozenTrial, Classifier]:
+    """One trial fitting ``module`` (default a Classifier) under a LightningReporter.
+
+    ``plan`` is the (per-device batch, accumulation) that ``configure`` must choose.
+    """
+    fitted = module or Classifier()
 
     def objective(trial: optuna.Trial) -> float:
-        module = Classifier()
-        modules.append(module)
-        data = Data()
+        data = Data(n_train=n_train)
         reporter = bsopt.LightningReporter(
-            trial, budget, N_TRAIN, batch_size=16, monitor="val_acc", lr=0.05, seed=1
+            trial, budget, n_train, batch_size=batch_size, monitor="val_acc", **options
         )
-        kwargs = reporter.configure(data, micro_batch_size=8)
-        assert data.batch_size == 8
-        assert kwargs["accumulate_grad_batches"] == 2
-        _trainer(reporter, kwargs).fit(module, datamodule=data)
+        kwargs = reporter.configure(data, micro_batch_size=micro_batch_size)
+        if plan is not None:
+            assert (data.batch_size, kwargs["accumulate_grad_batches"]) == plan
+        _trainer(reporter, kwargs).fit(fitted, datamodule=data)
         return reporter.finish()
 
-    study = _study(tmp_path)
+    study = _study(tmp_path, pruner)
     study.optimize(objective, n_trials=1)
-    trial = study.trials[0]
+    return study.trials[0], fitted
+
+
+def test_validation_runs_on_the_sample_grid_with_accumulation(tmp_path: Path) -> None:
+    budget = bsopt.Budget(2, "epochs", evals=4)  # 192 samples: points 48, 96, 144, 192
+    trial, module = _one_trial(
+        tmp_path, budget, batch_size=16, micro_batch_size=8, plan=(8, 2), lr=0.05, seed=1
+    )
     assert trial.state == optuna.trial.TrialState.COMPLETE
     # Batches of 16 reach every point exactly: validation after exactly those samples.
-    assert modules[0].samples_at_validation == [48, 96, 144, 192]
-    assert modules[0].trained_samples == 192
+    assert module.samples_at_validation == [48, 96, 144, 192]
+    assert module.trained_samples == 192
     assert sorted(trial.intermediate_values) == [48, 96, 144, 192]
     assert trial.value == trial.intermediate_values[192]
     attrs = trial.user_attrs
@@ -131,23 +150,9 @@ def test_a_batch_that_does_not_divide_the_grid_validates_at_the_next_step(
     tmp_path: Path,
 ) -> None:
     budget = bsopt.Budget(2, "epochs", evals=4)  # points 48, 96, 144, 192
-    modules: list[Classifier] = []
-
-    def objective(trial: optuna.Trial) -> float:
-        module = Classifier()
-        modules.append(module)
-        data = Data()
-        reporter = bsopt.LightningReporter(
-            trial, budget, N_TRAIN, batch_size=40, monitor="val_acc"
-        )
-        _trainer(reporter, reporter.configure(data)).fit(module, datamodule=data)
-        return reporter.finish()
-
-    study = _study(tmp_path)
-    study.optimize(objective, n_trials=1)
-    trial = study.trials[0]
+    trial, module = _one_trial(tmp_path, budget, batch_size=40)
     # Epochs of 96 samples come as 40, 40, 16: 40, 80, 96 | 136, 176, 192.
-    assert modules[0].samples_at_validation == [80, 96, 176, 192]
+    assert module.samples_at_validation == [80, 96, 176, 192]
     assert sorted(trial.intermediate_values) == [48, 96, 144, 192]
     assert trial.user_attrs["grid_overshoot"] == 32
     assert trial.user_attrs["samples_seen"] == 192
@@ -159,22 +164,10 @@ def test_an_epoch_ending_inside_an_accumulation_counts_its_real_samples(
     # 100 samples in micro-batches of 16: 6 x 16 + 4 per epoch; updates of 3 micro-batches
     # are 48, 48 and the epoch's last 4 (Lightning steps at the end of an epoch).
     budget = bsopt.Budget(2, "epochs", evals=2)  # points 100, 200
-    modules: list[Classifier] = []
-
-    def objective(trial: optuna.Trial) -> float:
-        module = Classifier()
-        modules.append(module)
-        data = Data(n_train=100)
-        reporter = bsopt.LightningReporter(trial, budget, 100, batch_size=48, monitor="val_acc")
-        kwargs = reporter.configure(data, micro_batch_size=16)
-        assert (data.batch_size, kwargs["accumulate_grad_batches"]) == (16, 3)
-        _trainer(reporter, kwargs).fit(module, datamodule=data)
-        return reporter.finish()
-
-    study = _study(tmp_path)
-    study.optimize(objective, n_trials=1)
-    trial = study.trials[0]
-    assert modules[0].samples_at_validation == [100, 200]
+    trial, module = _one_trial(
+        tmp_path, budget, batch_size=48, n_train=100, micro_batch_size=16, plan=(16, 3)
+    )
+    assert module.samples_at_validation == [100, 200]
     assert trial.user_attrs["samples_seen"] == 200
     assert trial.user_attrs["optimizer_steps"] == 6
     assert trial.user_attrs["grid_overshoot"] == 0
@@ -182,42 +175,19 @@ def test_an_epoch_ending_inside_an_accumulation_counts_its_real_samples(
 
 def test_the_pruner_stops_lightning_and_the_trial_is_pruned(tmp_path: Path) -> None:
     budget = bsopt.Budget(2, "epochs", evals=4)
-    modules: list[Classifier] = []
-
-    def objective(trial: optuna.Trial) -> float:
-        module = Classifier()
-        modules.append(module)
-        data = Data()
-        reporter = bsopt.LightningReporter(
-            trial, budget, N_TRAIN, batch_size=16, monitor="val_acc"
-        )
-        _trainer(reporter, reporter.configure(data)).fit(module, datamodule=data)
-        return reporter.finish()
-
-    study = _study(tmp_path, optuna.pruners.ThresholdPruner(lower=1.1))
-    study.optimize(objective, n_trials=1)
-    trial = study.trials[0]
+    trial, module = _one_trial(
+        tmp_path, budget, batch_size=16, pruner=optuna.pruners.ThresholdPruner(lower=1.1)
+    )
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert list(trial.intermediate_values) == [48]
-    assert modules[0].trained_samples == 48  # training stopped at the first point
+    assert module.trained_samples == 48  # training stopped at the first point
     assert trial.user_attrs["stop_reason"] == "pruned"
     assert trial.user_attrs["stop_detail"].startswith("pruned at 48 samples seen with val_acc=")
 
 
 def test_a_diverged_loss_stops_training_as_diverged(tmp_path: Path) -> None:
     budget = bsopt.Budget(2, "epochs", evals=4)
-
-    def objective(trial: optuna.Trial) -> float:
-        data = Data()
-        reporter = bsopt.LightningReporter(
-            trial, budget, N_TRAIN, batch_size=16, monitor="val_acc"
-        )
-        _trainer(reporter, reporter.configure(data)).fit(Classifier(blow_up_at=4), datamodule=data)
-        return reporter.finish()
-
-    study = _study(tmp_path)
-    study.optimize(objective, n_trials=1)
-    trial = study.trials[0]
+    trial, _ = _one_trial(tmp_path, budget, batch_size=16, module=Classifier(blow_up_at=4))
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["stop_reason"] == "diverged"
     assert "non-finite" in trial.user_attrs["stop_detail"]
