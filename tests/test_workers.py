@@ -18,6 +18,7 @@ from optuna.trial import TrialState, create_trial
 import pytest
 
 import bsopt
+from bsopt._runner import load_study_definition
 from bsopt._workers import assign_gpus, can_fork, decide, default_jobs, threads_per_worker
 
 # A study script whose trials suggest the usual params, sleep $TINY_SLEEP s and train
@@ -335,21 +336,29 @@ def test_sigkill_mid_trial_is_failed_and_retried_in_its_place(
     check_sigkill_retry(tiny_script, url, "tiny", monkeypatch)
 
 
-def check_sigkill_retry(
-    script: Path, url: str, name: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _kill_a_worker_mid_trial(
+    script: Path, url: str, name: str, *, trials: int, grace: int
+) -> optuna.trial.FrozenTrial:
+    """Start ``bsopt worker`` on a study of ``trials``, SIGKILL it mid-trial: its one trial."""
     victim = bsopt_process(
-        "worker", str(script), "--storage", url, "--study", name, "--create", "--trials", "4",
-        "--heartbeat", "1", "--grace", "2", sleep=120,
+        "worker", str(script), "--storage", url, "--study", name, "--create",
+        "--trials", str(trials), "--heartbeat", "1", "--grace", str(grace), sleep=120,
     )  # fmt: skip
     try:
         wait_for(lambda: _running(url, name), timeout=120, what="the victim's trial to start")
     finally:
         victim.kill()  # SIGKILL: no clean-up, the trial stays RUNNING
         victim.communicate()
-    killed = _running(url, name)[0]
+    (killed,) = _running(url, name)
+    return killed
+
+
+def check_sigkill_retry(
+    script: Path, url: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    killed = _kill_a_worker_mid_trial(script, url, name, trials=4, grace=2)
     monkeypatch.setenv("TINY_SLEEP", "0.1")
-    _, build = bsopt._runner.load_study_definition(str(script))
+    _, build = load_study_definition(str(script))
     study = bsopt.attach_worker(
         build, study_name=name, trials=4, storage=url, heartbeat_interval=1, grace_period=2,
         poll_interval=0.2, echo=None,
@@ -378,16 +387,7 @@ def check_lost_trial(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     """SIGKILL a worker mid-trial, finish the study well before the grace period."""
-    victim = bsopt_process(
-        "worker", str(script), "--storage", url, "--study", name, "--create", "--trials", "3",
-        "--heartbeat", "1", "--grace", "600", sleep=120,
-    )  # fmt: skip
-    try:
-        wait_for(lambda: _running(url, name), timeout=120, what="the victim's trial to start")
-    finally:
-        victim.kill()  # SIGKILL: no clean-up, the trial stays RUNNING
-        victim.communicate()
-    (killed,) = _running(url, name)
+    killed = _kill_a_worker_mid_trial(script, url, name, trials=3, grace=600)
     monkeypatch.setenv("TINY_SLEEP", "0.05")
     args = ["run", str(script), "--storage", url, "--study", name, "--no-progress",
             "--heartbeat", "1", "--grace", "600"]  # fmt: skip
