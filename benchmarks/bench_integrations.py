@@ -57,7 +57,6 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, TensorDataset  # noqa: E402
 from transformers import (  # noqa: E402
-    BertConfig,
     BertForSequenceClassification,
     Trainer,
     TrainingArguments,
@@ -65,6 +64,9 @@ from transformers import (  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 import bsopt  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
+from transformers_tiny import accuracy, tiny_bert  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 hf_logging.set_verbosity_error()
@@ -201,21 +203,7 @@ HF_BUDGET = bsopt.Budget(6, evals=6)
 
 def _bert() -> BertForSequenceClassification:
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-        num_labels=2,
-    )
-    return BertForSequenceClassification(config)
-
-
-def _accuracy(prediction: Any) -> dict[str, float]:
-    logits, labels = prediction
-    return {"accuracy": float((np.argmax(logits, axis=1) == labels).mean())}
+    return tiny_bert()  # the study script's model, hidden dropout 0.1
 
 
 def _hf_args(out: str, **kwargs: Any) -> TrainingArguments:
@@ -243,7 +231,7 @@ def _hf_train(args: TrainingArguments, callbacks: list[Any]) -> Trainer:
         args=args,
         train_dataset=HF_TRAIN,
         eval_dataset=HF_VAL,
-        compute_metrics=_accuracy,
+        compute_metrics=accuracy,
         callbacks=callbacks,
     )
 

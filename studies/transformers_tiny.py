@@ -54,6 +54,21 @@ def accuracy(prediction: Any) -> dict[str, float]:
     return {"accuracy": float((np.argmax(logits, axis=1) == labels).mean())}
 
 
+def tiny_bert(dropout: float = 0.1) -> BertForSequenceClassification:
+    """A 2-layer BERT with tiny dimensions and random weights, built from a config."""
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        hidden_dropout_prob=dropout,
+        num_labels=2,
+    )
+    return BertForSequenceClassification(config)
+
+
 def build_objective(*, seed: int = 0) -> bsopt.LoopObjective:
     train, val = Tokens(384, seed), Tokens(256, seed + 1)
     hf_logging.set_verbosity_error()
@@ -62,16 +77,6 @@ def build_objective(*, seed: int = 0) -> bsopt.LoopObjective:
         params = SPACE.suggest(trial)
         trial_seed = seed + trial.number
         torch.manual_seed(trial_seed)
-        config = BertConfig(
-            vocab_size=64,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=32,
-            hidden_dropout_prob=params.dropout,
-            num_labels=2,
-        )
         reporter = bsopt.TransformersReporter(
             trial,
             BUDGET,
@@ -93,7 +98,7 @@ def build_objective(*, seed: int = 0) -> bsopt.LoopObjective:
                 disable_tqdm=True,
             )
             trainer = Trainer(
-                model=BertForSequenceClassification(config),
+                model=tiny_bert(params.dropout),
                 args=reporter.configure(args),
                 train_dataset=train,
                 eval_dataset=val,
