@@ -66,7 +66,10 @@ def make_adamw(model: nn.Module) -> torch.optim.Optimizer:
 
 
 def run_bsopt(data: bsopt.TensorData, batch_size: int) -> Run:
-    model = build_model()
+    return _train(build_model(), data, batch_size)
+
+
+def _train(model: nn.Module, data: bsopt.TensorData, batch_size: int) -> Run:
     result = bsopt.train(
         model,
         data,
@@ -98,17 +101,7 @@ def as_dict(data: bsopt.TensorData) -> bsopt.TensorData:
 
 
 def run_bsopt_dict(data: bsopt.TensorData, batch_size: int) -> Run:
-    result = bsopt.train(
-        DictInput(),
-        DICT_DATA.setdefault("digits", as_dict(data)),
-        bsopt.Params(batch_size=batch_size, lr=LR),
-        budget=bsopt.Budget(EPOCHS, "epochs", evals=EPOCHS),
-        metric="accuracy",
-        device=DEVICE,
-        seed=SEED,
-    )
-    assert result.stop_reason == "completed", result.stop_reason
-    return result.train_seconds, result.eval_seconds, result.value
+    return _train(DictInput(), DICT_DATA.setdefault("digits", as_dict(data)), batch_size)
 
 
 DICT_DATA: dict[str, bsopt.TensorData] = {}
