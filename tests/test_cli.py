@@ -164,6 +164,29 @@ def test_the_digits_example_runs_as_documented(tmp_path: Path) -> None:
     assert len(study.trials) == 2
 
 
+def test_the_command_exits_early_with_its_status_and_the_wal_folded_in(
+    tmp_path: Path,
+) -> None:
+    # The command skips the interpreter's teardown; exit handlers still close the storage.
+    db = tmp_path / "fast.db"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "bsopt", "run", "synthetic", "--trials", "2", "--jobs", "1"]
+    done = subprocess.run(
+        [*args, "--storage", f"sqlite:///{db}", "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith(f"optuna-dashboard sqlite:///{db}")  # all flushed
+    assert db.is_file() and not (tmp_path / "fast.db-wal").exists()
+    missing = str(tmp_path / "missing.py")
+    bad = subprocess.run(
+        [sys.executable, "-m", "bsopt", "run", missing, "--storage", f"sqlite:///{db}"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2  # main's status, passed through the early exit
+    assert bad.stderr.startswith(f"bsopt: error: Unknown study {missing!r}.")
+
+
 def test_module_help_lists_commands() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bsopt", "--help"], capture_output=True, text=True, timeout=120

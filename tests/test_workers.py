@@ -178,6 +178,27 @@ def test_work_waits_for_the_last_running_trial_then_stops(sqlite_url: str) -> No
     assert states(sqlite_url, "gate") == {"COMPLETE": 2}
 
 
+def test_waiting_for_the_last_trial_polls_soon_then_every_poll_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bsopt import _workers
+
+    class Study:  # the last place is held by a running trial for six polls
+        polls = 0
+
+        def get_trials(self, deepcopy: bool = False) -> list[optuna.trial.FrozenTrial]:
+            self.polls += 1
+            return [trial(0, R if self.polls <= 6 else C)]
+
+    slept: list[float] = []
+    monkeypatch.setattr(_workers, "_has_heartbeat", lambda study: True)
+    monkeypatch.setattr(_workers, "_fail_stale", lambda study: None)
+    monkeypatch.setattr(_workers.time, "sleep", slept.append)
+    gate = _workers._ExactTotal(1, poll_interval=0.5)
+    assert gate.settle(Study(), None) == "stop"  # type: ignore[arg-type]
+    assert slept == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5]
+
+
 def test_work_without_heartbeat_leaves_the_places_to_running_trials(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
