@@ -152,3 +152,8 @@ def test_read_once_pruners_pickle() -> None:
     copy = pickle.loads(pickle.dumps(pruner))
     assert isinstance(copy, optuna.pruners.PercentilePruner)
     assert copy._completed.refresh_seconds == pruner._completed.refresh_seconds
+
+
+def test_a_negative_refresh_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"refresh_seconds must be >= 0, but got -1"):
+        bsopt._pruners.MedianPruner(refresh_seconds=-1)
