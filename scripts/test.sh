@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command from the README: creates .venv if needed, installs bsopt with its dev
-# extras (torch pinned to the CPU wheel by constraints.txt), then runs ruff, mypy and pytest.
+# extras from constraints.txt (the complete lock; scripts/lock.sh makes it), then runs
+# ruff, mypy and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
