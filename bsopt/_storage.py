@@ -303,6 +303,11 @@ def _sqlite_settings(connection: Any, *, read_only: bool) -> None:
         cursor.close()
 
 
+# The inode of each SQLite file as opened: a file deleted mid-run may be re-created empty by
+# another connection (another worker's), and is still not the file the trials are in.
+_OPENED_FILES: dict[Path, int] = {}
+
+
 def _watch_sqlite_file(engine: sqlalchemy.engine.Engine, database: Path) -> None:
     """Fail every commit once the database file is deleted, moved or replaced.
 
@@ -312,6 +317,7 @@ def _watch_sqlite_file(engine: sqlalchemy.engine.Engine, database: Path) -> None
     """
     path = database.expanduser().resolve()
     opened = path.stat().st_ino
+    _OPENED_FILES[path] = opened
 
     def check(connection: Any) -> None:
         try:
@@ -327,7 +333,13 @@ def _watch_sqlite_file(engine: sqlalchemy.engine.Engine, database: Path) -> None
                 ),
             )
 
+    def refuse_a_new_file(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
+        # Opening a deleted path would create an empty database in its place, hiding where
+        # the trials went from the user and from every later check.
+        check(None)
+
     event.listen(engine, "commit", check)
+    event.listen(engine, "do_connect", refuse_a_new_file)
 
 
 class SQLStorage(RDBStorage):
@@ -421,7 +433,7 @@ class SQLStorage(RDBStorage):
         try:
             for trial_id in sorted({trial_id for trial_id, _ in rows}):
                 trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-                self.check_trial_is_updatable(trial_id, cast(TrialState, trial.state))
+                self.check_trial_is_updatable(trial_id, trial.state)
             values = [
                 {"trial_id": trial_id, "key": key, "value_json": value}
                 for (trial_id, key), value in rows.items()
@@ -438,6 +450,37 @@ class SQLStorage(RDBStorage):
             raise
         finally:
             session.close()
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials, plus RUNNING trials that never had a heartbeat.
+
+        Optuna fails only trials whose heartbeat row has gone quiet. A worker killed between
+        creating its trial and its first beat leaves a RUNNING trial with no row at all,
+        which then waits forever; it counts as stale once its start is older than the grace
+        period, and Optuna's ``fail_stale_trials`` fails and retries it like any other.
+        """
+        stale = super()._get_stale_trial_ids(study_id)
+        from optuna.storages._rdb import models
+
+        grace = self.grace_period if self.grace_period is not None else 2 * (
+            self.heartbeat_interval or 0
+        )
+        trials = cast(sqlalchemy.Table, models.TrialModel.__table__)
+        beats = cast(sqlalchemy.Table, models.TrialHeartbeatModel.__table__)
+        # Starts are stored as naive UTC by the worker's clock (Optuna's TrialModel).
+        cutoff = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        cutoff -= datetime.timedelta(seconds=grace)
+        with self.engine.connect() as connection:
+            silent = connection.execute(
+                sqlalchemy.select(trials.c.trial_id).where(
+                    trials.c.study_id == study_id,
+                    trials.c.state == TrialState.RUNNING,
+                    trials.c.datetime_start < cutoff,
+                    ~sqlalchemy.exists().where(beats.c.trial_id == trials.c.trial_id),
+                )
+            ).scalars().all()
+            connection.commit()
+        return stale + [int(i) for i in silent if i not in stale]
 
     def _get_trials(
         self,
@@ -474,7 +517,7 @@ class SQLStorage(RDBStorage):
 
     def _read_trials(
         self, connection: Any, where: list[Any], study_id: int, models: Any
-    ) -> tuple[Sequence[Any], dict[str, Sequence[Any]]]:
+    ) -> tuple[Sequence[Any], dict[str, list[Any]]]:
         trials = cast(sqlalchemy.Table, models.TrialModel.__table__)
         columns = ["trial_id", "number", "state", "datetime_start", "datetime_complete"]
         rows = connection.execute(
@@ -490,14 +533,25 @@ class SQLStorage(RDBStorage):
             if found is None:
                 raise KeyError(models.NOT_FOUND_MSG)
             return rows, {}
-        ids = sqlalchemy.select(trials.c.trial_id).where(*where).scalar_subquery()
-        children = {
-            name: connection.execute(
-                sqlalchemy.select(*selected).where(selected[0].in_(ids)).order_by(order)
-            ).all()
-            for name, selected, order in _child_queries(models)
-        }
+        # Children are read by the ids just read, not by re-running the filter: on SQLite
+        # each SELECT sees its own snapshot, and a trial another worker creates between the
+        # statements would otherwise bring children with no trial row.
+        ids = [row.trial_id for row in rows]
+        children: dict[str, list[Any]] = {}
+        for name, selected, order in _child_queries(models):
+            children[name] = []
+            for start in range(0, len(ids), _IDS_PER_SELECT):
+                chunk = ids[start : start + _IDS_PER_SELECT]
+                children[name].extend(
+                    connection.execute(
+                        sqlalchemy.select(*selected).where(selected[0].in_(chunk)).order_by(order)
+                    ).all()
+                )
         return rows, children
+
+
+# Below SQLite's oldest limit of 999 bound variables, so long studies read in a few chunks.
+_IDS_PER_SELECT = 900
 
 
 def _child_queries(models: Any) -> list[tuple[str, list[Any], Any]]:
@@ -548,7 +602,7 @@ def _local_time(utc: datetime.datetime | None) -> datetime.datetime | None:
 
 
 def _frozen_trials(
-    rows: Sequence[Any], children: dict[str, Sequence[Any]], models: Any
+    rows: Sequence[Any], children: Mapping[str, Sequence[Any]], models: Any
 ) -> list[FrozenTrial]:
     by_trial: dict[int, dict[str, Any]] = {
         row.trial_id: {
@@ -825,7 +879,7 @@ def storage_error(
         parsed = None
     sqlite = parsed is not None and parsed.get_backend_name() == "sqlite"
     hint = _SERVER_HINT
-    gone = sqlite and not _sqlite_file(parsed).exists()  # type: ignore[arg-type]
+    gone = sqlite and _replaced(_sqlite_file(parsed))  # type: ignore[arg-type]
     if gone and not opening:
         hint = (
             "The database file was deleted or moved while in use: restore it (the trials "
@@ -848,6 +902,16 @@ def storage_error(
         f"The storage {mask_url(resolved)!r}{where} failed ({reason}). {hint} Finished "
         "trials are kept; the running one is marked failed where the storage still allows it."
     )
+
+
+def _replaced(path: Path) -> bool:
+    """Whether the SQLite file at ``path`` is gone, or is not the file this process opened."""
+    try:
+        inode = path.expanduser().resolve().stat().st_ino
+    except OSError:
+        return True
+    opened = _OPENED_FILES.get(path.expanduser().resolve())
+    return opened is not None and inode != opened
 
 
 def _display_url(url: str) -> str:

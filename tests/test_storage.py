@@ -418,3 +418,34 @@ def test_trials_read_with_plain_selects_equal_optunas(kind: str, tmp_path: Path)
             storage._get_trials(10**9, None, set(), -1)
     finally:
         optuna.delete_study(study_name=name, storage=storage)
+
+
+def test_a_trial_created_between_the_reads_statements_is_not_half_read(tmp_path: Path) -> None:
+    # Another worker creating a trial (with a parameter) right after the first SELECT: the
+    # child rows must be read for the trials that SELECT returned, not for a newer set.
+    from sqlalchemy import event
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    storage = open_storage(url, heartbeat_interval=None)
+    assert isinstance(storage, SQLStorage)
+    study = optuna.create_study(study_name="race", storage=storage)
+    first = study.ask()
+    first.suggest_float("lr", 1e-4, 1e-1, log=True)
+    other = optuna.load_study(study_name="race", storage=optuna.storages.RDBStorage(url))
+    planted: list[int] = []
+
+    def plant(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if not planted and statement.lstrip().startswith("SELECT trials.trial_id, trials.number"):
+            planted.append(1)
+            trial = other.ask()
+            trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+
+    event.listen(storage.engine, "after_cursor_execute", plant)
+    trials = storage._get_trials(study._study_id, None, set(), -1)
+    event.remove(storage.engine, "after_cursor_execute", plant)
+    assert planted, "the hook never ran: the read's first statement changed"
+    assert [t.number for t in trials] == [0]
+    assert set(trials[0].params) == {"lr"}
+    # The next read sees the planted trial whole.
+    again = storage._get_trials(study._study_id, None, set(), -1)
+    assert [(t.number, set(t.params)) for t in again] == [(0, {"lr"}), (1, {"lr"})]

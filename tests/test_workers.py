@@ -394,6 +394,58 @@ def check_sigkill_retry(
     assert Counter(t.state.name for t in trials) == {"COMPLETE": 4, "FAIL": 1}
 
 
+# A process that creates its trial the way a worker does and is killed before the trial's
+# first heartbeat (Optuna beats only once the objective starts).
+BEFORE_FIRST_BEAT = """
+import sys
+import time
+
+import optuna
+
+import bsopt
+
+storage = bsopt.open_storage(sys.argv[1], heartbeat_interval=1, grace_period=2)
+study = optuna.load_study(study_name=sys.argv[2], storage=storage)
+trial = study.ask()
+trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+print("created", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_worker_killed_before_its_first_heartbeat_is_failed_and_retried(
+    tiny_script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'nobeat.db'}"
+    study = bsopt.create_study("nobeat", storage=url)
+    victim = subprocess.Popen(
+        [sys.executable, "-c", BEFORE_FIRST_BEAT, url, "nobeat"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert victim.stdout is not None and victim.stdout.readline() == "created\n"
+    finally:
+        victim.kill()
+        victim.communicate()
+    (killed,) = study.get_trials(states=(TrialState.RUNNING,))
+    rdb = bsopt.open_storage(url, heartbeat_interval=1, grace_period=3)
+    assert isinstance(rdb, optuna.storages.RDBStorage)
+    assert rdb._get_stale_trial_ids(study._study_id) == []  # still within its grace period
+    time.sleep(3.2)
+    assert rdb._get_stale_trial_ids(study._study_id) == [killed._trial_id]
+    monkeypatch.setenv("TINY_SLEEP", "0.05")
+    _, build = load_study_definition(str(tiny_script))
+    done = bsopt.attach_worker(
+        build, study_name="nobeat", trials=2, storage=url, heartbeat_interval=1,
+        grace_period=2, poll_interval=0.2, echo=None, allow_space_change=True,
+    )  # fmt: skip
+    trials = done.get_trials(deepcopy=False)
+    assert trials[killed.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert [t.state for t in retries] == [TrialState.COMPLETE]
+    assert Counter(t.state.name for t in trials) == {"COMPLETE": 2, "FAIL": 1}
+
+
 @pytest.mark.slow
 def test_a_killed_worker_leaves_nothing_running_once_the_study_is_finished(
     tiny_script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
