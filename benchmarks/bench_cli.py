@@ -7,7 +7,7 @@ timed from launch to exit, output discarded. The commands take turns within each
 (so load changes hit them alike); the table gives medians and min..max, and each median
 as a multiple of ``optuna --version``'s. A second run of each command under
 ``python -X importtime`` lists the modules it imported: whether it imports torch, and
-bsopt's trainer (``bsopt._trainer``).
+bsopt's trainer (``bsopt.training._trainer``).
 
 ``--quickstart`` also runs the README's first command (the first ``bash`` block under
 "Quick start") in a fresh ``git clone`` of this repository's HEAD, timing each ``&&`` step.
@@ -197,7 +197,7 @@ def main() -> int:
                 _common.spread(times[name]),
                 f"{med(times[name]) / base:.2f}x",
                 "yes" if "torch" in mods else "no",
-                "yes" if "bsopt._trainer" in mods else "no",
+                "yes" if "bsopt.training._trainer" in mods else "no",
                 str(len(mods)),
             ]
         )
@@ -208,7 +208,7 @@ def main() -> int:
             "min..max",
             "/ optuna --version",
             "imports torch",
-            "imports bsopt._trainer",
+            "imports bsopt.training._trainer",
             "modules imported",
         ],
         rows,
@@ -243,7 +243,8 @@ def main() -> int:
                 f"launch to exit; {repeats} repeats, the commands in a rotating order in each, "
                 "after one warm-up run of each. `bsopt studies` lists a SQLite file holding one "
                 "12-trial study; `bsopt report` writes that study's report (HTML, Markdown, "
-                "PNG plots). 'imports torch' and 'imports bsopt._trainer' come from a separate "
+                "PNG plots). 'imports torch' and 'imports bsopt.training._trainer' come from a "
+                "separate "
                 "run of the same command under `python -X importtime`.",
                 _common.machine_block(facts, load_start, load_end, seconds),
                 text,

@@ -41,7 +41,7 @@ from optuna.trial import TrialState
 import torch
 
 import bsopt
-import bsopt._schedules as schedules
+import bsopt.core._schedules as schedules
 
 # --- NQM setting: chosen so the critical batch (~128-256) sits inside the searched range.
 NQM_DIM = 1000
@@ -232,7 +232,7 @@ def digits_run(scaling: Any, seed: int, targets: tuple[float, ...], cap: int) ->
 # -------------------------------------------------------------------------- growth
 
 
-def growth_run(arm: str, lr: float, seed: int) -> tuple[bsopt.TrainResult, float]:
+def growth_run(arm: str, lr: float, seed: int) -> tuple[bsopt.training.TrainResult, float]:
     """One training run of ``arm``; returns its result and its final validation loss."""
     data = bsopt.load_digits(seed=0)
     if arm == "grow":
@@ -252,9 +252,11 @@ def growth_run(arm: str, lr: float, seed: int) -> tuple[bsopt.TrainResult, float
     try:
         torch.manual_seed(seed)
         model = bsopt.mlp_builder(data, hidden=(128,))(params)
-        result = bsopt.train(model, data, params, budget=GROWTH_BUDGET, device="cpu", seed=seed)
+        result = bsopt.training.train(
+            model, data, params, budget=GROWTH_BUDGET, device="cpu", seed=seed
+        )
         # Accuracy on 360 images moves in steps of 0.28 pp; the loss tells finer differences.
-        return result, bsopt.evaluate(model, data, torch.device("cpu"), "loss")
+        return result, bsopt.training.evaluate(model, data, torch.device("cpu"), "loss")
     finally:
         schedules.STEP_GAMMA = gamma
 
@@ -499,7 +501,7 @@ def main() -> None:
         rows = []
         raw["growth"] = {"sweep": {str(k): v for k, v in sweep.items()}, "runs": {}}
         for lr in lrs:
-            res: dict[str, list[bsopt.TrainResult]] = {a: [] for a in arms}
+            res: dict[str, list[bsopt.training.TrainResult]] = {a: [] for a in arms}
             losses: dict[str, list[float]] = {a: [] for a in arms}
             for seed in range(args.growth_seeds):
                 for arm in arms:
@@ -571,7 +573,8 @@ def main() -> None:
             f"accuracy / validation loss of seeds 0-2: {sweep_text}); every arm is also run "
             f"at the next larger lr of the sweep, where gradient noise matters more. Seeds "
             f"100..{99 + args.growth_seeds}, the same initial weights and shuffling seed per "
-            "seed across arms. `bsopt.train` with `Params(optimizer='sgd', lr_schedule=..., "
+            "seed across arms. `bsopt.training.train` with "
+            "`Params(optimizer='sgd', lr_schedule=..., "
             "batch_schedule=..., batch_min=32)`. bsopt's grow schedule doubles the batch at "
             "each milestone while its step schedule divides the lr by 10, so the noise scale "
             "lr/B drops 10x per milestone under decay but only 2x under growth; Smith et al. "

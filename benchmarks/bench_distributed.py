@@ -5,7 +5,7 @@
 No GPU was lent to this task: this measures the CPU path (gloo) only.
 
 1. **Throughput.** A 64-512-512-10 MLP on 8,192 synthetic samples, global batches 64, 256
-   and 1,024, trained by ``bsopt.train`` for one epoch per run: in one process with one
+   and 1,024, trained by ``bsopt.training.train`` for one epoch per run: in one process with one
    torch thread, in one process with two threads (the same two cores), and on two ranks
    with one thread each (``train(world=...)``: each rank trains its half of every global
    batch, one gradient all-reduce per step). Samples per second of training (evaluation
@@ -32,7 +32,7 @@ _common.pin_threads()
 import torch  # noqa: E402
 
 import bsopt  # noqa: E402
-from bsopt._distributed import Group, World, start_group  # noqa: E402
+from bsopt.training._distributed import Group, World, start_group  # noqa: E402
 
 HIDDEN = (512, 512)
 FEATURES = 64
@@ -45,15 +45,17 @@ def make_data() -> bsopt.TensorData:
 
 def build() -> torch.nn.Module:
     torch.manual_seed(0)
-    return bsopt.mlp(FEATURES, 10, hidden=HIDDEN)
+    return bsopt.training.mlp(FEATURES, 10, hidden=HIDDEN)
 
 
 def run_train(
     data: bsopt.TensorData, message: dict[str, Any], world: World | None
-) -> bsopt.TrainResult:
+) -> bsopt.training.TrainResult:
     params = bsopt.Params(batch_size=message["batch"], lr=1e-3)
     budget = bsopt.Budget(message["amount"], message["unit"], evals=message["evals"])
-    return bsopt.train(build(), data, params, budget=budget, seed=0, device="cpu", world=world)
+    return bsopt.training.train(
+        build(), data, params, budget=budget, seed=0, device="cpu", world=world
+    )
 
 
 class Follower:

@@ -2,12 +2,13 @@
 
     python benchmarks/bench_memory.py [--quick] [--write] [--trials 20]
 
-No GPU was lent to this task, so device memory is simulated with ``bsopt.MemoryBudget``
+No GPU was lent to this task, so device memory is simulated with ``bsopt.training.MemoryBudget``
 (the one seam: a training step whose estimated memory exceeds the budget raises an
-out-of-memory error that ``bsopt.is_oom_error`` recognises).
+out-of-memory error that ``bsopt.training.is_oom_error`` recognises).
 
 1. **Probe vs brute force.** A 32-256-256-4 MLP (AdamW) on a synthetic problem, several
-   budgets. ``bsopt.probe_batch_size`` (doubling from 2, then bisection) against a brute-force
+   budgets. ``bsopt.training.probe_batch_size`` (doubling from 2, then bisection) against a
+   brute-force
    scan that trains one step at every batch size 1, 2, 3, ... until the first simulated OOM,
    both with real forward/backward/optimizer steps.
 2. **Memory across trials.** ``--trials`` trials in one process, batch sizes 16..1024
@@ -36,7 +37,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import bsopt  # noqa: E402
-from bsopt._memory import live_tensors  # noqa: E402
+from bsopt.training._memory import live_tensors  # noqa: E402
 
 HIDDEN = (256, 256)
 FEATURES = 32
@@ -54,7 +55,7 @@ def make_data() -> bsopt.TensorData:
 
 
 def build_model(params: bsopt.Params) -> torch.nn.Module:
-    return bsopt.mlp(FEATURES, 4, hidden=HIDDEN, dropout=params.dropout)
+    return bsopt.training.mlp(FEATURES, 4, hidden=HIDDEN, dropout=params.dropout)
 
 
 def brute_force(data: bsopt.TensorData, budget_mb: float, high: int) -> tuple[int, int, float]:
@@ -62,7 +63,7 @@ def brute_force(data: bsopt.TensorData, budget_mb: float, high: int) -> tuple[in
     torch.manual_seed(0)
     model = build_model(bsopt.Params(batch_size=1, lr=1e-3))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    budget = bsopt.MemoryBudget(budget_mb, optimizer_states=2)
+    budget = bsopt.training.MemoryBudget(budget_mb, optimizer_states=2)
     x_all, y_all = data.x_train, data.y_train
     limit = steps = 0
     tick = time.perf_counter()
@@ -89,7 +90,7 @@ def probe_vs_brute_force(budgets: list[float], repeats: int) -> str:
         for _ in range(repeats):
             torch.manual_seed(0)
             model = build_model(bsopt.Params(batch_size=1, lr=1e-3))
-            result = bsopt.probe_batch_size(
+            result = bsopt.training.probe_batch_size(
                 model, data, device="cpu", memory_budget_mb=budget_mb, high=data.n_train
             )
             probe_seconds.append(result.seconds)
@@ -229,7 +230,8 @@ def main() -> None:
                 "## Memory: probe, OOM recovery, leaks (bench_memory.py)",
                 "",
                 "**No GPU was lent to this task.** Everything below ran on the CPU with device "
-                "memory simulated by `bsopt.MemoryBudget` (the one seam: a training step whose "
+                "memory simulated by `bsopt.training.MemoryBudget` (the one seam: a training "
+                "step whose "
                 "estimate - parameters, gradients, optimizer state, activations measured with "
                 "forward hooks - exceeds the budget raises an out-of-memory error). The GPU "
                 "figures the issue asks for - probe vs brute force on a real GPU, samples/s "

@@ -36,7 +36,7 @@ def _run(data: bsopt.TensorData, batch: int, every: int | None, seed: int) -> tu
     import torch
 
     torch.manual_seed(seed)
-    result = bsopt.train(
+    result = bsopt.training.train(
         _model(0.2),
         data,
         bsopt.Params(batch_size=batch, lr=0.01, dropout=0.2),

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_overhead.py [--quick] [--write] [--repeats N]
 
-``direct``: seed, build the MLP and call ``bsopt.train`` with fixed Params (batch size 16,
+``direct``: seed, build the MLP and call ``bsopt.training.train`` with fixed Params (batch size 16,
 lr 1e-3, dropout 0), no report callback.
 
 ``trial`` variants: the same Params as one trial of ``bsopt.make_objective`` in a study
@@ -43,7 +43,7 @@ from optuna.storages.journal import JournalFileBackend  # noqa: E402
 import torch  # noqa: E402
 
 import bsopt  # noqa: E402
-from bsopt._fair import store_user_attrs  # noqa: E402
+from bsopt.search._fair import store_user_attrs  # noqa: E402
 
 EPOCHS = 40  # about 3 s of training at batch size 16 on the reference machine
 EVALS = 10
@@ -58,11 +58,11 @@ def budget() -> bsopt.Budget:
 
 
 def run_direct(data: bsopt.TensorData) -> tuple[float, float, float]:
-    """(wall s, train_seconds + eval_seconds, accuracy) of a direct bsopt.train call."""
+    """(wall s, train_seconds + eval_seconds, accuracy) of a direct bsopt.training.train call."""
     t0 = time.perf_counter()
     torch.manual_seed(SEED)
-    model = bsopt.mlp(data.n_features, 10, hidden=(128,), dropout=DROPOUT)
-    result = bsopt.train(
+    model = bsopt.training.mlp(data.n_features, 10, hidden=(128,), dropout=DROPOUT)
+    result = bsopt.training.train(
         model,
         data,
         bsopt.Params(batch_size=BATCH_SIZE, lr=LR, dropout=DROPOUT),
@@ -257,7 +257,7 @@ def report_costs(data: bsopt.TensorData, folder: Path, n_calls: int) -> dict[str
 
 OPTUNA_RDB = "sqlite, Optuna's RDBStorage"
 LABELS = {
-    "direct": "direct: seed + build + bsopt.train",
+    "direct": "direct: seed + build + bsopt.training.train",
     "sqlite": "trial, SQLite opened by bsopt (WAL, NORMAL, batched attributes, heartbeats)",
     "sqlite, Optuna's RDBStorage": "trial, SQLite, Optuna's RDBStorage (heartbeats)",
     "sqlite, no heartbeats": "trial, SQLite opened by bsopt, heartbeats off",
@@ -407,7 +407,8 @@ def main() -> int:
                 "## bench_overhead: bsopt + Optuna + SQLite per trial",
                 f"Digits, MLP 64-128-10, batch size 16, lr 1e-3, dropout 0, {EPOCHS} epochs with "
                 f"{EVALS} evaluations (about {med(direct):.1f} s of training here). `direct` "
-                "seeds, builds the model and calls `bsopt.train` without a report callback. "
+                "seeds, builds the model and calls `bsopt.training.train` without a report "
+                "callback. "
                 "The `trial` variants run the same Params (enqueued) as one trial of "
                 "`bsopt.make_objective` via `bsopt.optimize(study, objective, trials=1)`, timed "
                 "at the call's boundaries, in a study made by `bsopt.create_study` with "

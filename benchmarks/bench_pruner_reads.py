@@ -30,7 +30,7 @@ def run(kind: str, folder: str, index: int) -> dict[str, Any]:
     import optuna
 
     import bsopt
-    from bsopt._runner import digits
+    from bsopt.runs._runner import digits
 
     objective = digits(seed=0)
     pruner = bsopt.make_pruner("median", objective.budget, objective.data.n_train)

@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 import bsopt
-from bsopt._runner import digits
+from bsopt.runs._runner import digits
 
 PRUNERS = ("none", "median", "hyperband")
 

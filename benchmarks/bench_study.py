@@ -68,7 +68,7 @@ def worker_library(args: argparse.Namespace) -> None:
     import optuna
 
     import bsopt
-    from bsopt._runner import digits
+    from bsopt.runs._runner import digits
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objective = digits(seed=args.seed)
@@ -121,7 +121,7 @@ def worker_optuna(args: argparse.Namespace) -> None:
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
 
-    from bsopt._data import load_digits
+    from bsopt.training._data import load_digits
 
     if args.one_thread:
         torch.set_num_threads(1)

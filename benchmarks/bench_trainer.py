@@ -1,4 +1,4 @@
-"""bsopt.train against a DataLoader loop and a bare tensor loop, side by side.
+"""bsopt.training.train against a DataLoader loop and a bare tensor loop, side by side.
 
     python benchmarks/bench_trainer.py [--quick] [--write] [--repeats N] [--profile]
 
@@ -6,7 +6,7 @@ Digits (bsopt.load_digits(seed=0): 1,437 train / 360 val), a 64-128-10 MLP witho
 AdamW (lr 1e-3, weight decay 0), ten epochs evaluated ten times (once per epoch), batch
 sizes 16..256. Three loops train the same model from the same initial weights:
 
-* ``bsopt``: ``bsopt.train`` (its own ``train_seconds`` / ``eval_seconds``);
+* ``bsopt``: ``bsopt.training.train`` (its own ``train_seconds`` / ``eval_seconds``);
 * ``bsopt dict``: the same, with the inputs as a dict batch ``{"pixels": x}`` and a model
   called as ``model(pixels=...)``: the cost of bsopt's structured-batch path;
 * ``DataLoader``: the style of Optuna's PyTorch example: ``TensorDataset`` + ``DataLoader``
@@ -57,7 +57,7 @@ Run = tuple[float, ...]
 
 def build_model() -> nn.Module:
     torch.manual_seed(SEED)
-    return bsopt.mlp(64, 10, hidden=(128,), dropout=0.0)
+    return bsopt.training.mlp(64, 10, hidden=(128,), dropout=0.0)
 
 
 def make_adamw(model: nn.Module) -> torch.optim.Optimizer:
@@ -70,7 +70,7 @@ def run_bsopt(data: bsopt.TensorData, batch_size: int) -> Run:
 
 
 def _train(model: nn.Module, data: bsopt.TensorData, batch_size: int) -> Run:
-    result = bsopt.train(
+    result = bsopt.training.train(
         model,
         data,
         bsopt.Params(batch_size=batch_size, lr=LR),
@@ -285,7 +285,7 @@ def train_ratio_range(
 
 
 def profile(data: bsopt.TensorData, batch_size: int) -> None:
-    """cProfile one bsopt.train and one bare loop at ``batch_size`` (after a warm-up)."""
+    """cProfile one bsopt.training.train and one bare loop at ``batch_size`` (after a warm-up)."""
     for name in ("bsopt", "bare"):
         RUNNERS[name](data, batch_size)
         profiler = cProfile.Profile()
@@ -331,7 +331,7 @@ def main() -> int:
     if args.write:
         section = "\n\n".join(
             [
-                "## bench_trainer: bsopt.train vs a DataLoader loop vs a bare loop",
+                "## bench_trainer: bsopt.training.train vs a DataLoader loop vs a bare loop",
                 "Digits (1,437 train / 360 val), MLP 64-128-10 without dropout, AdamW lr 1e-3 "
                 "(weight decay 0), 10 epochs with 10 evaluations (one per epoch), CPU, "
                 "one torch thread. Same initial weights in every loop. Times are medians "

@@ -1,3 +1,3 @@
-from bsopt._cli import console_main
+from bsopt.cli import console_main
 
 console_main()

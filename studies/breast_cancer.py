@@ -53,7 +53,7 @@ def build_model(params: bsopt.Params) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def weighted_loss(data: bsopt.TensorData) -> bsopt.LossFn:
+def weighted_loss(data: bsopt.TensorData) -> bsopt.training.LossFn:
     # Inverse class frequency, so the minority class weighs as much as the majority.
     counts = torch.bincount(data.y_train, minlength=2).float()
     weights = counts.sum() / (2 * counts)
@@ -81,4 +81,4 @@ def build_objective(*, seed: int = 0) -> bsopt.Objective:
 
 
 if __name__ == "__main__":
-    raise SystemExit(bsopt.run_script(build_objective, name="breast_cancer"))
+    raise SystemExit(bsopt.cli.run_script(build_objective, name="breast_cancer"))

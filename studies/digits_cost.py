@@ -25,4 +25,4 @@ def build_objective(*, seed: int = 0) -> bsopt.Objective:
 
 
 if __name__ == "__main__":
-    raise SystemExit(bsopt.run_script(build_objective, name="digits-cost"))
+    raise SystemExit(bsopt.cli.run_script(build_objective, name="digits-cost"))

@@ -110,4 +110,4 @@ def build_objective(*, seed: int = 0) -> bsopt.LoopObjective:
 
 
 if __name__ == "__main__":
-    raise SystemExit(bsopt.run_script(build_objective, name="lightning_digits"))
+    raise SystemExit(bsopt.cli.run_script(build_objective, name="lightning_digits"))

@@ -89,4 +89,4 @@ def build_objective(*, seed: int = 0) -> bsopt.LoopObjective:
 
 
 if __name__ == "__main__":
-    raise SystemExit(bsopt.run_script(build_objective, name="own_loop"))
+    raise SystemExit(bsopt.cli.run_script(build_objective, name="own_loop"))

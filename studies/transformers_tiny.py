@@ -119,4 +119,4 @@ def build_objective(*, seed: int = 0) -> bsopt.LoopObjective:
 
 
 if __name__ == "__main__":
-    raise SystemExit(bsopt.run_script(build_objective, name="transformers_tiny"))
+    raise SystemExit(bsopt.cli.run_script(build_objective, name="transformers_tiny"))

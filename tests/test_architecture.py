@@ -1,4 +1,9 @@
-"""Imports point one way: study script -> API -> objective -> space/trainer -> memory."""
+"""Imports point one way, by stage: each stage imports only the stages its rule names.
+
+Stages (see docs/architecture.md): core -> training and store -> search -> runs; analysis
+reads storage only, report renders analysis, integrations are callbacks over search, and
+the command line sits on top of everything.
+"""
 
 from __future__ import annotations
 
@@ -8,77 +13,84 @@ from pathlib import Path
 import bsopt
 
 PACKAGE = Path(bsopt.__file__).parent
+SHARED = {"_lazy"}  # the lazy-loading helper every __init__ uses, below every stage
 
-# Each module may import only modules listed before it (its layer or below).
-LAYERS = [
-    "_stop",
-    "_memory",
-    "_batch",
-    "_budget",
-    "_schedules",
-    "_space",
-    "_data",
-    "_datasets",
-    "_models",
-    "_noise",
-    "_optim",
-    "_metrics",
-    "_distributed",
-    "_trainer",
-    "_probe",
-    "_fair",
-    "_objective",
-    "_lightning",
-    "_transformers",
-    "_pruners",
-    "_storage",
-    "_study",
-    "_analysis",
-    "_confirm",
-    "_report",
-    "_dashboard",
-    "_workers",
-    "_runner",
-    "_cli",
-]
-NO_OPTUNA = {"_memory", "_budget", "_space", "_data", "_datasets", "_models", "_trainer"}
-NO_OPTUNA |= {"_schedules", "_noise", "_optim", "_stop", "_batch", "_metrics"}
-NO_OPTUNA |= {"_distributed"}
-# The probe sits below the objective, which caches its result in the study.
-NO_OPTUNA |= {"_probe"}
+# Stage -> the stages it may import (besides itself and SHARED).
+MAY_IMPORT: dict[str, set[str]] = {
+    "core": set(),
+    "training": {"core"},
+    "store": {"core"},
+    "search": {"core", "training", "store"},
+    "analysis": {"core", "store"},
+    "report": {"core", "store", "analysis"},
+    "runs": {"core", "training", "store", "search", "analysis", "report"},
+    "integrations": {"core", "training", "search"},
+    # The command line may also read the top package (its __version__).
+    "cli": {"bsopt", "core", "training", "store", "search", "analysis", "report", "runs"},
+}
+# Stages that must load without these packages at run time.
+NO_TORCH = {"core", "store", "analysis", "report"}
+NO_OPTUNA = {"core", "training"}
 
 
-def _runtime_imports(module: str) -> set[str]:
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    names: set[str] = set()
+def _stage_of(path: Path) -> str:
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def _modules() -> list[Path]:
+    return [p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE or p.stem == "cli"]
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             node.body = []  # type-only imports do not count
+    names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
+            if node.module == "bsopt":
+                names.update(f"bsopt.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
     return names
 
 
-def test_every_module_is_in_a_layer() -> None:
-    modules = {p.stem for p in PACKAGE.glob("_*.py") if p.stem not in ("__init__", "__main__")}
-    assert modules == set(LAYERS)
+def test_every_module_belongs_to_a_stage_with_a_rule() -> None:
+    stages = {_stage_of(p) for p in _modules()}
+    assert stages == set(MAY_IMPORT), stages ^ set(MAY_IMPORT)
+    flat = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__", "cli"} - SHARED
+    assert not flat, f"modules outside a stage: {sorted(flat)}"
 
 
-def test_imports_point_down_the_layers() -> None:
-    for i, module in enumerate(LAYERS):
-        for name in _runtime_imports(module):
-            if name.startswith("bsopt._"):
-                target = name.removeprefix("bsopt.")
-                assert LAYERS.index(target) < i, f"{module} imports {target}, a higher layer"
+def test_each_stage_imports_only_the_stages_its_rule_allows() -> None:
+    broken = []
+    for path in _modules():
+        stage = _stage_of(path)
+        for name in _runtime_imports(path):
+            parts = name.split(".")
+            if parts[0] != "bsopt":
+                continue
+            target = parts[1] if len(parts) > 1 else "bsopt"
+            if name == "bsopt.__version__":
+                target = "bsopt"
+            if target in SHARED or target == stage:
+                continue
+            if target not in MAY_IMPORT[stage]:
+                broken.append(f"{path.relative_to(PACKAGE)} imports {name}")
+    assert not broken, broken
 
 
-def test_only_the_objective_and_above_import_optuna() -> None:
-    for module in NO_OPTUNA:
-        imported = _runtime_imports(module)
-        assert not any(n.split(".")[0] == "optuna" for n in imported), module
+def test_the_light_stages_import_neither_torch_nor_optuna_where_ruled() -> None:
+    for path in _modules():
+        stage = _stage_of(path)
+        roots = {name.split(".")[0] for name in _runtime_imports(path)}
+        if stage in NO_TORCH:
+            assert "torch" not in roots, f"{path.relative_to(PACKAGE)} imports torch"
+        if stage in NO_OPTUNA:
+            assert "optuna" not in roots, f"{path.relative_to(PACKAGE)} imports optuna"
 
 
 def test_public_names_are_exported() -> None:

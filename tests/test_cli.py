@@ -15,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 import bsopt
-from bsopt import main
+from bsopt.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,6 +194,13 @@ def test_module_help_lists_commands() -> None:
     assert done.returncode == 0
     assert "run STUDY" in done.stdout and "studies" in done.stdout
     assert bsopt.__version__ == "0.1.0"
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bsopt.cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"bsopt {bsopt.__version__}"
 
 
 # --- user mistakes: one line, exit 2, no traceback ----------------------------------------

@@ -9,8 +9,8 @@ from optuna.trial import TrialState
 import pytest
 
 import bsopt
-from bsopt._objective import time_to_target
-from bsopt._trainer import TrainResult
+from bsopt.search._objective import time_to_target
+from bsopt.training._trainer import TrainResult
 
 
 def _result(history: list[tuple[int, float]]) -> TrainResult:
@@ -102,7 +102,7 @@ def test_metric_and_time_is_a_two_objective_study(
         assert 0 <= accuracy <= 1
         assert seconds == pytest.approx(t.user_attrs["train_seconds"], abs=1e-3)
         assert t.intermediate_values == {}  # nothing reported: Optuna cannot prune these
-    assert "Pareto-optimal trials" in bsopt.summary(study, storage_url=sqlite_url)
+    assert "Pareto-optimal trials" in bsopt.runs.summary(study, storage_url=sqlite_url)
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,7 @@ def test_bad_goal_settings(
 def test_goal_study_scripts_load(script: str) -> None:
     from pathlib import Path
 
-    from bsopt._runner import load_study_definition
+    from bsopt.runs._runner import load_study_definition
 
     path = Path(__file__).resolve().parents[1] / "studies" / f"{script}.py"
     name, build = load_study_definition(str(path))

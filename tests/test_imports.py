@@ -30,9 +30,14 @@ def _modules_after(code: str) -> set[str]:
     return set(done.stdout.split())
 
 
-def _type_checking_imports() -> dict[str, str]:
-    """Name -> module of the imports under ``if TYPE_CHECKING:`` in bsopt/__init__.py."""
-    tree = ast.parse(INIT.read_text())
+STAGES = ["core", "training", "store", "search", "runs", "analysis", "report", "integrations"]
+PACKAGES = ["bsopt", *(f"bsopt.{stage}" for stage in STAGES)]
+
+
+def _type_checking_imports(package: str) -> dict[str, str]:
+    """Name -> module of the imports under ``if TYPE_CHECKING:`` in a package's __init__."""
+    init = INIT.parent.joinpath(*package.split(".")[1:], "__init__.py")
+    tree = ast.parse(init.read_text())
     found: dict[str, str] = {}
     for node in tree.body:
         if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
@@ -55,16 +60,33 @@ def test_a_light_name_loads_only_its_module() -> None:
     assert not loaded & {"torch", "optuna"}, sorted(loaded & {"torch", "optuna"})
 
 
-def test_the_lazy_table_and_the_type_checking_imports_name_the_same_modules() -> None:
+@pytest.mark.parametrize("package", PACKAGES)
+def test_the_lazy_table_and_the_type_checking_imports_name_the_same_modules(
+    package: str,
+) -> None:
     # Mypy and editors read the TYPE_CHECKING imports, the interpreter reads _LAZY: a name
     # added to one and not the other would type-check yet fail at run time, or the reverse.
-    assert _type_checking_imports() == bsopt._LAZY
+    lazy = importlib.import_module(package)._LAZY
+    names = {name: module for name, module in lazy.items() if module != f"{package}.{name}"}
+    assert _type_checking_imports(package) == names
 
 
-def test_every_public_name_is_the_object_its_module_defines() -> None:
-    for name in bsopt.__all__:
-        module = importlib.import_module(bsopt._LAZY[name])
-        assert getattr(bsopt, name) is getattr(module, name), name
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_public_name_is_the_object_its_module_defines(package: str) -> None:
+    imported = importlib.import_module(package)
+    for name in imported.__all__:
+        module = importlib.import_module(imported._LAZY[name])
+        assert getattr(imported, name) is getattr(module, name), name
+
+
+def test_the_stages_are_reached_from_the_top() -> None:
+    for stage in STAGES:
+        assert getattr(bsopt, stage) is importlib.import_module(f"bsopt.{stage}")
+
+
+def test_the_top_level_names_about_thirty() -> None:
+    # The names a study script needs; the rest live in their stage (docs/architecture.md).
+    assert 25 <= len(bsopt.__all__) <= 35, len(bsopt.__all__)
 
 
 def test_the_integrations_load_lazily_and_stay_out_of_star_imports() -> None:
@@ -89,7 +111,7 @@ def _cli_modules(argv: list[str], cwd: Path) -> set[str]:
     """The modules a fresh ``bsopt ARGV`` process has imported when it ends."""
     code = (
         "import sys\n"
-        "from bsopt._cli import main\n"
+        "from bsopt.cli import main\n"
         "try:\n"
         f"    main({argv!r})\n"
         "except SystemExit:\n"
@@ -132,8 +154,8 @@ def test_commands_that_do_not_train_import_neither_torch_nor_the_trainer(
 ) -> None:
     _finished_study(f"sqlite:///{tmp_path / 's.db'}")
     loaded = _cli_modules(argv, tmp_path)
-    assert "bsopt._cli" in loaded
-    assert "torch" not in loaded and "bsopt._trainer" not in loaded
+    assert "bsopt.cli" in loaded
+    assert "torch" not in loaded and "bsopt.training._trainer" not in loaded
 
 
 @pytest.mark.slow
@@ -142,7 +164,7 @@ def test_bsopt_report_imports_neither_torch_nor_the_trainer(tmp_path: Path) -> N
     argv = ["report", "--study", "light", "--storage", "sqlite:///s.db", "--out", "out"]
     loaded = _cli_modules(argv, tmp_path)
     assert (tmp_path / "out" / "report.html").is_file()  # the report was really written
-    assert "torch" not in loaded and "bsopt._trainer" not in loaded
+    assert "torch" not in loaded and "bsopt.training._trainer" not in loaded
 
 
 def test_the_help_lists_the_built_in_studies_without_building_them(tmp_path: Path) -> None:

@@ -1,0 +1,50 @@
+"""Reading a study back: batch sizes compared, lr scaling, critical batch size,
+importance. Reads storage only; imports no torch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bsopt._lazy import attach
+
+if TYPE_CHECKING:
+    from bsopt.analysis._analysis import (
+        BatchSizeAnalysis,
+        BatchSizeStats,
+        CriticalBatchFit,
+        ImportanceRow,
+        Importances,
+        LrFit,
+        analyze_batch_sizes,
+        fit_critical_batch,
+        fit_lr_scaling,
+        param_importances,
+    )
+
+# Public name -> the private module that defines it (or the subpackage itself).
+_LAZY = {
+    "BatchSizeAnalysis": "bsopt.analysis._analysis",
+    "BatchSizeStats": "bsopt.analysis._analysis",
+    "CriticalBatchFit": "bsopt.analysis._analysis",
+    "ImportanceRow": "bsopt.analysis._analysis",
+    "Importances": "bsopt.analysis._analysis",
+    "LrFit": "bsopt.analysis._analysis",
+    "analyze_batch_sizes": "bsopt.analysis._analysis",
+    "fit_critical_batch": "bsopt.analysis._analysis",
+    "fit_lr_scaling": "bsopt.analysis._analysis",
+    "param_importances": "bsopt.analysis._analysis",
+}
+__getattr__, __dir__ = attach(__name__, _LAZY)
+
+__all__ = [
+    "BatchSizeAnalysis",
+    "BatchSizeStats",
+    "CriticalBatchFit",
+    "ImportanceRow",
+    "Importances",
+    "LrFit",
+    "analyze_batch_sizes",
+    "fit_critical_batch",
+    "fit_lr_scaling",
+    "param_importances",
+]

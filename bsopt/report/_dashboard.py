@@ -1,0 +1,182 @@
+"""optuna-dashboard on bsopt's storage, with the verdict as a note and the plots as artifacts.
+
+``bsopt dashboard`` serves the storage every other command uses (``--storage`` >
+``$BSOPT_STORAGE`` > ``sqlite:///storage/bsopt.db``) on 127.0.0.1 unless told otherwise, with
+Optuna's file-system artifact store in ``storage/artifacts``. ``bsopt report --attach`` (or
+:func:`attach_report`) writes the verdict as the study's note and uploads the report's PNG
+plots as study artifacts there, so the dashboard shows them beside bsopt's user attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import ipaddress
+import os
+from pathlib import Path
+import warnings
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+
+from bsopt.report._report import Report
+from bsopt.store._storage import mask_url, open_storage, resolve_storage_url
+
+DEFAULT_ARTIFACTS = "storage/artifacts"
+ARTIFACTS_ENV = "BSOPT_ARTIFACTS"
+_PREFIX = "bsopt-"
+
+
+def resolve_artifacts_dir(path: str | Path | None = None) -> Path:
+    """The artifact folder: ``path`` if given, else ``$BSOPT_ARTIFACTS``, else
+    ``storage/artifacts`` (beside the default SQLite storage)."""
+    return Path(path or os.environ.get(ARTIFACTS_ENV) or DEFAULT_ARTIFACTS)
+
+
+def artifact_store(path: str | Path | None = None) -> FileSystemArtifactStore:
+    """Optuna's file-system artifact store in :func:`resolve_artifacts_dir` (created if needed).
+
+    Raises:
+        ValueError: the folder cannot be created.
+    """
+    folder = resolve_artifacts_dir(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(
+            f"The artifact folder {str(folder)!r} cannot be created ({e.strerror}). "
+            f"Choose a writable place with --artifacts or {ARTIFACTS_ENV}."
+        ) from None
+    return FileSystemArtifactStore(folder)
+
+
+def attach_report(
+    study: optuna.Study, report: Report, *, artifacts: str | Path | None = None
+) -> list[str]:
+    """Show ``report`` in optuna-dashboard: the verdict as the study's note, the PNG plots
+    as study artifacts (named ``bsopt-<plot>.png``).
+
+    Attaching again replaces the note and rewrites the same artifacts in place rather than
+    adding copies. The objectives get their names (:func:`name_objectives`), so the
+    dashboard says "validation accuracy" rather than "Objective 0". Returns the artifact
+    ids, in the order of ``report.plots``.
+    """
+    from optuna_dashboard import save_note
+
+    store = artifact_store(artifacts)
+    name_objectives(study, report.analysis.metric)
+    save_note(study, report.note())
+    try:
+        existing = {m.filename: m.artifact_id for m in get_all_artifact_meta(study)}
+    except (TypeError, KeyError):
+        # An artifact deleted in the dashboard leaves a null record Optuna cannot list.
+        existing = {}
+    ids = []
+    for name, path in report.plots.items():
+        filename = f"{_PREFIX}{name}.png"
+        if filename in existing:
+            with path.open("rb") as f:
+                store.write(existing[filename], f)
+            ids.append(existing[filename])
+            continue
+        # upload_artifact names the artifact after the file; copy under the bsopt name.
+        named = path.with_name(filename)
+        named.write_bytes(path.read_bytes())
+        try:
+            ids.append(
+                upload_artifact(
+                    artifact_store=store,
+                    file_path=str(named),
+                    study_or_trial=study,
+                    mimetype="image/png",
+                )
+            )
+        finally:
+            named.unlink()
+    return ids
+
+
+def objective_names(study: optuna.Study, metric: str) -> list[str]:
+    """The names of a bsopt study's objectives: ``metric`` (e.g. ``"validation accuracy"``),
+    then ``"training seconds"`` for the second objective of ``goal="metric_and_time"``;
+    further objectives keep a generic name."""
+    names = [metric]
+    if len(study.directions) > 1:
+        names.append("training seconds")
+    names += [f"objective {i}" for i in range(len(names), len(study.directions))]
+    return names
+
+
+def name_objectives(study: optuna.Study, metric: str) -> list[str]:
+    """Store the objectives' names with the study (Optuna's ``set_metric_names``, which
+    optuna-dashboard shows instead of "Objective 0"), unless the study already names them.
+    Returns the names the study holds."""
+    existing = study.metric_names
+    if existing is not None and len(existing) == len(study.directions):
+        return list(existing)
+    names = objective_names(study, metric)
+    with warnings.catch_warnings():
+        # Experimental since Optuna 3.2 and still so marked in 5.0; it is the API the
+        # dashboard reads (its own set_objective_names is deprecated in favour of it).
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
+    return names
+
+
+def _check_host_port(host: str, port: int) -> None:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer in [0, 65535], but got {port!r}.")
+    if not host:
+        raise ValueError("host must be a host name or an IP address, e.g. 127.0.0.1.")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_dashboard(
+    storage: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    artifacts: str | Path | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> None:
+    """Run optuna-dashboard on bsopt's storage until interrupted (Ctrl+C).
+
+    Args:
+        storage: the storage URL (``None``: ``$BSOPT_STORAGE``, then
+            ``sqlite:///storage/bsopt.db``), opened as every bsopt command opens it.
+        host: the address to bind; ``127.0.0.1`` keeps the dashboard (which can edit notes
+            and delete artifacts) private to this machine. ``0.0.0.0`` exposes it.
+        port: the TCP port.
+        artifacts: the artifact folder (default ``$BSOPT_ARTIFACTS``, else
+            ``storage/artifacts``), where ``bsopt report --attach`` puts the plots.
+
+    Raises:
+        ValueError: a bad host or port, or the port is taken.
+    """
+    from optuna_dashboard import run_server
+
+    _check_host_port(host, port)
+    url = resolve_storage_url(storage)
+    opened = open_storage(url, heartbeat_interval=None)
+    store = artifact_store(artifacts)
+    if echo is not None:
+        echo(
+            f"optuna-dashboard on http://{host}:{port}/ — storage {mask_url(url)}, artifacts "
+            f"{resolve_artifacts_dir(artifacts)}. Ctrl+C stops it."
+        )
+        if not _is_loopback(host):
+            echo(f"Warning: bound to {host}; anyone who can reach it can edit this storage.")
+    try:
+        run_server(opened, host=host, port=port, artifact_store=store)
+    except OSError as e:
+        raise ValueError(
+            f"Cannot serve on {host}:{port} ({e.strerror or e}). The port may be taken: "
+            "choose another with --port."
+        ) from None

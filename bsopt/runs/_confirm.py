@@ -1,0 +1,240 @@
+"""How sure is the verdict? Retrain the best configurations with fresh seeds.
+
+The best trial of each batch size is the best of many noisy draws, so its value flatters it
+(the winner's curse). :func:`confirm` retrains the top configurations of every batch size
+with ``seeds`` fresh seeds each, stores those runs in the study beside the search, marked with
+the user attribute ``confirm_of`` (the number of the trial repeated) and ``confirm_seed``, and
+returns the analysis that now compares the reruns: mean ± t-interval per batch size. The
+search statistics (importance, best per batch size, the lr fit) leave the reruns out.
+
+Running it again does only the runs still missing, so an interrupted confirm resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+import math
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from bsopt.analysis._analysis import (
+    BatchSizeAnalysis,
+    _complete,
+    analyze_batch_sizes,
+    is_confirm_run,
+    load_study,
+    trial_batch_size,
+    trial_value,
+)
+from bsopt.core._attrs import CONFIRM_ATTR, CONFIRM_SEED_ATTR
+
+#: Confirm seeds start here, far from the search's (the objective's seed + trial number).
+CONFIRM_SEED_BASE = 1_000_000
+
+
+class _Retrainable(Protocol):
+    def retrain(self, trial: FrozenTrial, *, seed: int | None = None) -> tuple[Any, Any]: ...
+
+
+Retrain = Callable[[FrozenTrial, int], float]
+
+
+@dataclass(frozen=True)
+class ConfirmRun:
+    """One rerun: the trial it repeats, its batch size and seed, its value (``None`` when it
+    did not complete) and the number it got in the study."""
+
+    of: int
+    batch_size: int
+    seed: int
+    value: float | None
+    number: int
+    new: bool
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    """What :func:`confirm` did: the reruns (new and already stored) and the analysis that
+    uses them; ``analysis.verdict`` says it in words."""
+
+    runs: tuple[ConfirmRun, ...]
+    analysis: BatchSizeAnalysis
+
+    @property
+    def verdict(self) -> str:
+        return self.analysis.verdict
+
+
+def confirm_seed(trial_number: int, k: int) -> int:
+    """The seed of the ``k``-th rerun of trial ``trial_number``: fresh (never a search
+    seed) and the same on every call, so that a resumed confirm skips what it did."""
+    return CONFIRM_SEED_BASE + 1000 * trial_number + k
+
+
+def top_trials(study: optuna.Study, top: int = 1) -> dict[int, list[FrozenTrial]]:
+    """The ``top`` best completed search trials of each batch size, best first."""
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    by_batch: dict[int, list[FrozenTrial]] = {}
+    for t in _complete(study):
+        b = trial_batch_size(t)
+        if b is not None:
+            by_batch.setdefault(b, []).append(t)
+    out = {}
+    for b in sorted(by_batch):
+        ranked = sorted(
+            by_batch[b],
+            key=lambda t: -(trial_value(t) or 0.0) if maximize else trial_value(t) or 0.0,
+        )
+        out[b] = ranked[:top]
+    return out
+
+
+def _values_of(objective: Any, study: optuna.Study, result: Any) -> list[float] | None:
+    """The objective values a bsopt objective would have returned for ``result``."""
+    from bsopt.core._stop import StopReason
+    from bsopt.search._objective import time_to_target
+
+    if result.stop_reason in (StopReason.PRUNED, StopReason.DIVERGED):
+        return None
+    goal = getattr(objective, "goal", "metric")
+    if goal == "time_to_target":
+        options = objective.options
+        score, _ = time_to_target(
+            result,
+            float(options.target),
+            direction=objective.metric_direction,
+            unit=options.target_unit,
+            total=objective._budget_total(),
+        )
+        return [score]
+    if len(study.directions) == 2:
+        return [result.value, result.train_seconds]
+    return [result.value]
+
+
+def confirm(
+    study: optuna.Study | str,
+    objective: _Retrainable | None = None,
+    *,
+    top: int = 1,
+    seeds: int = 5,
+    retrain: Retrain | None = None,
+    batch_sizes: Sequence[int] | None = None,
+    storage: str | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> ConfirmResult:
+    """Retrain the ``top`` configurations of each batch size with ``seeds`` fresh seeds,
+    store the runs in the study, and analyse with them.
+
+    Args:
+        study: a study, or the name of one in ``storage``.
+        objective: the :func:`~bsopt.make_objective` objective the study was searched with;
+            its ``retrain(trial, seed=...)`` trains a stored configuration again, and each
+            rerun is stored with the same user attributes as a search trial.
+        top: configurations per batch size (its best ``top`` completed trials).
+        seeds: reruns per configuration, each with a fresh seed (:func:`confirm_seed`).
+        retrain: instead of ``objective``, any ``retrain(trial, seed) -> value`` (for an
+            objective of your own); a NaN value records a failed rerun.
+        batch_sizes: only these batch sizes (default: every one with a completed trial).
+        storage: the storage URL when ``study`` is a name.
+        echo: called with one line per rerun (e.g. ``print``).
+
+    Each rerun is a COMPLETE trial (FAIL if it diverged) with the repeated trial's params and
+    the user attributes ``confirm_of`` and ``confirm_seed``. The search statistics leave them
+    out; :func:`~bsopt.analyze_batch_sizes` compares them as soon as two batch sizes have two
+    reruns each. Reruns already stored (same trial, same seed) are not trained again.
+
+    Raises:
+        ValueError: neither or both of ``objective`` and ``retrain``; ``top`` or ``seeds``
+            below 1 (``seeds`` below 2 gives no interval); no completed trial to confirm.
+    """
+    if (objective is None) == (retrain is None):
+        raise ValueError(
+            "Pass exactly one of objective (a bsopt objective, whose retrain() is used) and "
+            "retrain (a function retrain(trial, seed) -> value)."
+        )
+    if objective is not None and not callable(getattr(objective, "retrain", None)):
+        raise ValueError(
+            f"objective must have a retrain(trial, seed=...) method (a bsopt objective), but "
+            f"got {type(objective).__name__}. Pass retrain=... for an objective of your own."
+        )
+    for name, value, low in (("top", top, 1), ("seeds", seeds, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"{name} must be an integer >= {low}, but got {value!r}."
+                + (" Two seeds at least: one run has no spread." if name == "seeds" else "")
+            )
+    loaded = load_study(study, storage=storage)
+    chosen = top_trials(loaded, top)
+    if batch_sizes is not None:
+        wanted = {int(b) for b in batch_sizes}
+        missing = sorted(wanted - set(chosen))
+        if missing:
+            raise ValueError(
+                f"batch_sizes {missing} have no completed trial to confirm in study "
+                f"{loaded.study_name!r}; these do: {sorted(chosen)}."
+            )
+        chosen = {b: ts for b, ts in chosen.items() if b in wanted}
+    if not chosen:
+        raise ValueError(
+            f"Study {loaded.study_name!r} has no completed trial to confirm yet. Run the "
+            "search first (bsopt run ... --trials N)."
+        )
+    done: dict[tuple[int, int], FrozenTrial] = {}
+    for t in loaded.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if is_confirm_run(t) and CONFIRM_SEED_ATTR in t.user_attrs:
+            done[(int(t.user_attrs[CONFIRM_ATTR]), int(t.user_attrs[CONFIRM_SEED_ATTR]))] = t
+
+    runs: list[ConfirmRun] = []
+    total = sum(len(ts) for ts in chosen.values()) * seeds
+    for b, trials in chosen.items():
+        for trial in trials:
+            for k in range(seeds):
+                seed = confirm_seed(trial.number, k)
+                stored = done.get((trial.number, seed))
+                if stored is not None:
+                    runs.append(
+                        ConfirmRun(
+                            trial.number, b, seed, trial_value(stored), stored.number, False
+                        )
+                    )
+                    continue
+                attrs: dict[str, Any] = {}
+                intermediate: dict[int, float] = {}
+                values: list[float] | None = None
+                if objective is not None:
+                    from bsopt.search._objective import result_attrs
+
+                    _, result = objective.retrain(trial, seed=seed)
+                    values = _values_of(objective, loaded, result)
+                    params = objective.params_of(trial)  # type: ignore[attr-defined]
+                    attrs = dict(result_attrs(result, params, seed))
+                    intermediate = {
+                        int(step): float(v) for step, v in result.history if math.isfinite(v)
+                    }
+                elif retrain is not None:
+                    returned = float(retrain(trial, seed))
+                    values = [returned] if math.isfinite(returned) else None
+                attrs.update({CONFIRM_ATTR: trial.number, CONFIRM_SEED_ATTR: seed})
+                frozen = optuna.trial.create_trial(
+                    state=TrialState.COMPLETE if values is not None else TrialState.FAIL,
+                    values=values,
+                    params=dict(trial.params),
+                    distributions=dict(trial.distributions),
+                    user_attrs=attrs,
+                    intermediate_values=intermediate,
+                )
+                loaded.add_trial(frozen)
+                number = loaded.get_trials(deepcopy=False)[-1].number
+                value_of = values[0] if values is not None else None
+                runs.append(ConfirmRun(trial.number, b, seed, value_of, number, True))
+                if echo is not None:
+                    shown = f"{value_of:.4g}" if value_of is not None else "failed (diverged)"
+                    echo(
+                        f"[{len(runs)}/{total}] batch {b}: trial #{trial.number} with seed "
+                        f"{seed}: {shown}"
+                    )
+    return ConfirmResult(tuple(runs), analyze_batch_sizes(loaded))

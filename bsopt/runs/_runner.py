@@ -1,0 +1,257 @@
+"""Running a study end to end: the path shared by ``bsopt run`` and the study scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import importlib.util
+import os
+from pathlib import Path
+import pickle
+from typing import TYPE_CHECKING, Protocol
+
+import optuna
+
+from bsopt.runs._study import (
+    check_definition,
+    check_study_name,
+    create_study,
+    n_finished,
+    optimize,
+    raise_storage_fault,
+    summary,
+)
+from bsopt.runs._workers import close_objective, default_jobs, run_workers
+from bsopt.search._pruners import PrunerName, make_pruner
+from bsopt.store._storage import close_connections, mask_url, open_storage, resolve_storage_url
+
+if TYPE_CHECKING:  # torch and the trainer load when a study is built, not to parse --help
+    from bsopt.search._objective import Objective
+
+
+class BuildObjective(Protocol):
+    """What a study script provides: ``build_objective(*, seed) -> Objective``."""
+
+    def __call__(self, *, seed: int) -> Objective: ...
+
+
+def digits(*, seed: int = 0) -> Objective:
+    """scikit-learn digits, a 64-128-10 MLP, ten epochs, validation accuracy."""
+    from bsopt.core._budget import Budget
+    from bsopt.search._objective import make_objective
+    from bsopt.training._data import load_digits
+    from bsopt.training._models import mlp_builder
+
+    data = load_digits(seed=seed)
+    return make_objective(mlp_builder(data, hidden=(128,)), data, budget=Budget(10), seed=seed)
+
+
+def synthetic(*, seed: int = 0) -> Objective:
+    """A seeded 4-class synthetic problem (2,000 samples), a 20-64-64-4 MLP, ten epochs,
+    with the gradient noise scale measured (the digits quick start leaves it off: it costs
+    13-33% more training time there, see benchmarks/RESULTS.md)."""
+    from bsopt.core._budget import Budget
+    from bsopt.search._objective import make_objective
+    from bsopt.training._data import make_synthetic
+    from bsopt.training._models import mlp_builder
+
+    data = make_synthetic(2000, seed=seed)
+    return make_objective(
+        mlp_builder(data, hidden=(64, 64)),
+        data,
+        budget=Budget(10),
+        seed=seed,
+        measure_noise_scale=True,
+    )
+
+
+BUILTIN_STUDIES: dict[str, BuildObjective] = {"digits": digits, "synthetic": synthetic}
+
+
+def load_study_definition(ref: str) -> tuple[str, BuildObjective]:
+    """Resolve a built-in study name or a study script path to ``(name, build_objective)``."""
+    if ref in BUILTIN_STUDIES:
+        return ref, BUILTIN_STUDIES[ref]
+    path = Path(ref)
+    if path.suffix != ".py" or not path.is_file():
+        raise ValueError(
+            f"Unknown study {ref!r}. Use a built-in study ({', '.join(BUILTIN_STUDIES)}) or "
+            "the path of a study script (a .py file defining build_objective(*, seed))."
+        )
+    spec = importlib.util.spec_from_file_location(f"bsopt_study_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"The study script {str(path)!r} cannot be imported.")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ValueError(
+            f"The study script {str(path)!r} has a syntax error at line {e.lineno}: {e.msg}. "
+            "Fix it and run again."
+        ) from e
+    except Exception as e:
+        raise ValueError(
+            f"The study script {str(path)!r} raised {type(e).__name__} while being imported"
+            f"{_line_in(e, path)}: {e}. Fix it and run again (--debug shows the traceback)."
+        ) from e
+    build = getattr(module, "build_objective", None)
+    if not callable(build):
+        raise ValueError(
+            f"The study script {str(path)!r} defines no build_objective(*, seed) function."
+        )
+    return path.stem, _Checked(build, str(path))
+
+
+def _launched_by_torchrun() -> bool:
+    # The same test as bsopt.training._distributed.launched_by_torchrun, without importing torch.
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"))
+
+
+def _line_in(e: BaseException, path: Path) -> str:
+    """ " (line N)" of the deepest frame of ``e``'s traceback inside ``path``, if any."""
+    line = None
+    tb = e.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == path.resolve():
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return "" if line is None else f" (line {line})"
+
+
+class _Checked:
+    """A study script's ``build_objective``: its errors name the script, not a traceback."""
+
+    def __init__(self, build: BuildObjective, path: str) -> None:
+        self.build = build
+        self.path = path
+
+    def __call__(self, *, seed: int) -> Objective:
+        try:
+            return self.build(seed=seed)
+        except Exception as e:
+            raise ValueError(
+                f"build_objective(seed={seed}) of the study script {self.path!r} raised "
+                f"{type(e).__name__}{_line_in(e, Path(self.path))}: {e}"
+            ) from e
+
+
+def build_from_ref(ref: str, *, seed: int) -> Objective:
+    """Build the objective of a built-in study or study script; picklable for workers."""
+    _, build = load_study_definition(ref)
+    return build(seed=seed)
+
+
+def _picklable(value: object) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
+
+
+def run(
+    build_objective: BuildObjective | Callable[..., Objective],
+    *,
+    study_name: str,
+    trials: int,
+    storage: str | None = None,
+    seed: int = 0,
+    pruner: PrunerName = "median",
+    show_progress_bar: bool = True,
+    echo: Callable[[str], None] = print,
+    jobs: int | None = 1,
+    devices: int = 1,
+    heartbeat_interval: int | None = 60,
+    grace_period: int | None = None,
+    allow_space_change: bool = False,
+) -> optuna.Study | None:
+    """Create or resume ``study_name`` and run it to ``trials`` finished trials in total.
+
+    With ``devices`` > 1 every trial trains on that many processes, one device each (see
+    the option ``devices`` of :func:`~bsopt.make_objective`); ``build_objective`` must then
+    be picklable, as for ``jobs``, and ``jobs=None`` divides its default by ``devices``.
+    Under ``torchrun`` this process is one rank of a group ``torchrun`` started: rank 0
+    runs the study, the other ranks follow its trials and return ``None``.
+
+    With ``jobs`` > 1 the trials run in that many worker processes (see
+    :func:`~bsopt.run_workers`); ``None`` (the command line's default) picks them with
+    :func:`~bsopt.runs._workers.default_jobs`: one per core for CPU trials, up to 4, each with at
+    least 5 of the trials left, and one process when ``build_objective`` cannot be sent to
+    another process; ``heartbeat_interval`` and ``grace_period`` go to
+    :func:`~bsopt.open_storage`. A resumed study must have the same search space and
+    budget unless ``allow_space_change`` (see :func:`~bsopt.runs._study.check_definition`).
+    """
+    check_study_name(study_name)
+    objective = build_objective(seed=seed)
+    if devices > 1 or _launched_by_torchrun():
+        from bsopt.search._objective import spread_objective
+
+        spread = spread_objective(
+            objective, build_objective, seed=seed, devices=devices, jobs=jobs
+        )
+        if spread is None:
+            return None  # another rank of a torchrun group: rank 0 ran the study
+        objective = spread
+        if _launched_by_torchrun():
+            jobs = 1
+    url = resolve_storage_url(storage)
+    study = create_study(
+        study_name,
+        storage=open_storage(
+            url, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+        ),
+        directions=objective.directions,
+        pruner=make_pruner(
+            pruner, objective.budget, objective.data.n_train, direction=objective.directions[0]
+        ),
+        seed=seed,
+    )
+    try:
+        check_definition(study, objective, allow_change=allow_space_change, echo=echo)
+        done = n_finished(study)
+    except Exception as e:
+        raise_storage_fault(e, study)
+        raise
+    echo(f"Study {study_name!r} in {mask_url(url)}: {done} of {trials} trials finished.")
+    echo(f"Each trial: {objective.describe()}")
+    if jobs is None:
+        jobs = default_jobs(objective, trials - done) if _picklable(build_objective) else 1
+        jobs = max(1, jobs // devices)
+    if done < trials and jobs > 1:
+        echo(f"Running {trials - done} more in {jobs} worker processes (pruner: {pruner}).")
+        close_connections(study._storage)  # workers may be forked from this process
+        run_workers(
+            build_objective,
+            study_name=study_name,
+            trials=trials,
+            jobs=jobs,
+            storage=url,
+            seed=seed,
+            sampler_seed=seed,
+            pruner=pruner,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            show_progress_bar=show_progress_bar,
+            allow_space_change=allow_space_change,
+            devices=devices,
+            objective=objective,
+        )
+    elif done < trials:
+        echo(f"Running {trials - done} more (pruner: {pruner}).")
+    if jobs == 1 or done >= trials:
+        # Also on a finished study: fails trials a dead worker left RUNNING.
+        try:
+            optimize(
+                study,
+                objective,
+                trials=trials,
+                show_progress_bar=show_progress_bar,
+                allow_space_change=allow_space_change,
+            )
+        finally:
+            close_objective(objective)
+    try:
+        echo(summary(study, storage_url=url))
+    except Exception as e:
+        raise_storage_fault(e, study)
+        raise
+    return study

@@ -1,0 +1,628 @@
+"""Creating, resuming and summarising studies in persistent storage.
+
+Besides Optuna's own create/optimize, this module holds what makes a stop-and-resume safe:
+a sampler seed that moves on with the study (a resumed seeded study continues its search
+instead of replaying it), the retry of a trial cut short by Ctrl-C, the search space kept
+with the study (a resume with another space is refused), and the clean-up of trials left
+RUNNING by a dead worker once the study has its total.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+import contextlib
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Literal
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from bsopt.core._attrs import CONFIRM_ATTR
+from bsopt.search._pruners import MedianPruner
+from bsopt.store._storage import (
+    STORAGE_ENV,
+    StorageError,
+    mask_url,
+    open_storage,
+    resolve_storage_url,
+    storage_error,
+)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+Direction = Literal["maximize", "minimize"]
+#: Optuna's RDB schema holds study names of up to 512 characters (PostgreSQL and MySQL
+#: refuse longer ones; SQLite would store them, so every storage gets the same rule).
+MAX_STUDY_NAME = 512
+#: Study user attributes that record what the study searches, compared on every resume.
+DEFINITION_KEYS = ("search_space", "budget")
+INTERRUPTED = "interrupted"  # the value of bsopt.core._stop.StopReason.INTERRUPTED
+LOST_REASON = "lost: its worker stopped sending heartbeats; the study already had its total"
+
+
+def check_study_name(name: object) -> str:
+    """``name`` if it can name a study in every storage; else a ValueError saying why."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(
+            f"The study name must be a non-empty string, but got {name!r}. Pass --study NAME "
+            "(or leave it out to use the study's own name)."
+        )
+    if len(name) > MAX_STUDY_NAME:
+        raise ValueError(
+            f"The study name has {len(name)} characters, more than the {MAX_STUDY_NAME} "
+            f"that Optuna's storages hold (it starts {name[:40]!r}). Use a shorter name."
+        )
+    if "\x00" in name:
+        raise ValueError(f"The study name {name!r} holds a NUL character; remove it.")
+    return name
+
+
+def sampler_seed(seed: int, n_trials: int, worker: int = 0) -> int:
+    """The sampler seed of a process joining a seeded study that holds ``n_trials`` trials.
+
+    A fresh study (``n_trials == 0``, worker 0) uses ``seed`` itself, so a seeded run is
+    reproducible. A resumed study, or another worker, gets a seed mixed from all three, so
+    it continues the search instead of replaying the first trials' draws, and no two
+    workers share a random stream.
+    """
+    if n_trials == 0 and worker == 0:
+        return seed
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, n_trials, worker]).generate_state(1)
+    return int(state[0])
+
+
+def create_study(
+    name: str,
+    *,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    direction: Direction = "maximize",
+    directions: Sequence[Direction] | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+    seed: int | None = 0,
+    worker: int = 0,
+) -> optuna.Study:
+    """Create the study ``name``, or load it if it exists (so a rerun resumes it).
+
+    Args:
+        name: the study name in the storage (at most 512 characters).
+        storage: a URL or an Optuna storage; ``None`` resolves ``$BSOPT_STORAGE`` then
+            ``sqlite:///storage/bsopt.db``. URLs are opened with heartbeats and retries.
+        direction: ``"maximize"`` or ``"minimize"``; pass ``objective.direction``.
+        directions: for a multi-objective study, one direction per value (pass
+            ``objective.directions``); replaces ``direction``.
+        sampler: default ``TPESampler`` seeded with :func:`sampler_seed` (``seed`` on a
+            new study; a resumed study or another worker continues with a fresh stream).
+        pruner: default ``MedianPruner(n_startup_trials=5, n_warmup_steps=0)`` (reading
+            completed trials once per trial, see :mod:`bsopt.search._pruners`); see
+            :func:`~bsopt.make_pruner`.
+        seed: the study's seed; ``None`` draws one.
+        worker: this process's index among the workers started together (``--jobs``).
+
+    Raises:
+        ValueError: the stored study optimises in the other direction, or a bad name.
+    """
+    check_study_name(name)
+    wanted = list(directions) if directions is not None else [direction]
+    for d in wanted:
+        if d not in ("maximize", "minimize"):
+            raise ValueError(f"direction must be 'maximize' or 'minimize', but got {d!r}.")
+    if storage is None or isinstance(storage, str):
+        storage = open_storage(storage)
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            directions=wanted,
+            sampler=sampler or optuna.samplers.TPESampler(seed=seed),
+            pruner=pruner or MedianPruner(n_startup_trials=5),
+            load_if_exists=True,
+        )
+    except Exception as e:
+        url = getattr(getattr(storage, "_backend", storage), "url", None)
+        error = storage_error(e, url if isinstance(url, str) else None)
+        if error is None:
+            raise
+        raise error from e
+    stored = [d.name.lower() for d in study.directions]
+    if stored != wanted:
+        asked = wanted[0] if len(wanted) == 1 else wanted
+        raise ValueError(
+            f"The study {name!r} already exists in this storage and optimises "
+            f"{' and '.join(stored)}, but direction={asked!r} was asked for. Its trials "
+            "are kept as they are: use another study name, or the same goal as before."
+        )
+    if sampler is None and seed is not None:
+        n_trials = len(study.get_trials(deepcopy=False))
+        if n_trials or worker:
+            study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(seed, n_trials, worker))
+    return study
+
+
+def count_trials(study: optuna.Study) -> Counter[str]:
+    """Trials by state name (``"COMPLETE"``, ``"PRUNED"``, ``"FAIL"``, ...)."""
+    return Counter(t.state.name for t in study.get_trials(deepcopy=False))
+
+
+# The user attribute of a `bsopt confirm` rerun: it repeats a trial, so it does not count
+# towards the search's total.
+
+
+def search_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials of the search itself: without ``bsopt confirm``'s reruns."""
+    return [t for t in trials if CONFIRM_ATTR not in t.user_attrs]
+
+
+def n_finished(study: optuna.Study) -> int:
+    """Finished (complete or pruned) trials of the search, the count ``trials=`` reaches."""
+    return len(search_trials(study.get_trials(deepcopy=False, states=FINISHED)))
+
+
+class _StopAtTotal:
+    """Stops ``study.optimize`` once the search holds ``total`` finished trials."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if n_finished(study) >= self.total:
+            study.stop()
+
+
+# --- what the study searches: kept with it, compared on resume -----------------------------
+
+
+def describe_definition(objective: object) -> dict[str, Any] | None:
+    """The JSON form of ``objective.space`` and ``objective.budget`` (``None`` without them)."""
+    space = getattr(objective, "space", None)
+    budget = getattr(objective, "budget", None)
+    if not (dataclasses.is_dataclass(space) and dataclasses.is_dataclass(budget)):
+        return None
+    if isinstance(space, type) or isinstance(budget, type):
+        return None
+    described = {"search_space": dataclasses.asdict(space), "budget": dataclasses.asdict(budget)}
+    return dict(json.loads(json.dumps(described, default=repr)))
+
+
+def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        found: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            if key not in old:
+                found.append(f"{where} added ({new[key]!r})")
+            elif key not in new:
+                found.append(f"{where} removed (was {old[key]!r})")
+            else:
+                found.extend(_differences(old[key], new[key], where))
+        return found
+    return [] if old == new else [f"{path} {old!r} -> {new!r}"]
+
+
+def check_definition(
+    study: optuna.Study,
+    objective: object,
+    *,
+    allow_change: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> None:
+    """Keep the objective's search space and budget with ``study``; refuse another on resume.
+
+    The first run stores them as the study user attributes ``search_space`` and ``budget``.
+    A later run with different ones would mix incomparable trials in one study (the sampler
+    and the pruner would learn from both), so it is refused with the difference, unless
+    ``allow_change`` (``--allow-space-change``), which stores the new definition.
+
+    Raises:
+        ValueError: the stored definition differs and ``allow_change`` is false.
+    """
+    described = describe_definition(objective)
+    if described is None:
+        return
+    attrs = study.user_attrs
+    stored = {k: attrs[k] for k in DEFINITION_KEYS if k in attrs}
+    if stored == described:
+        return
+    # Only what is stored is compared: a key not there yet (an older study, or another
+    # worker storing the definition this instant) is filled in below.
+    differences = [
+        d.removeprefix("search_space.")
+        for d in _differences(stored, {k: described[k] for k in stored})
+    ]
+    if differences and not allow_change:
+        listed = "; ".join(differences[:8]) + ("; ..." if len(differences) > 8 else "")
+        raise ValueError(
+            f"The study {study.study_name!r} was created with another search space or "
+            f"budget: {listed}. Its trials would not be comparable with the new ones. Use "
+            "another --study name, or pass --allow-space-change (allow_space_change=True) "
+            "to continue it with the new definition."
+        )
+    if differences and echo is not None:
+        echo(f"Search space or budget changed on request: {'; '.join(differences)}.")
+    try:
+        for key in DEFINITION_KEYS:
+            study.set_user_attr(key, described[key])
+    except Exception:
+        # Workers started together all find no definition and store it at once; on a
+        # database server all but one insert hits the unique key. The same definition
+        # stored by another worker is what was wanted.
+        attrs = study.user_attrs
+        if {k: attrs.get(k) for k in DEFINITION_KEYS} != described:
+            raise
+
+
+# --- Ctrl-C: a clean message, the reason stored, the trial retried -------------------------
+
+
+class _HideInterrupts(logging.Filter):
+    # Optuna logs the interrupted trial with the whole stack; bsopt prints one line instead.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "KeyboardInterrupt" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_interrupts() -> Iterator[None]:
+    """Hide Optuna's "Trial N failed ... KeyboardInterrupt()" warning and stack inside."""
+    hide = _HideInterrupts()
+    logger = logging.getLogger("optuna.study._optimize")
+    logger.addFilter(hide)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hide)
+
+
+@contextlib.contextmanager
+def running(study: optuna.Study, trials: int) -> Iterator[Interrupts]:
+    """What every run loop does around Optuna's, given the :class:`Interrupts` to wrap with.
+
+    At the total, trials a dead worker left RUNNING are failed; after Ctrl-C the cut trial
+    is queued again; a storage fault becomes a one-line :class:`~bsopt.StorageError`.
+    """
+    interrupts = Interrupts()
+    try:
+        yield interrupts
+        if n_finished(study) >= trials:
+            close_lost_trials(study)
+    except KeyboardInterrupt:
+        interrupts.retry(study)
+        raise
+    except Exception as e:
+        raise_storage_fault(e, study)
+        raise
+
+
+class Interrupts:
+    """Wraps an objective to mark a trial cut short by Ctrl-C, then queues its retry."""
+
+    def __init__(self) -> None:
+        self.trial_ids: list[int] = []
+
+    def wrap(self, objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
+        def interruptible(trial: optuna.Trial) -> Any:
+            try:
+                return objective(trial)
+            except KeyboardInterrupt:
+                self.trial_ids.append(trial._trial_id)
+                with contextlib.suppress(Exception):
+                    trial.set_user_attr("stop_reason", INTERRUPTED)
+                raise
+
+        return interruptible
+
+    def retry(self, study: optuna.Study) -> None:
+        """Queue each interrupted (now FAIL) trial again with its params, ahead of new ones."""
+        for trial_id in self.trial_ids:
+            with contextlib.suppress(Exception):
+                retry_failed_trial(study, study._storage.get_trial(trial_id))
+        self.trial_ids.clear()
+
+
+def retry_failed_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue ``trial`` again (WAITING, same params), the way a heartbeat retry does."""
+    if trial.state != TrialState.FAIL or not trial.params:
+        return
+    system_attrs: dict[str, Any] = {
+        "failed_trial": trial.number,
+        "retry_history": [],
+        **trial.system_attrs,
+    }
+    system_attrs["retry_history"] = [*system_attrs["retry_history"], trial.number]
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            system_attrs=system_attrs,
+        )
+    )
+
+
+def storage_url_of(study: optuna.Study) -> str | None:
+    """The URL of the SQL database behind ``study`` (``None`` for other storages)."""
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    url = getattr(backend, "url", None)
+    return url if isinstance(url, str) else None
+
+
+def raise_storage_fault(e: BaseException, study: optuna.Study) -> None:
+    """Raise a one-line :class:`StorageError` when ``e`` came from a storage fault."""
+    if isinstance(e, StorageError):
+        return
+    error = storage_error(e, storage_url_of(study))
+    if error is not None:
+        raise error from e
+
+
+# --- trials left RUNNING by dead workers ----------------------------------------------------
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _rdb(study: optuna.Study) -> Any:
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    if isinstance(backend, optuna.storages.RDBStorage) and backend.heartbeat_interval:
+        return backend
+    return None
+
+
+def _heartbeats(rdb: Any, trial_ids: Iterable[int]) -> tuple[dict[int, datetime.datetime], Any]:
+    # NOTE: Optuna keeps heartbeats in its own table and offers no public read; this reads
+    # them the way its stale-trial check does (database clock on both sides).
+    from optuna.storages._rdb import models
+    import sqlalchemy
+
+    ids = list(trial_ids)
+    table = models.TrialHeartbeatModel
+    with rdb.engine.connect() as connection:
+        now = connection.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar()
+        rows = connection.execute(
+            sqlalchemy.select(table.trial_id, table.heartbeat).where(table.trial_id.in_(ids))
+        ).all()
+    return {int(r[0]): r[1] for r in rows}, now
+
+
+def close_lost_trials(
+    study: optuna.Study,
+    *,
+    slack: float = 5.0,
+    echo: Callable[[str], None] | None = _stderr,
+) -> list[int]:
+    """Once ``study`` has its total, fail the trials whose worker died; their numbers.
+
+    A trial still RUNNING then can no longer count. On a storage with heartbeats, each one
+    is watched until its heartbeat is overdue by ``slack`` seconds past the heartbeat
+    interval, or it has none that long after its start (its worker is gone: it is marked
+    FAIL with ``stop_reason`` "lost: ...") or
+    a new heartbeat arrives (its worker lives: it is left to finish, and said so). This
+    waits at most one heartbeat interval plus ``slack``, and only when such trials exist.
+    Without heartbeats (journal, gRPC) nothing can tell, and this says so.
+    """
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return []
+    numbers = {t._trial_id: t.number for t in running}
+    listed = ", ".join(f"#{n}" for n in numbers.values())
+    rdb = _rdb(study)
+    if rdb is None:
+        if echo is not None:
+            echo(
+                f"bsopt: trials {listed} are still RUNNING, but the study has its total. This "
+                "storage has no heartbeat, so bsopt cannot tell whether their worker died; "
+                "they are not counted as finished either way."
+            )
+        return []
+    interval = float(rdb.heartbeat_interval)
+    overdue = datetime.timedelta(seconds=interval + slack)
+    started = {t._trial_id: t.datetime_start for t in running}
+    first, _ = _heartbeats(rdb, numbers)
+    pending = set(numbers)
+    lost: list[int] = []
+    alive: list[int] = []
+    deadline = time.monotonic() + interval + slack + 1.0
+    announced = False
+    while pending:
+        beats, now = _heartbeats(rdb, pending)
+        states = {
+            t._trial_id: t.state
+            for t in study.get_trials(deepcopy=False)
+            if t._trial_id in pending
+        }
+        for trial_id in sorted(pending):
+            beat = beats.get(trial_id)
+            if states.get(trial_id) != TrialState.RUNNING:
+                pending.discard(trial_id)
+            elif beat is not None and beat != first.get(trial_id):
+                alive.append(numbers[trial_id])
+                pending.discard(trial_id)
+            elif _silent_for(beat, now, started[trial_id]) > overdue:
+                # A worker with heartbeats beats as its trial starts: no beat since then,
+                # or none at all, for longer than the interval means it is gone.
+                if _fail_lost(rdb, trial_id):
+                    lost.append(numbers[trial_id])
+                pending.discard(trial_id)
+        if not pending or time.monotonic() > deadline:
+            break
+        if not announced and echo is not None:
+            listed = ", ".join(f"#{numbers[i]}" for i in sorted(pending))
+            echo(
+                f"bsopt: the study has its total, but trial(s) {listed} are still RUNNING; "
+                f"waiting up to {interval + slack:g} s for a heartbeat to tell whether their "
+                "worker lives."
+            )
+            announced = True
+        time.sleep(min(1.0, interval / 4))
+    if echo is not None:
+        if lost:
+            echo(
+                f"bsopt: trial(s) {', '.join(f'#{n}' for n in sorted(lost))} were still "
+                "RUNNING without heartbeat (their worker died) and are now marked failed."
+            )
+        if alive:
+            echo(
+                f"bsopt: trial(s) {', '.join(f'#{n}' for n in sorted(alive))} still run in "
+                "other workers (fresh heartbeats); they finish there, past the total."
+            )
+    return sorted(lost)
+
+
+def _silent_for(
+    beat: datetime.datetime | None, now: Any, started: datetime.datetime | None
+) -> datetime.timedelta:
+    """How long a running trial has been without heartbeat."""
+    if beat is not None:
+        return _age(now, beat)
+    if started is None:
+        return datetime.timedelta(0)
+    # No heartbeat row: the worker died before its first beat (or runs without heartbeats,
+    # which every worker of a heartbeat storage should not). Optuna stamps the start with
+    # the worker's local clock.
+    return datetime.datetime.now() - started
+
+
+def _age(now: Any, beat: Any) -> datetime.timedelta:
+    # PostgreSQL returns aware datetimes, SQLite and MySQL naive ones: compare as naive.
+    age: datetime.timedelta = now.replace(tzinfo=None) - beat.replace(tzinfo=None)
+    return age
+
+
+def _fail_lost(rdb: Any, trial_id: int) -> bool:
+    try:
+        rdb.set_trial_user_attr(trial_id, "stop_reason", LOST_REASON)
+        return bool(rdb.set_trial_state_values(trial_id, state=TrialState.FAIL))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # its worker (or another process) finished it meanwhile
+
+
+# --- the single-process loop ---------------------------------------------------------------
+
+
+def optimize(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float | Sequence[float]],
+    *,
+    trials: int,
+    timeout: float | None = None,
+    callbacks: Iterable[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    show_progress_bar: bool = True,
+    catch: Sequence[type[Exception]] = (),
+    allow_space_change: bool = False,
+) -> int:
+    """Run ``objective`` until ``study`` holds ``trials`` finished trials in total.
+
+    Finished means COMPLETE or PRUNED. Running the same call again after an interruption
+    continues to the same total instead of adding ``trials`` more; workers in other
+    processes sharing the study stop at the same total. Returns the trials run here.
+
+    A bsopt objective's search space and budget are kept with the study and compared on
+    every resume (see :func:`check_definition`; ``allow_space_change`` accepts a new one).
+    A trial cut short by Ctrl-C gets ``stop_reason`` "interrupted" and is queued again with
+    its params, so the resumed run trains it first. Once the total is reached, trials left
+    RUNNING by a dead worker are failed (see :func:`close_lost_trials`).
+
+    Raises:
+        StorageError: the storage failed mid-run (read-only, disk full, file deleted or
+            damaged, server gone); finished trials are kept.
+        KeyboardInterrupt: after marking the running trial FAIL and queueing its retry.
+    """
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials (the total to reach) must be an integer >= 1, got {trials!r}.")
+    try:
+        check_definition(study, objective, allow_change=allow_space_change, echo=_stderr)
+        remaining = trials - n_finished(study)
+        if remaining <= 0:
+            close_lost_trials(study)
+            return 0
+        before = len(study.get_trials(deepcopy=False))
+    except Exception as e:
+        raise_storage_fault(e, study)
+        raise
+    logger = optuna.logging.get_logger("optuna")
+    level = logger.level
+    if show_progress_bar:
+        # Per-trial log lines would break the bar; the summary reports the result instead.
+        optuna.logging.set_verbosity(logging.WARNING)
+    try:
+        with running(study, trials) as interrupts, quiet_interrupts():
+            study.optimize(
+                interrupts.wrap(objective),
+                n_trials=remaining,
+                timeout=timeout,
+                catch=tuple(catch),
+                callbacks=[_StopAtTotal(trials), *callbacks],
+                show_progress_bar=show_progress_bar,
+            )
+    finally:
+        optuna.logging.set_verbosity(level or logging.INFO)
+    return len(study.get_trials(deepcopy=False)) - before
+
+
+def summary(study: optuna.Study, *, storage_url: str | None = None) -> str:
+    """A plain-text summary: trial counts by state, the best trial and where the data live."""
+    counts = count_trials(study)
+    lines = [
+        f"Study {study.study_name!r}: "
+        + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
+    ]
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    reasons = Counter(str(t.user_attrs.get("stop_reason", "pruned")) for t in pruned)
+    reasons = Counter({("by the pruner" if r == "pruned" else r): n for r, n in reasons.items()})
+    if reasons:
+        lines.append(
+            "Pruned by reason: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common())
+        )
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(study.directions) == 1 and complete:
+        best = study.best_trial
+        attrs = best.user_attrs
+        # The value's name as the objective recorded it: "validation roc_auc", ...
+        names = study.metric_names or []
+        label = f"{names[0]} " if names else ""
+        lines.append(f"Best trial #{best.number}: {label}{best.value:.4f}")
+        shown = {k: v for k, v in best.params.items() if k != "log2_batch_size"}
+        for key, value in shown.items():
+            text = f"{value:.4g}" if isinstance(value, float) else str(value)
+            lines.append(f"  {key:<14} {text}")
+        if "samples_per_second" in attrs:
+            lines.append(
+                f"  trained {attrs.get('samples_seen', 0):,} samples in "
+                f"{attrs.get('train_seconds', 0):.2f} s ({attrs['samples_per_second']:,.0f} "
+                f"samples/s, {attrs.get('optimizer_steps', 0):,} optimizer steps)"
+            )
+    elif complete:
+        front = sorted(study.best_trials, key=lambda t: t.values[0])
+        lines.append(f"{len(front)} Pareto-optimal trials (value 1, value 2):")
+        for t in front[:10]:
+            values = ", ".join(f"{v:.4g}" for v in t.values)
+            lines.append(f"  #{t.number:<4} batch_size {t.params.get('batch_size')}: {values}")
+    else:
+        lines.append("No completed trial yet.")
+    resolved = resolve_storage_url(storage_url)
+    url = mask_url(resolved)
+    lines.append(f"Storage: {url}")
+    lines.append(browse_hint(resolved))
+    return "\n".join(lines)
+
+
+def browse_hint(url: str) -> str:
+    """How to open the dashboard on ``url``, never with a password on the command line."""
+    masked = mask_url(url)
+    if masked == url:
+        return f"Browse it:  optuna-dashboard {url}"
+    if os.environ.get(STORAGE_ENV) == url:
+        return f"Browse it:  bsopt dashboard   (it reads the URL from ${STORAGE_ENV})"
+    return (
+        f"Browse it:  export {STORAGE_ENV}='{masked}' with the real password in place of ***, "
+        "then: bsopt dashboard   (a password on the command line is visible to other users)"
+    )

@@ -1,0 +1,491 @@
+"""Known answers for the analysis: importance, the lr-batch fit, the verdict."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import optuna
+from optuna.distributions import FloatDistribution, IntDistribution
+import pytest
+
+import bsopt
+from bsopt.analysis._analysis import EVALUATORS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _synthetic() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "synthetic_analysis", ROOT / "studies" / "synthetic_analysis.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+synthetic = _synthetic()
+
+
+def _nqm() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_nqm", ROOT / "benchmarks" / "nqm.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("depends_on", "expected"), [("batch_size", "batch_size"), ("lr", "lr")])
+def test_importance_ranks_the_only_parameter_the_objective_depends_on_first(
+    sqlite_url: str, depends_on: str, expected: str
+) -> None:
+    synthetic.build_study(
+        sqlite_url, "one", n_trials=40, depends_on=depends_on, mixed=False, detail=False
+    )
+    importances = bsopt.param_importances("one", storage=sqlite_url, seeds=2)
+    for evaluator in EVALUATORS:
+        ranking = importances.ranking(evaluator)
+        assert ranking[0] == expected, (evaluator, ranking)
+        # The searched exponent is reported under the stable name; the record is not counted.
+        assert sorted(ranking) == ["batch_size", "dropout", "lr"]
+    rows = {(r.evaluator, r.param): r for r in importances.rows}
+    top = rows[("fANOVA", expected)]
+    assert top.n_trials == 40 and top.n_seeds == 2 and top.mean > 0.5
+    assert rows[("PED-ANOVA", expected)].n_seeds == 1
+    assert "batch_size" in importances.to_markdown()
+
+
+def _add(study: optuna.Study, params: dict[str, float], value: float) -> None:
+    distributions = {
+        "lr": FloatDistribution(1e-4, 1e-1, log=True),
+        "a_warmup": FloatDistribution(0.0, 0.5),
+        "log2_batch_size": IntDistribution(4, 8),
+    }
+    study.add_trial(
+        optuna.trial.create_trial(
+            value=value,
+            params=params,
+            distributions={k: distributions[k] for k in params},
+        )
+    )
+
+
+def test_a_conditional_parameter_is_evaluated_on_the_trials_that_have_it(
+    sqlite_url: str,
+) -> None:
+    # "a_warmup" sorts before the common parameters: Optuna's MDI evaluator mislabels its
+    # columns unless the names are passed sorted; this catches a regression of that.
+    study = optuna.create_study(storage=sqlite_url, study_name="cond", direction="maximize")
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        lr = float(10 ** rng.uniform(-4, -1))
+        exponent = int(rng.integers(4, 9))
+        if i % 2:
+            warmup = float(rng.uniform(0, 0.5))
+            params = {"lr": lr, "log2_batch_size": exponent, "a_warmup": warmup}
+            _add(study, params, 0.9 - 4 * (warmup - 0.3) ** 2)
+        else:
+            _add(study, {"lr": lr, "log2_batch_size": exponent}, 0.5 + 0.01 * exponent)
+    importances = bsopt.param_importances(study, seeds=2)
+    cond = [r for r in importances.rows if r.param == "a_warmup"]
+    assert {r.evaluator for r in cond} == set(EVALUATORS)
+    for row in cond:
+        assert row.conditional and row.n_trials == 20
+    for evaluator in ("fANOVA", "MDI forest"):
+        (row,) = [r for r in cond if r.evaluator == evaluator]
+        assert row.mean > 0.6, row
+    common = [r for r in importances.rows if r.param == "lr"]
+    assert all(r.n_trials == 40 and not r.conditional for r in common)
+    assert any("Conditional parameters (a_warmup)" in n for n in importances.notes)
+    assert "*(conditional)*" in importances.to_markdown()
+
+
+def test_importance_says_when_there_are_too_few_trials(sqlite_url: str) -> None:
+    study = synthetic.build_study(sqlite_url, "few", n_trials=3, mixed=False, detail=False)
+    importances = bsopt.param_importances(study)
+    assert importances.rows == ()
+    assert "Too few completed trials for importance: 3" in importances.notes[0]
+
+
+def test_param_importances_rejects_unknown_evaluators(sqlite_url: str) -> None:
+    with pytest.raises(ValueError, match="evaluators must be chosen from") as e:
+        bsopt.param_importances("x", storage=sqlite_url, evaluators=["SHAP"])
+    assert "'SHAP'" in str(e.value)
+    with pytest.raises(ValueError, match="seeds must be an integer >= 1, but got 0"):
+        bsopt.param_importances("x", storage=sqlite_url, seeds=0)
+
+
+def test_fit_lr_scaling_is_exact_on_exact_points() -> None:
+    fit = bsopt.fit_lr_scaling([(b, 0.01 * b**0.5) for b in (16, 32, 64, 128)])
+    assert fit is not None
+    assert fit.slope == pytest.approx(0.5, abs=1e-12)
+    assert fit.stderr == pytest.approx(0.0, abs=1e-9)
+    assert fit.lr_at(64) == pytest.approx(0.08)
+    assert fit.critical_batch_size is None
+    assert "square-root" in fit.rule()
+    two = bsopt.fit_lr_scaling([(16, 0.1), (32, 0.2)])
+    assert two is not None and two.slope == pytest.approx(1.0) and two.stderr is None
+    assert "too few batch sizes" in two.rule()
+    assert bsopt.fit_lr_scaling([(16, 0.1), (16, 0.2)]) is None
+
+
+def test_the_rule_is_named_only_when_the_interval_excludes_the_others() -> None:
+    # Four noisy points with slope ~0.5: 2 degrees of freedom, t = 4.30, so the 95% interval
+    # is wide and holds more than one rule.
+    noisy = [(16, 0.010), (32, 0.021), (64, 0.015), (128, 0.031)]
+    fit = bsopt.fit_lr_scaling(noisy)
+    assert fit is not None and fit.interval is not None and fit.stderr is not None
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 2) * fit.stderr
+    assert fit.interval == pytest.approx((fit.slope - half, fit.slope + half))
+    assert fit.interval[0] < 0.5 < fit.interval[1] and fit.interval[1] > 1.0
+    assert fit.rule().startswith(
+        "the data cannot tell apart the linear rule, the square-root rule and no coupling"
+    )
+    assert "consistent with" not in fit.rule()
+
+
+def test_two_regimes_find_the_critical_batch_size_of_exact_points() -> None:
+    # lr* = 1e-3 B up to 256, then flat at 0.256: the kink is found, the slope below is 1.
+    points = [(b, 1e-3 * min(b, 256)) for b in (16, 32, 64, 128, 256, 512, 1024, 2048)]
+    fit = bsopt.fit_lr_scaling(points)
+    assert fit is not None and fit.critical_batch_size is not None
+    assert fit.critical_batch_size == pytest.approx(256, rel=0.05)
+    assert fit.slope == pytest.approx(1.0, abs=0.02)
+    assert fit.lr_at(4096) == pytest.approx(0.256, rel=0.05)
+    assert fit.line_slope is not None and fit.line_slope < 0.8  # one line would bend it
+
+
+@pytest.mark.slow
+def test_the_critical_batch_size_of_a_noisy_quadratic_model(sqlite_url: str) -> None:
+    # Known answer (Zhang et al. 2019): on the NQM lr* grows as B up to a critical batch and
+    # is flat above it. A random search (30 lrs per batch size) stored as a study; the
+    # analysis must find the kink within 2x of the truth and the slope below it within 0.2
+    # of 1. Over seeds 0-9 the fit found 188-400 for a truth of 259 and slopes 0.83-1.05.
+    nqm = _nqm()
+    h = nqm.curvatures(1000)
+    samples = 2**18
+    truth = nqm.critical_batch(samples, h)
+    assert 200 < truth < 330
+    study = optuna.create_study(storage=sqlite_url, study_name="nqm", direction="minimize")
+    dist = {"log2_batch_size": IntDistribution(3, 12), "lr": FloatDistribution(1e-3, 3, log=True)}
+    batches = [2**k for k in range(3, 13)]
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                value=loss,
+                params={"log2_batch_size": int(math.log2(b)), "lr": lr},
+                distributions=dist,
+            )
+            for b, lr, loss in nqm.random_search(batches, 30, (1e-3, 3.0), samples, h, seed=1)
+        ]
+    )
+    analysis = bsopt.analyze_batch_sizes(study)
+    fit = analysis.lr_fit
+    assert fit is not None and fit.critical_batch_size is not None
+    assert truth / 2 <= fit.critical_batch_size <= 2 * truth
+    assert fit.slope == pytest.approx(1.0, abs=0.2)
+    assert fit.kink_p_value is not None and fit.kink_p_value < 0.05
+    assert f"**Critical batch size ≈ {fit.critical_batch_size:,.0f}**" in analysis.verdict
+    assert "beyond it the best lr stays flat" in analysis.verdict
+
+
+def test_mccandlish_critical_batch_from_samples_to_target() -> None:
+    # E(B) = E_min + S_min B with E_min = 2,000 samples, S_min = 10 steps: B_crit = 200.
+    points = [(b, 2000 + 10 * b) for b in (16, 32, 64, 128, 256, 512)]
+    fit = bsopt.fit_critical_batch(points)
+    assert fit is not None
+    assert fit.critical_batch_size == pytest.approx(200)
+    assert fit.e_min == pytest.approx(2000) and fit.s_min == pytest.approx(10)
+    # Samples that do not grow with the batch give no critical batch size.
+    assert bsopt.fit_critical_batch([(16, 1400), (32, 1400), (64, 2000), (128, 1400)]) is None
+    assert bsopt.fit_critical_batch([(16, 100), (32, 200)]) is None
+
+
+@pytest.mark.parametrize(("alpha", "rule"), [(1.0, "linear rule"), (0.5, "square-root rule")])
+def test_lr_batch_fit_recovers_the_constructed_slope(
+    sqlite_url: str, alpha: float, rule: str
+) -> None:
+    # 150 random trials, best lr constructed as 1e-3 * (b/16)**alpha. Over seeds 0-19 the
+    # fitted slope stayed within 0.12 of alpha (100 trials: 0.24); the test allows 0.15.
+    synthetic.build_study(sqlite_url, "fit", n_trials=150, alpha=alpha, mixed=False, detail=False)
+    analysis = bsopt.analyze_batch_sizes("fit", storage=sqlite_url)
+    fit = analysis.lr_fit
+    assert fit is not None
+    assert fit.slope == pytest.approx(alpha, abs=0.15)
+    assert fit.stderr is not None and fit.stderr < 0.15
+    assert [b for b, _ in fit.points] == [16, 32, 64, 128, 256]
+    assert rule in fit.rule() and "excludes the other rules" in fit.rule()
+    assert fit.critical_batch_size is None  # a power law: no kink
+    assert f"Best lr scales as batch^{fit.slope:.2f}" in analysis.verdict
+    assert analysis.best_batch_size == 64
+
+
+def test_verdict_says_too_few_trials_on_a_tiny_study(sqlite_url: str) -> None:
+    study = synthetic.build_study(sqlite_url, "tiny", n_trials=3, mixed=False)
+    analysis = bsopt.analyze_batch_sizes(study)
+    assert not analysis.enough_data
+    assert analysis.verdict.startswith("**Too few trials to tell** which batch size is best")
+    assert "at least 3 needed" in analysis.verdict
+    assert "3 trials — 3 complete, 0 pruned, 0 failed" in analysis.verdict
+
+
+def test_verdict_on_a_study_without_completed_trials(sqlite_url: str) -> None:
+    study = optuna.create_study(storage=sqlite_url, study_name="empty")
+    analysis = bsopt.analyze_batch_sizes(study)
+    assert analysis.best_batch_size is None and analysis.per_batch == ()
+    assert analysis.verdict.startswith("**Too few trials to tell**: no completed trial yet")
+
+
+@pytest.fixture(scope="module")
+def mixed_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('mixed') / 'mixed.db'}"
+    synthetic.build_study(url, "mixed", n_trials=40, noise=0.002)
+    return url
+
+
+def test_batch_size_analysis_of_a_mixed_study(mixed_url: str) -> None:
+    analysis = bsopt.analyze_batch_sizes("mixed", storage=mixed_url)
+    assert analysis.counts == {"COMPLETE": 40, "PRUNED": 2, "FAIL": 1, "RUNNING": 1}
+    assert analysis.enough_data and analysis.best_batch_size == 64
+    assert analysis.metric == "validation accuracy" and analysis.fraction
+    by_size = {s.batch_size: s for s in analysis.per_batch}
+    assert sorted(by_size) == [16, 32, 64, 128, 256]
+    assert sum(s.n_complete for s in by_size.values()) == 40
+    assert sum(s.n_pruned for s in by_size.values()) == 2
+    assert sum(s.n_failed for s in by_size.values()) == 1
+    assert sum(s.n_running for s in by_size.values()) == 1
+    best = by_size[64]
+    assert best.best is not None and best.top_mean is not None and best.best >= best.top_mean
+    # Throughput was constructed as 1000 * sqrt(b).
+    assert by_size[256].samples_per_second == pytest.approx(16000)
+    # Default target: the worst per-batch-size best, reached by every batch size's best trial.
+    assert analysis.target == pytest.approx(min(s.best for s in by_size.values() if s.best))
+    assert all(s.samples_to_target is not None for s in by_size.values())
+    s64 = by_size[64]
+    assert s64.seconds_to_target == pytest.approx((s64.samples_to_target or 0) / 8000)
+    verdict = analysis.verdict
+    assert verdict.startswith("Best batch size for this model: **64**")
+    assert "Each batch size against 64" in verdict and "1 running or waiting" in verdict
+    assert {s.status for s in by_size.values()} == {"best", "worse"}
+    assert "Gradient noise scale: not recorded" in verdict
+    assert "| 64 |" in analysis.to_markdown()
+
+
+def test_a_target_nobody_reached_leaves_time_to_target_empty(mixed_url: str) -> None:
+    analysis = bsopt.analyze_batch_sizes("mixed", storage=mixed_url, target=0.999)
+    assert all(s.samples_to_target is None for s in analysis.per_batch)
+    assert "Time to target" not in analysis.verdict
+
+
+def _planted(
+    study: optuna.Study,
+    values: dict[int, list[float]],
+    *,
+    speed: dict[int, float] | None = None,
+    lr: float = 0.01,
+) -> None:
+    dist = {"log2_batch_size": IntDistribution(4, 8), "lr": FloatDistribution(1e-3, 1e-1)}
+    for exponent, vals in values.items():
+        attrs = {"samples_per_second": speed[exponent]} if speed else {}
+        for v in vals:
+            study.add_trial(
+                optuna.trial.create_trial(
+                    value=v,
+                    params={"log2_batch_size": exponent, "lr": lr},
+                    distributions=dist,
+                    user_attrs=attrs,
+                )
+            )
+
+
+def test_the_verdict_calls_differences_within_the_spread_a_tie(sqlite_url: str) -> None:
+    study = optuna.create_study(storage=sqlite_url, study_name="tie", direction="maximize")
+    _planted(study, {4: [0.90, 0.86, 0.82], 5: [0.89, 0.85, 0.81]})
+    analysis = bsopt.analyze_batch_sizes(study)
+    assert analysis.best_batch_size == 16 and analysis.tied == (16, 32)
+    assert analysis.stats(32).status == "tie"
+    assert analysis.stats(32).difference == pytest.approx(-0.01)
+    assert analysis.verdict.startswith("**Tie**: the data cannot separate 16 from 32")
+    # No throughput stored: the tie cannot be broken, and the verdict says so.
+    assert analysis.cost_basis is None and analysis.recommended_batch_size == 16
+    assert "No cost was measured for all of them" in analysis.verdict
+    assert "32 −1 pp [" in analysis.verdict and "— cannot be separated" in analysis.verdict
+
+
+def test_an_exact_tie_names_the_cheaper_batch_size(sqlite_url: str) -> None:
+    # 352/360 validation images at both 32 and 64, three times each; 64 trains faster.
+    study = optuna.create_study(storage=sqlite_url, study_name="exact", direction="maximize")
+    study.set_user_attr("metric", "accuracy")
+    acc = 352 / 360
+    _planted(
+        study,
+        {
+            5: [acc, acc - 1 / 360, acc - 2 / 360],
+            6: [acc, acc - 1 / 360, acc - 2 / 360],
+            7: [0.90, 0.89, 0.88],
+        },
+        speed={5: 4000.0, 6: 7000.0, 7: 9000.0},
+    )
+    analysis = bsopt.analyze_batch_sizes(study)
+    assert analysis.tied == (32, 64)
+    # The exact tie goes to the cheaper one, whichever comes first.
+    assert analysis.best_batch_size == 64 and analysis.recommended_batch_size == 64
+    assert analysis.cost_basis == "samples/s"
+    verdict = analysis.verdict
+    assert verdict.startswith("**Tie**: the data cannot separate 64 from 32")
+    assert "The cheaper choice is **64** by measured cost (64: 7,000 samples/s; 32: 4,000" in (
+        verdict
+    )
+    assert analysis.stats(128).status == "worse" and "128 −8.5 pp [" in verdict
+    assert "32 0 pp [−0.63, +0.63] — cannot be separated" in verdict
+
+
+def test_every_batch_size_is_compared_with_the_best(sqlite_url: str) -> None:
+    # 128 and 16 are as close to 64 as 32 is: all three are ties, not only the runner-up.
+    study = optuna.create_study(storage=sqlite_url, study_name="all", direction="maximize")
+    study.set_user_attr("metric", "accuracy")
+    study.set_user_attr("metric_unit", "fraction")
+    _planted(
+        study,
+        {
+            4: [0.965, 0.955, 0.950],
+            5: [0.975, 0.962, 0.955],
+            6: [0.978, 0.965, 0.955],
+            7: [0.974, 0.963, 0.956],
+            8: [0.90, 0.89, 0.885],
+        },
+        speed={4: 2000.0, 5: 3000.0, 6: 5000.0, 7: 8000.0, 8: 12000.0},
+    )
+    analysis = bsopt.analyze_batch_sizes(study)
+    assert analysis.best_batch_size == 64
+    assert set(analysis.tied) == {16, 32, 64, 128}
+    assert analysis.stats(256).status == "worse"
+    assert analysis.recommended_batch_size == 128
+    assert "cannot separate 64 from 16, 32 and 128" in analysis.verdict
+
+
+def test_a_clear_winner_is_named_without_a_tie(sqlite_url: str) -> None:
+    study = optuna.create_study(storage=sqlite_url, study_name="clear", direction="maximize")
+    _planted(study, {5: [0.95, 0.949, 0.948], 6: [0.90, 0.899, 0.897]})
+    analysis = bsopt.analyze_batch_sizes(study)
+    assert analysis.tied == (32,) and analysis.stats(64).status == "worse"
+    assert analysis.verdict.startswith("Best batch size for this model: **32**")
+
+
+@pytest.mark.parametrize(
+    ("attrs", "direction", "values", "pp"),
+    [
+        ({"metric": "loss"}, "minimize", [0.30, 0.31, 0.32], False),
+        ({"metric": "mae", "metric_unit": "value"}, "minimize", [0.30, 0.31, 0.32], False),
+        ({"metric": "r2", "metric_unit": "value"}, "maximize", [0.80, 0.79, 0.78], False),
+        ({"metric": "roc_auc", "metric_unit": "fraction"}, "maximize", [0.8, 0.79, 0.78], True),
+        ({}, "maximize", [0.80, 0.79, 0.78], True),  # an old study: judged from the values
+    ],
+)
+def test_percentage_points_only_for_fractions(
+    sqlite_url: str, attrs: dict[str, str], direction: str, values: list[float], pp: bool
+) -> None:
+    study = optuna.create_study(storage=sqlite_url, study_name="units", direction=direction)
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    worse = [v + (0.2 if direction == "minimize" else -0.2) for v in values]
+    _planted(study, {5: values, 6: worse})
+    analysis = bsopt.analyze_batch_sizes(study)
+    assert analysis.fraction is pp
+    assert (" pp" in analysis.verdict) is pp
+    gap = "−20 pp" if pp else ("+0.2" if direction == "minimize" else "−0.2")
+    assert f"64 {gap} [" in analysis.verdict
+
+
+def test_confirm_reruns_replace_the_search_values_in_the_verdict(sqlite_url: str) -> None:
+    study = optuna.create_study(storage=sqlite_url, study_name="conf", direction="maximize")
+    study.set_user_attr("metric", "accuracy")
+    _planted(study, {5: [0.98, 0.95, 0.94], 6: [0.975, 0.96, 0.955], 7: [0.9, 0.89]})
+    dist = {"log2_batch_size": IntDistribution(4, 8), "lr": FloatDistribution(1e-3, 1e-1)}
+    reruns = {5: (0, [0.970, 0.966, 0.972, 0.968, 0.969]), 6: (3, [0.974, 0.975, 0.973, 0.976])}
+    for exponent, (of, vals) in reruns.items():
+        for v in vals:
+            study.add_trial(
+                optuna.trial.create_trial(
+                    value=v,
+                    params={"log2_batch_size": exponent, "lr": 0.01},
+                    distributions=dist,
+                    user_attrs={"confirm_of": of},
+                )
+            )
+    analysis = bsopt.analyze_batch_sizes(study)
+    assert analysis.basis == "confirm" and analysis.n_confirm == 9
+    # The search's best (0.98 at 32) loses to 64 once both are rerun with fresh seeds.
+    assert analysis.best_batch_size == 64 and analysis.tied == (64,)
+    s32, s64 = analysis.stats(32), analysis.stats(64)
+    assert s32.n_complete == 3 and s32.best == 0.98  # reruns stay out of the search figures
+    assert s32.compared == (0.970, 0.966, 0.972, 0.968, 0.969) and s32.confirm_of == (0,)
+    assert s64.compared_mean == pytest.approx(0.9745)
+    assert s64.interval is not None and s64.interval[0] < 0.9745 < s64.interval[1]
+    assert analysis.verdict.startswith(
+        "Best batch size for this model: **64** (validation accuracy 0.9745 ± "
+    )
+    assert "mean of 4 confirm runs with fresh seeds" in analysis.verdict
+    assert "8 trials — 8 complete" in analysis.verdict and "9 confirm reruns" in analysis.verdict
+    assert "Not compared (no confirm reruns, or fewer than two): 128" in analysis.verdict
+    importances = bsopt.param_importances(study, min_trials=2)
+    assert all(r.n_trials == 8 for r in importances.rows)
+
+
+def test_the_noise_scale_is_shown_next_to_the_best_batch_size(sqlite_url: str) -> None:
+    study = optuna.create_study(storage=sqlite_url, study_name="noise", direction="maximize")
+    dist = {"log2_batch_size": IntDistribution(4, 8), "lr": FloatDistribution(1e-3, 1e-1)}
+    for i, exponent in enumerate([4, 4, 4, 6, 6, 6]):
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=0.8 + 0.01 * i + (0.1 if exponent == 6 else 0.0),
+                params={"log2_batch_size": exponent, "lr": 0.01},
+                distributions=dist,
+                user_attrs={"noise_scale": [None, 150.0 + i]} if i % 2 else {},
+            )
+        )
+    analysis = bsopt.analyze_batch_sizes(study)
+    assert analysis.noise_scale == pytest.approx(153.0)  # median of 151, 153, 155
+    assert analysis.noise_scale_trials == 3
+    assert (
+        "B_noise ≈ 153 (median of 3 trials; range over trials 151–155); the best batch size "
+        "64 is below it" in analysis.verdict
+    )
+
+
+def test_a_multi_objective_study_is_judged_on_its_first_objective(sqlite_url: str) -> None:
+    study = optuna.create_study(
+        storage=sqlite_url, study_name="mo", directions=["maximize", "minimize"]
+    )
+    dist = {"log2_batch_size": IntDistribution(4, 6), "lr": FloatDistribution(1e-3, 1e-1)}
+    for exponent, acc in [(4, 0.8), (5, 0.9), (6, 0.85)] * 3:
+        study.add_trial(
+            optuna.trial.create_trial(
+                values=[acc, 2.0**exponent],
+                params={"log2_batch_size": exponent, "lr": 0.01},
+                distributions=dist,
+            )
+        )
+    analysis = bsopt.analyze_batch_sizes(study)
+    assert analysis.best_batch_size == 32 and analysis.direction == "maximize"
+    assert math.isclose(analysis.stats(32).best or 0.0, 0.9)
+
+
+def test_unknown_study_names_the_stored_ones(mixed_url: str) -> None:
+    with pytest.raises(ValueError, match="holds no study named 'nope'") as e:
+        bsopt.analyze_batch_sizes("nope", storage=mixed_url)
+    assert "'mixed'" in str(e.value) and "bsopt studies" in str(e.value)
+
+
+def test_analysis_options_are_validated(mixed_url: str) -> None:
+    with pytest.raises(ValueError, match="min_trials must be an integer >= 1, but got 0"):
+        bsopt.analyze_batch_sizes("mixed", storage=mixed_url, min_trials=0)
+    with pytest.raises(ValueError, match="batch_size 48 was not tried") as e:
+        bsopt.analyze_batch_sizes("mixed", storage=mixed_url).stats(48)
+    assert "[16, 32, 64, 128, 256]" in str(e.value)
