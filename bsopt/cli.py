@@ -1,18 +1,7 @@
 """bsopt: search batch size, learning rate and dropout with Optuna.
 
-Commands:
-  run STUDY      create or resume a study and run it to --trials finished trials
-  worker STUDY   join an existing study from any host (same --storage, --study, --trials)
-  proxy          serve an SQL storage to many workers as grpc://HOST:PORT
-  studies        list the studies in a storage with their trial counts and best values
-  probe STUDY    find the largest micro-batch that fits the device; cache it in the study
-  report         write a study's report: verdict, tables, plots (HTML, Markdown, PNG)
-  confirm STUDY  retrain each batch size's best with fresh seeds; verdict as mean ± interval
-  dashboard      serve optuna-dashboard on the storage, bound to 127.0.0.1
-
 Storage: --storage URL, else $BSOPT_STORAGE, else sqlite:///storage/bsopt.db.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -389,19 +378,61 @@ def _add_dashboard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
-_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
-    "run": (_cmd_run, "create or resume a study and run it to --trials finished trials"),
-    "worker": (_cmd_worker, "join an existing study in a shared storage as one more worker"),
-    "proxy": (_cmd_proxy, "serve an SQL storage to many workers as grpc://HOST:PORT"),
-    "studies": (_cmd_studies, "list the studies in a storage"),
+# Each command once: its function, what its usage line shows, and its one-line help.
+_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
+    "run": (
+        _cmd_run,
+        "run STUDY",
+        "create or resume a study and run it to --trials finished trials",
+    ),
+    "worker": (
+        _cmd_worker,
+        "worker STUDY",
+        "join an existing study from any host (same --storage, --study, --trials)",
+    ),
+    "proxy": (_cmd_proxy, "proxy", "serve an SQL storage to many workers as grpc://HOST:PORT"),
+    "studies": (
+        _cmd_studies,
+        "studies",
+        "list the studies in a storage with their trial counts and best values",
+    ),
     "probe": (
         _cmd_probe,
-        "find the largest micro-batch that trains one step on the device (once per study)",
+        "probe STUDY",
+        "find the largest micro-batch that fits the device; cache it in the study",
     ),
-    "report": (_cmd_report, "write an HTML + Markdown report with plots and a verdict"),
-    "confirm": (_cmd_confirm, "retrain the best configurations with fresh seeds: mean ± interval"),
-    "dashboard": (_cmd_dashboard, "serve optuna-dashboard on the storage (127.0.0.1)"),
+    "report": (
+        _cmd_report,
+        "report",
+        "write a study's report: verdict, tables, plots (HTML, Markdown, PNG)",
+    ),
+    "confirm": (
+        _cmd_confirm,
+        "confirm STUDY",
+        "retrain each batch size's best with fresh seeds; verdict as mean ± interval",
+    ),
+    "dashboard": (
+        _cmd_dashboard,
+        "dashboard",
+        "serve optuna-dashboard on the storage, bound to 127.0.0.1",
+    ),
 }
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default once: not when the help already says it, nor when there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+def _description() -> str:
+    first, rest = (__doc__ or "").split("\n", 1)
+    rows = "".join(f"  {usage:<14} {text}\n" for _, usage, text in _COMMANDS.values())
+    return f"{first}\n\nCommands:\n{rows}{rest}"
 
 
 def _version() -> str:
@@ -412,19 +443,17 @@ def _version() -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bsopt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="bsopt",
+        description=_description(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {_version()}", help="show the version"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_text) in _COMMANDS.items():
-        p = sub.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        )
+    for name, (_, _, help_text) in _COMMANDS.items():
+        # No help= here: the description lists the commands, argparse would list them again.
+        p = sub.add_parser(name, description=help_text, formatter_class=_HelpFormatter)
         if name in ("run", "worker"):
             p.add_argument(
                 "study_ref",
@@ -510,7 +539,7 @@ def _guarded(
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``bsopt`` command. Returns the exit status."""
     args = _parser().parse_args(argv)
-    handler, _ = _COMMANDS[args.command]
+    handler, _, _ = _COMMANDS[args.command]
     return _guarded(
         lambda: handler(args),
         debug=args.debug,
@@ -549,7 +578,7 @@ def run_script(
     """
     parser = argparse.ArgumentParser(
         description=f"Run the {name!r} study (bsopt).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     _add_common(parser, study_default=name)
     args = parser.parse_args(argv)

@@ -196,6 +196,22 @@ def test_module_help_lists_commands() -> None:
     assert bsopt.__version__ == "0.1.0"
 
 
+def test_help_lists_each_command_once_and_each_default_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        bsopt.cli.main(["--help"])
+    top = capsys.readouterr().out
+    for command in ("run", "worker", "proxy", "studies", "probe", "report", "confirm"):
+        assert len(re.findall(rf"^  {command}\b", top, flags=re.M)) == 1, command
+    for command in ("run", "report", "confirm", "dashboard"):
+        with pytest.raises(SystemExit):
+            bsopt.cli.main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+        assert "(default: None)" not in text and "(default: False)" not in text, command
+        assert not re.search(r"\(default: [^)]*\) \(default:", text), command
+
+
 def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         bsopt.cli.main(["--version"])
