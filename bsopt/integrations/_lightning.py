@@ -22,7 +22,6 @@ except ImportError as error:  # pragma: no cover - the extra is installed in CI
 import optuna
 import torch
 
-from bsopt.core._budget import Budget
 from bsopt.core._stop import StopReason
 from bsopt.search._fair import FrameworkReporter, _positive_int, plan_batch
 from bsopt.training._batch import batch_size_of
@@ -74,31 +73,9 @@ class LightningReporter(FrameworkReporter, pl.Callback):
         ValueError: no trial, a time budget, or a budget whose grid is finer than samples.
     """
 
-    def __init__(
-        self,
-        trial: optuna.Trial,
-        budget: Budget,
-        n_train: int,
-        *,
-        batch_size: int,
-        monitor: str,
-        lr: float | None = None,
-        seed: int | None = None,
-        divergence_factor: float = 10.0,
-        metric: str | None = None,
-    ) -> None:
-        super().__init__(
-            trial,
-            budget,
-            n_train,
-            batch_size=batch_size,
-            monitor=monitor,
-            lr=lr,
-            seed=seed,
-            divergence_factor=divergence_factor,
-            metric=metric,
-            logged="a logged metric, e.g. 'val_acc'",
-        )
+    logged = "a logged metric, e.g. 'val_acc'"
+
+    def _set_up(self) -> None:
         self.micro_batch_size: int | None = None  # per device, set by configure()
         self._pending_samples = 0
         self._pending_loss: list[torch.Tensor] = []
@@ -244,10 +221,8 @@ class LightningReporter(FrameworkReporter, pl.Callback):
         self._last_global_step = trainer.global_step
         samples, self._pending_samples = self._pending_samples, 0
         losses, self._pending_loss = self._pending_loss, []
-        self.samples_seen += samples
-        due = self._next < len(self.grid.points) and (
-            self.samples_seen >= self.grid.points[self._next]
-        )
+        self.cursor.samples_seen += samples
+        due = self._pass_points()
         if self.reporter is not None and not self.reporter.done:
             step_loss = (
                 (losses[0] if len(losses) == 1 else torch.stack(losses).sum()) if losses else None
@@ -259,12 +234,6 @@ class LightningReporter(FrameworkReporter, pl.Callback):
                 assert self.reporter.stop_reason is not None
                 self._decision = self.reporter.stop_reason.value
                 trainer.should_stop = True
-        if due:
-            while (
-                self._next < len(self.grid.points)
-                and self.grid.points[self._next] <= self.samples_seen
-            ):
-                self._next += 1
         self._due = due
         self._schedule_validation(trainer, due=due)
 
@@ -305,7 +274,7 @@ class LightningReporter(FrameworkReporter, pl.Callback):
         if self._world_size > 1:
             decision = trainer.strategy.broadcast(decision, src=0)
         self._decision = decision
-        if decision is not None or self._next >= len(self.grid.points):
+        if decision is not None or self.cursor.done:
             trainer.should_stop = True
             if decision is None and self.reporter is not None:
                 # Stored here, by rank 0: under ddp_spawn it runs in another process than

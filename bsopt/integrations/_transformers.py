@@ -26,7 +26,7 @@ except ImportError as error:  # pragma: no cover - the extra is installed in CI
 import optuna
 import torch
 
-from bsopt.core._budget import Budget
+from bsopt.core._budget import GridCursor
 from bsopt.core._stop import DivergenceCheck, StopReason
 from bsopt.search._fair import FrameworkReporter, plan_batch
 
@@ -90,33 +90,11 @@ class TransformersReporter(FrameworkReporter, TrainerCallback):
         lr, seed, divergence_factor, metric: as in :class:`~bsopt.FairReporter`.
     """
 
-    def __init__(
-        self,
-        trial: optuna.Trial,
-        budget: Budget,
-        n_train: int,
-        *,
-        batch_size: int,
-        monitor: str,
-        lr: float | None = None,
-        seed: int | None = None,
-        divergence_factor: float = 10.0,
-        metric: str | None = None,
-    ) -> None:
-        super().__init__(
-            trial,
-            budget,
-            n_train,
-            batch_size=batch_size,
-            monitor=monitor,
-            lr=lr,
-            seed=seed,
-            divergence_factor=divergence_factor,
-            metric=metric,
-            logged="an evaluation metric, e.g. 'eval_loss'",
-        )
+    logged = "an evaluation metric, e.g. 'eval_loss'"
+
+    def _set_up(self) -> None:
         self._check_interval("the Trainer")
-        self.divergence = DivergenceCheck(divergence_factor)
+        self.divergence = DivergenceCheck(self.divergence_factor)
         self._epoch_cumulative: list[int] = []  # samples after each update of an epoch
         self._configured: tuple[int, int] | None = None
 
@@ -228,8 +206,7 @@ class TransformersReporter(FrameworkReporter, TrainerCallback):
                 )
             )
         )
-        self.samples_seen = 0
-        self._next = 0
+        self.cursor = GridCursor(self.grid)
         if state.is_world_process_zero:
             self._start_reporter(
                 micro_batch_size=per_device,
@@ -244,12 +221,10 @@ class TransformersReporter(FrameworkReporter, TrainerCallback):
         cumulative = self._epoch_cumulative
         epochs, index = divmod(state.global_step, len(cumulative))
         samples = epochs * cumulative[-1] + (cumulative[index - 1] if index else 0)
-        step_samples, self.samples_seen = samples - self.samples_seen, samples
+        step_samples, self.cursor.samples_seen = samples - self.samples_seen, samples
         if self.reporter is not None and not self.reporter.done and step_samples > 0:
             self.reporter.step(step_samples)
-        due = self._next < len(self.grid.points) and samples >= self.grid.points[self._next]
-        while self._next < len(self.grid.points) and self.grid.points[self._next] <= samples:
-            self._next += 1
+        due = self._pass_points()
         self._due = due
         # bsopt decides when to evaluate, whatever eval_strategy says.
         control.should_evaluate = due
@@ -308,7 +283,7 @@ class TransformersReporter(FrameworkReporter, TrainerCallback):
             box = [decision]
             torch.distributed.broadcast_object_list(box, src=0)
             decision = box[0]
-        if decision is not None or self._next >= len(self.grid.points):
+        if decision is not None or self.cursor.done:
             control.should_training_stop = True
 
     # -- after training -------------------------------------------------------------------------
@@ -333,7 +308,7 @@ class TransformersReporter(FrameworkReporter, TrainerCallback):
             )
         if reporter.stop_reason in (StopReason.PRUNED, StopReason.DIVERGED):
             raise optuna.TrialPruned(reporter.stop_detail)
-        if self._next < len(self.grid.points):
+        if not self.cursor.done:
             raise RuntimeError(
                 f"Training ended at {self.samples_seen:,} samples, before the budget's "
                 f"{self.grid.total:,}. Build the TrainingArguments with "

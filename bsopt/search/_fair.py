@@ -17,15 +17,14 @@ from collections.abc import Callable, Iterable, Iterator
 import contextlib
 from dataclasses import KW_ONLY, dataclass
 import math
-import sys
 import time
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, NoReturn, TypeVar
 import weakref
 
 import optuna
 import torch
 
-from bsopt.core._budget import Budget, Grid
+from bsopt.core._budget import Budget, Grid, GridCursor
 from bsopt.core._stop import DivergenceCheck, StopReason
 from bsopt.training._batch import Batch, batch_size_of, split_batch
 from bsopt.training._memory import is_oom_error, peak_memory_mb, release_memory, reset_peak_memory
@@ -108,9 +107,12 @@ class FrameworkReporter:
     """What the framework callbacks share: their checks, settings and rank 0's reporter.
 
     A framework's processes train at different speeds, so a time grid cannot be shared:
-    the budget must be in epochs or samples. ``logged`` says where the monitored value comes
-    from, for the error message (e.g. ``"a logged metric, e.g. 'val_acc'"``).
+    the budget must be in epochs or samples. A framework's reporter documents the arguments,
+    sets ``logged`` (where the monitored value comes from, for the error message) and adds
+    its own set-up in :meth:`_set_up`.
     """
+
+    logged: ClassVar[str] = "a logged metric"
 
     def __init__(
         self,
@@ -120,11 +122,10 @@ class FrameworkReporter:
         *,
         batch_size: int,
         monitor: str,
-        lr: float | None,
-        seed: int | None,
-        divergence_factor: float,
-        metric: str | None,
-        logged: str,
+        lr: float | None = None,
+        seed: int | None = None,
+        divergence_factor: float = 10.0,
+        metric: str | None = None,
     ) -> None:
         who = type(self).__name__
         _check_trial(trial, who)
@@ -137,7 +138,7 @@ class FrameworkReporter:
         _positive_int("n_train", n_train)
         _positive_int("batch_size", batch_size)
         if not isinstance(monitor, str) or not monitor:
-            raise ValueError(f"monitor must name {logged}; got {monitor!r}.")
+            raise ValueError(f"monitor must name {self.logged}; got {monitor!r}.")
         self.grid = budget.grid(n_train)
         self.trial = trial
         self.budget = budget
@@ -149,9 +150,25 @@ class FrameworkReporter:
         self.divergence_factor = divergence_factor
         self.metric = metric or monitor
         self.reporter: FairReporter | None = None  # rank 0's, once training starts
-        self.samples_seen = 0
-        self._next = 0  # the next grid point
+        self.cursor: GridCursor[object] = GridCursor(self.grid)
         self._due = False
+        self._set_up()
+
+    def _set_up(self) -> None:
+        """What a framework's reporter adds to the common set-up."""
+
+    @property
+    def samples_seen(self) -> int:
+        """Samples trained on so far, over all processes."""
+        return self.cursor.samples_seen
+
+    def _pass_points(self) -> bool:
+        """Whether the samples seen reached the next grid point; if so, move past every
+        point reached (the evaluation that follows goes to the last of them)."""
+        due = self.cursor.reached()
+        if due:
+            self.cursor.advance(past=self.cursor.samples_seen)
+        return due
 
     def _check_interval(self, evaluator: str) -> None:
         # A framework evaluates between optimizer updates, never inside one.
@@ -274,7 +291,7 @@ class FairReporter:
         self.metric = metric
         self.amp = amp
         self.divergence = DivergenceCheck(divergence_factor)
-        self.samples_seen = 0
+        self.cursor: GridCursor[Batch] = GridCursor(self.grid)
         self.optimizer_steps = 0
         self.epochs_started = 0
         self.train_seconds = 0.0
@@ -284,9 +301,6 @@ class FairReporter:
         self.stop_reason: StopReason | None = None
         self.stop_detail: str | None = None
         self.extra_attrs: dict[str, object] = {}
-        self._next = 0  # index of the next grid point to report
-        self._interval_loss: float | torch.Tensor = 0.0
-        self._interval_steps = 0
         self._created = time.perf_counter()
         self._tick: float | None = None  # when the training clock last resumed
         self._due_at: float | None = None  # when a grid point was reached, awaiting report()
@@ -297,19 +311,24 @@ class FairReporter:
     # -- where the run stands ---------------------------------------------------------------
 
     @property
+    def samples_seen(self) -> int:
+        """Samples trained on so far."""
+        return self.cursor.samples_seen
+
+    @property
     def timed(self) -> bool:
         """Whether the grid is in training milliseconds (a seconds budget)."""
-        return self.grid.unit == "ms"
+        return self.cursor.timed
 
     @property
     def next_point(self) -> int | None:
         """The grid point to report next, ``None`` once every point is reported."""
-        return self.grid.points[self._next] if self._next < len(self.grid.points) else None
+        return self.cursor.next_point
 
     @property
     def done(self) -> bool:
         """Whether the run is over: every grid point reported, or stopped."""
-        return self.stop_reason is not None or self._next >= len(self.grid.points)
+        return self.stop_reason is not None or self.cursor.done
 
     @property
     def due(self) -> bool:
@@ -322,10 +341,7 @@ class FairReporter:
 
         A time budget cannot be cut by samples: then it is ``sys.maxsize``.
         """
-        point = self.next_point
-        if self.timed or point is None:
-            return sys.maxsize
-        return max(point - self.samples_seen, 0)
+        return self.cursor.room
 
     def training_ms(self) -> float:
         """Training time so far in milliseconds, evaluation excluded."""
@@ -334,8 +350,7 @@ class FairReporter:
 
     def progress(self) -> float:
         """The fraction of the budget spent, in [0, 1] (for lr schedules)."""
-        done = self.training_ms() if self.timed else self.samples_seen
-        return min(done / self.grid.total, 1.0)
+        return min(self.cursor.position(self.training_ms()) / self.grid.total, 1.0)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -359,12 +374,12 @@ class FairReporter:
             empty = True
             for batch in loader:
                 empty = False
-                tail: Batch | None = batch
-                while tail is not None:
+                self.cursor.leftover = batch
+                while (tail := self.cursor.take_leftover()) is not None:
                     self._expect_caught_up("the next batch")
                     if self.done:
                         return
-                    head, tail = split_batch(tail, self.room)
+                    head, self.cursor.leftover = split_batch(tail, self.room)
                     self.start()
                     before = self.samples_seen
                     yield head
@@ -432,7 +447,7 @@ class FairReporter:
             n = batch_size_of(batch)
         if n < 1:
             raise ValueError(f"A training step holds at least 1 sample, but got {n}.")
-        self.samples_seen += n
+        self.cursor.samples_seen += n
         self.optimizer_steps += bool(optimizer_step)
         if loss is not None:
             if isinstance(loss, torch.Tensor):
@@ -445,10 +460,8 @@ class FairReporter:
                 reason = DivergenceCheck.non_finite(float(loss))
                 if reason is not None:
                     return self._halt(StopReason.DIVERGED, reason, raise_pruned)
-            self._interval_loss = self._interval_loss + loss
-            self._interval_steps += 1
-        point = self.grid.points[self._next]
-        reached = self.training_ms() >= point if self.timed else self.samples_seen >= point
+            self.cursor.add_loss(loss)
+        reached = self.cursor.reached(self.training_ms())
         if reached:
             self._pause_clock()
             # A diverged run stops before its evaluation is computed.
@@ -478,11 +491,7 @@ class FairReporter:
 
     def _due_key(self) -> int:
         """The grid point a report now goes to: the last one passed."""
-        done = self.training_ms() if self.timed else self.samples_seen
-        key = self._next
-        while key + 1 < len(self.grid.points) and self.grid.points[key + 1] <= done:
-            key += 1
-        return self.grid.points[key]
+        return self.cursor.last_passed(self.training_ms())
 
     def report(
         self,
@@ -521,36 +530,18 @@ class FairReporter:
                 "FairReporter.report() was called after the run ended "
                 f"({self.stop_reason or 'every grid point reported'})."
             )
-        if train_seconds is not None:
-            if not (isinstance(train_seconds, (int, float)) and train_seconds >= 0):
-                raise ValueError(f"train_seconds must be >= 0, but got {train_seconds!r}.")
-            self._tick = None
-            self.train_seconds = float(train_seconds)
-            if self.timed and self.training_ms() >= self.grid.points[self._next]:
-                self._due_at = self._due_at or time.perf_counter()
-        if samples_seen is not None:
-            if isinstance(samples_seen, bool) or not isinstance(samples_seen, int):
-                raise ValueError(f"samples_seen must be an integer, but got {samples_seen!r}.")
-            if samples_seen < self.samples_seen:
-                raise ValueError(
-                    f"samples_seen only grows: it is {self.samples_seen:,}, but got "
-                    f"{samples_seen:,}."
-                )
-            self.samples_seen = samples_seen
-            if not self.timed and samples_seen >= self.grid.points[self._next]:
-                self._pause_clock()
-                self._due_at = self._due_at or time.perf_counter()
+        self._catch_up(samples_seen, train_seconds)
         if not self.due:
-            done = self.training_ms() if self.timed else self.samples_seen
             raise ValueError(
                 f"report() goes at grid points, but the next one is at "
-                f"{self.grid.points[self._next]:,} {self._unit_name()} and the run is at "
-                f"{done:,.0f}. Call it when reporter.step(...) returns True."
+                f"{self.cursor.next_point:,} {self._unit_name()} and the run is at "
+                f"{self.cursor.position(self.training_ms()):,.0f}. Call it when "
+                "reporter.step(...) returns True."
             )
         key = self._due_key()
         if not self.timed:
             self.grid_overshoot = max(self.grid_overshoot, self.samples_seen - key)
-        self._next = self.grid.points.index(key) + 1
+        self.cursor.advance(past=key)
         assert self._due_at is not None
         self.eval_seconds += time.perf_counter() - self._due_at
         self._due_at = None
@@ -565,13 +556,30 @@ class FairReporter:
             self._tick = time.perf_counter()
         return False
 
+    def _catch_up(self, samples_seen: int | None, train_seconds: float | None) -> None:
+        """Take the samples seen and the training time of a loop that counts them itself."""
+        if train_seconds is not None:
+            if not (isinstance(train_seconds, (int, float)) and train_seconds >= 0):
+                raise ValueError(f"train_seconds must be >= 0, but got {train_seconds!r}.")
+            self._tick = None
+            self.train_seconds = float(train_seconds)
+            if self.timed and self.cursor.reached(self.training_ms()):
+                self._due_at = self._due_at or time.perf_counter()
+        if samples_seen is not None:
+            if isinstance(samples_seen, bool) or not isinstance(samples_seen, int):
+                raise ValueError(f"samples_seen must be an integer, but got {samples_seen!r}.")
+            if samples_seen < self.samples_seen:
+                raise ValueError(
+                    f"samples_seen only grows: it is {self.samples_seen:,}, but got "
+                    f"{samples_seen:,}."
+                )
+            self.cursor.samples_seen = samples_seen
+            if not self.timed and self.cursor.reached():
+                self._pause_clock()
+                self._due_at = self._due_at or time.perf_counter()
+
     def _interval_check(self) -> tuple[StopReason, str] | None:
-        if not self._interval_steps:
-            return None
-        mean = float(self._interval_loss) / self._interval_steps
-        self._interval_loss = 0.0
-        self._interval_steps = 0
-        reason = self.divergence.interval(mean)
+        reason = self.cursor.close_interval(self.divergence)
         return (StopReason.DIVERGED, reason) if reason is not None else None
 
     def _report_to_trial(self, key: int, value: float) -> tuple[StopReason, str] | None:
@@ -735,44 +743,61 @@ def retry_oom(
     micro = min(micro_batch_size or batch_size, batch_size)
     retries = 0
     while True:
-        error: str | None = None
         try:
-            result = run(micro)
-        except Exception as caught:
-            if not is_oom_error(caught):
-                trial.set_user_attr("oom_retries", retries)
-                raise
-            # Keep the message only: the traceback pins the failed step's tensors.
-            error = f"{type(caught).__name__}: {caught}".splitlines()[0][:300]
-        if error is None:
+            outcome = _run_once(run, micro)
+        except Exception:
             trial.set_user_attr("oom_retries", retries)
-            return result
+            raise
+        if not isinstance(outcome, _OutOfMemory):
+            trial.set_user_attr("oom_retries", retries)
+            return outcome
         # Outside the except block, so the failed step's memory can really be freed.
         release_memory(resolved)
         smaller = max(micro // 2, min_micro_batch_size)
         if smaller >= micro:
             detail = (
                 f"out of memory at batch_size={batch_size} even with micro-batches of {micro} "
-                f"(min_micro_batch_size={min_micro_batch_size}): {error}"
+                f"(min_micro_batch_size={min_micro_batch_size}): {outcome.error}"
             )
-            attrs: dict[str, object] = {
-                "effective_batch_size": batch_size,
-                "micro_batch_size": micro,
-                "oom_retries": retries,
-                "oom_error": error,
-                "stop_reason": StopReason.OOM.value,
-                "stop_detail": detail,
-            }
-            if seed is not None:
-                attrs["seed"] = seed
-            for key, value in attrs.items():
-                trial.set_user_attr(key, value)
-            # Infeasible (constraint > 0): TPE ranks it after every feasible trial and learns
-            # to avoid the region, which a FAILED trial would not teach it.
-            trial.set_constraint("oom", 1.0)
-            raise optuna.TrialPruned(detail)
+            _mark_infeasible(
+                trial,
+                detail,
+                {"effective_batch_size": batch_size, "micro_batch_size": micro}
+                | {"oom_retries": retries, "oom_error": outcome.error},
+                seed,
+            )
         retries += 1
         micro = smaller
+
+
+@dataclass(frozen=True)
+class _OutOfMemory:
+    error: str  # the error's first line: the traceback would pin the failed step's tensors
+
+
+def _run_once(run: Callable[[int], T], micro: int) -> T | _OutOfMemory:
+    """``run(micro)``, or what remains of an out-of-memory error; any other error propagates."""
+    try:
+        return run(micro)
+    except Exception as caught:
+        if not is_oom_error(caught):
+            raise
+        return _OutOfMemory(f"{type(caught).__name__}: {caught}".splitlines()[0][:300])
+
+
+def _mark_infeasible(
+    trial: optuna.Trial, detail: str, attrs: dict[str, object], seed: int | None
+) -> NoReturn:
+    """Store why the trial cannot run, mark it infeasible and prune it."""
+    attrs |= {"stop_reason": StopReason.OOM.value, "stop_detail": detail}
+    if seed is not None:
+        attrs["seed"] = seed
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    # Infeasible (constraint > 0): TPE ranks it after every feasible trial and learns to avoid
+    # the region, which a FAILED trial would not teach it.
+    trial.set_constraint("oom", 1.0)
+    raise optuna.TrialPruned(detail)
 
 
 class _TrainSize:

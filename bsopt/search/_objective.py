@@ -6,9 +6,11 @@ trial it draws :class:`~bsopt.Params` from the search space (and the user's own
 reports every evaluation to the trial (pruning when the pruner says so), and stores what the
 run cost as user attributes, which the analysis and the dashboard read.
 
-Every option is declared once, in :class:`ObjectiveOptions`, and checked there before any
-trial trains; what depends on the data and the model is checked by :class:`Objective` on
-construction, with one forward pass of a model built from sampled values.
+Every option is declared once, in :class:`ObjectiveOptions` (the training options in the
+:class:`~bsopt.training.TrainConfig` it extends, which trials and ``retrain`` hand to the
+trainer), and checked there before any trial trains; what depends on the data and the model
+is checked by :class:`Objective` on construction, with one forward pass of a model built from
+sampled values.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from bsopt.core._space import Params, SearchSpace, SuggestFn, suggest_params
 from bsopt.core._stop import StopReason
 from bsopt.search._fair import FairReporter, retry_oom
 from bsopt.training._batch import Batch, batch_size_of, call_model, slice_batch
+from bsopt.training._config import TrainConfig, resolve_device
 from bsopt.training._data import TrainingData
 from bsopt.training._distributed import (
     DistributedError,
@@ -53,7 +56,6 @@ from bsopt.training._memory import MemoryBudget, release_memory
 from bsopt.training._metrics import (
     LossFn,
     Metric,
-    MetricFn,
     check_loss_value,
     default_loss,
     resolve_metric,
@@ -65,14 +67,7 @@ from bsopt.training._probe import (
     probe_batch_size,
     probe_key_for,
 )
-from bsopt.training._trainer import (
-    Amp,
-    TrainResult,
-    check_amp,
-    check_train_options,
-    resolve_device,
-    train,
-)
+from bsopt.training._trainer import TrainResult, train
 
 BuildModel = Callable[[Params], nn.Module]
 Goal = Literal["metric", "time_to_target", "metric_and_time"]
@@ -188,40 +183,22 @@ def _is_number(value: object) -> bool:
 
 
 @dataclass(frozen=True)
-class ObjectiveOptions:
+class ObjectiveOptions(TrainConfig):
     """Every option of :func:`make_objective`, declared once and checked on construction.
+
+    The training options (``budget``, ``metric``, ``direction``, ``loss``, ``device``,
+    ``seed``, ``amp``, ``micro_batch_size``, ``clip_grad_norm``, ``divergence_factor``,
+    ``measure_noise_scale``, ``noise_every``) are those of
+    :class:`~bsopt.training.TrainConfig`, which documents them; ``seed`` is trial 0's seed
+    (trial ``n`` uses ``seed + n`` for initialisation and shuffling), and
+    ``micro_batch_size`` defaults to the probed one when probing. The others:
 
     Args:
         space: the ranges to search; default :class:`~bsopt.SearchSpace()`.
-        budget: training per trial and evaluation grid; default ``Budget(10)`` (ten
-            epochs, ten evaluations). Evaluations are reported at samples seen, so pruners
-            compare trials of different batch sizes fairly.
         suggest: your own hyperparameters, define-by-run: ``suggest(trial) -> dict`` may
             call any ``trial.suggest_*`` (conditional ones included). Its values reach
             ``build_model`` as ``params.extra`` and are stored as ordinary trial
             parameters; names bsopt uses itself (``batch_size``, ``lr``, ...) are refused.
-        metric: the validation metric: ``"accuracy"`` (default), ``"loss"``, a
-            scikit-learn metric by name (``balanced_accuracy``, ``f1_macro``,
-            ``f1_weighted``, ``roc_auc`` (two classes), ``roc_auc_ovr``, ``roc_auc_ovo``,
-            ``r2``, ``mae``, ``mse``, ``rmse``) computed on the concatenated validation
-            outputs, or a callable ``fn(outputs, targets) -> float`` with ``direction``.
-            The validation loss is recorded beside it as the user attribute ``val_loss``.
-        direction: ``"maximize"`` or ``"minimize"``: required with a callable metric.
-        loss: ``loss(output, target) -> scalar tensor``, used for training, gradient
-            accumulation, the probe and the validation loss. Default: cross-entropy for
-            integer class labels, mean squared error for float targets.
-        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:0"``, ...
-        seed: trial ``n`` uses seed ``seed + n`` for initialisation and shuffling.
-        amp, clip_grad_norm, divergence_factor, measure_noise_scale: passed to
-            :func:`~bsopt.training.train`, which documents them. With the noise scale measured,
-            each
-            trial stores ``noise_scale`` (the last estimate) and ``noise_scale_history``.
-        micro_batch_size: the most samples pushed through the model at once. The searched
-            ``batch_size`` is always the *effective* batch (samples per optimizer update);
-            a larger one is reached by accumulating the gradients of several micro-batches,
-            each loss weighted by its share, so the update equals the full batch's up to
-            float rounding. Caveat: BatchNorm (and anything else that looks across a batch)
-            computes its statistics per micro-batch. Default: no cap (or the probed one).
         memory_budget_mb: pretend the device has this many MiB (see
             :class:`~bsopt.training.MemoryBudget`): how a CPU machine stands in for a GPU.
         probe: start each trial from the largest micro-batch that fits, found by
@@ -261,17 +238,7 @@ class ObjectiveOptions:
     """
 
     space: SearchSpace = field(default_factory=SearchSpace)
-    budget: Budget = field(default_factory=Budget)
     suggest: SuggestFn | None = None
-    metric: str | MetricFn | Metric = "accuracy"
-    direction: Direction | None = None
-    loss: LossFn | None = None
-    device: str | torch.device | None = None
-    seed: int = 0
-    amp: Amp = "auto"
-    micro_batch_size: int | None = None
-    clip_grad_norm: float | None = None
-    divergence_factor: float = 10.0
     goal: Goal = "metric"
     target: float | None = None
     target_unit: TargetUnit = "samples"
@@ -279,7 +246,6 @@ class ObjectiveOptions:
     probe: bool | None = None
     probe_margin: float = 0.9
     min_micro_batch_size: int = 8
-    measure_noise_scale: bool = False
     devices: int = 1
 
     def __post_init__(self) -> None:
@@ -288,25 +254,9 @@ class ObjectiveOptions:
                 f"space must be a bsopt.SearchSpace, but got {self.space!r}. Example: "
                 "space=bsopt.SearchSpace(batch_size=(16, 256))."
             )
-        if not isinstance(self.budget, Budget):
-            raise ValueError(
-                f"budget must be a bsopt.Budget, but got {self.budget!r}. Example: "
-                "budget=bsopt.Budget(10, 'epochs', evals=10)."
-            )
-        for name in ("suggest", "loss"):
-            value = getattr(self, name)
-            if value is not None and not callable(value):
-                raise ValueError(f"{name} must be a callable or None, but got {value!r}.")
-        resolve_metric(self.metric, self.direction)
-        if not _is_int(self.seed):
-            raise ValueError(f"seed must be an integer, but got {self.seed!r}.")
-        check_amp(self.amp)
-        resolve_device(self.device)
-        check_train_options(
-            micro_batch_size=self.micro_batch_size,
-            clip_grad_norm=self.clip_grad_norm,
-            divergence_factor=self.divergence_factor,
-        )
+        if self.suggest is not None and not callable(self.suggest):
+            raise ValueError(f"suggest must be a callable or None, but got {self.suggest!r}.")
+        super().__post_init__()
         self._check_goal()
         if self.memory_budget_mb is not None and not (
             _is_number(self.memory_budget_mb) and 0 < self.memory_budget_mb < math.inf
@@ -838,17 +788,8 @@ class Objective:
                 model,
                 self.data,
                 params,
-                budget=self.budget,
-                metric=self.metric,
-                loss=self.loss,
+                TrainConfig.of(options, seed=seed, micro_batch_size=micro),
                 report=report,
-                device=self.device,
-                seed=seed,
-                amp=options.amp,
-                micro_batch_size=micro,
-                clip_grad_norm=options.clip_grad_norm,
-                divergence_factor=options.divergence_factor,
-                measure_noise_scale=options.measure_noise_scale,
                 world=world,
             )
 
@@ -962,21 +903,10 @@ class Objective:
         micro = attrs.get("micro_batch_size") if attrs.get("accumulation_steps", 1) > 1 else None
         with _exclusive_rng():
             model = self._build(params, seed)
-            result = train(
-                model,
-                self.data,
-                params,
-                budget=self.budget,
-                metric=self.metric,
-                loss=self.loss,
-                device=self.device,
-                seed=seed,
-                amp=self.options.amp,
-                micro_batch_size=micro or self.options.micro_batch_size,
-                clip_grad_norm=self.options.clip_grad_norm,
-                divergence_factor=self.options.divergence_factor,
-                measure_noise_scale=self.options.measure_noise_scale,
+            config = TrainConfig.of(
+                self.options, seed=seed, micro_batch_size=micro or self.options.micro_batch_size
             )
+            result = train(model, self.data, params, config)
         return model, result
 
 

@@ -10,6 +10,7 @@ from bsopt._lazy import attach
 
 if TYPE_CHECKING:
     from bsopt.training._batch import batch_size_of, split_batch
+    from bsopt.training._config import TrainConfig
     from bsopt.training._data import (
         DatasetData,
         TensorData,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "batch_size_of": "bsopt.training._batch",
     "split_batch": "bsopt.training._batch",
+    "TrainConfig": "bsopt.training._config",
     "DatasetData": "bsopt.training._data",
     "TensorData": "bsopt.training._data",
     "TrainingData": "bsopt.training._data",
@@ -66,6 +68,7 @@ __all__ = [
     "ProbeResult",
     "RankError",
     "TensorData",
+    "TrainConfig",
     "TrainResult",
     "TrainingData",
     "batch_size_of",

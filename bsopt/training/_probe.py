@@ -16,6 +16,7 @@ No Optuna here: the objective caches the result in the study under :func:`probe_
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import contextlib
 import copy
 from dataclasses import asdict, dataclass, field, fields
 import hashlib
@@ -28,11 +29,12 @@ from torch import nn
 
 from bsopt.core._space import Params
 from bsopt.training._batch import Batch, batch_size_of, signature, tree_map
+from bsopt.training._config import Amp, resolve_device
 from bsopt.training._data import TrainingData
 from bsopt.training._memory import MemoryBudget, is_oom_error, release_memory
 from bsopt.training._metrics import LossFn, default_loss
 from bsopt.training._optim import make_optimizer
-from bsopt.training._trainer import Amp, amp_dtype, autocast_for, forward_loss, resolve_device
+from bsopt.training._trainer import Autocast, amp_dtype, autocast_for, forward_loss
 
 # Study user attribute under which a probe result is cached: PROBE_ATTR_PREFIX + probe_key.
 PROBE_ATTR_PREFIX = "probe:"
@@ -244,23 +246,17 @@ def probe_batch_size(
     Raises:
         ValueError: a bad argument, or not even a batch of 1 fits.
     """
-    if not 0 < margin <= 1:
-        raise ValueError(f"margin must be in (0, 1], but got {margin}. Try margin=0.9.")
-    high = data.n_train if high is None else high
-    if high < 1:
-        raise ValueError(f"high must be at least 1, but got {high}.")
+    high = _checked_high(data, high, margin)
     params = params or Params(batch_size=1, lr=1e-3)
     device = resolve_device(device)
-    autocast = autocast_for(device, amp_dtype(amp, device))
-    loss_fn = loss or default_loss
-    budget = (
-        MemoryBudget(memory_budget_mb, optimizer_states=optimizer_states(params))
-        if memory_budget_mb is not None
-        else None
-    )
     model.to(device)
-    example = _example_batch(data, device)
-    available = batch_size_of(example)
+    step = _ProbeStep(
+        model,
+        _example_batch(data, device),
+        loss or default_loss,
+        autocast_for(device, amp_dtype(amp, device)),
+        device,
+    )
     key = probe_key_for(
         model,
         data,
@@ -271,54 +267,9 @@ def probe_batch_size(
         memory_budget_mb=memory_budget_mb,
         amp=amp,
     )
-    saved_model = copy.deepcopy(model.state_dict())
-    was_training = model.training
-    optimizer = make_optimizer(model, params)
-    rng_devices = [device] if device.type == "cuda" else []
-
-    def one_step(n: int) -> None:
-        forward_loss(model, _tile(example, n, available), loss_fn, autocast).backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def fits(n: int) -> bool:
-        failed = False
-        try:
-            one_step(n)
-        except Exception as error:
-            if not is_oom_error(error):
-                raise
-            failed = True
-        finally:
-            optimizer.zero_grad(set_to_none=True)
-        if failed:
-            # Outside the except block: the traceback that pinned the step's tensors is gone.
-            release_memory(device)
-        return not failed
-
-    tick = time.perf_counter()
-    model.train()
-    try:
-        with torch.random.fork_rng(devices=rng_devices):
-            if budget is not None:
-                with budget.attach(model):
-                    limit, steps = search_limit(fits, high=high, start=min(start, high))
-            else:
-                limit, steps = search_limit(fits, high=high, start=min(start, high))
-    finally:
-        model.load_state_dict(saved_model)
-        model.train(was_training)
-        # The optimizer's moments are the largest thing the probe leaves behind.
-        optimizer.state.clear()
-        release_memory(device)
-    seconds = time.perf_counter() - tick
-    if limit == 0:
-        raise ValueError(
-            f"Not even a batch of 1 trains on {device}"
-            + (f" within memory_budget_mb={memory_budget_mb:g}" if budget else "")
-            + ". Use a smaller model, a larger memory budget or another device."
-        )
+    limit, steps, seconds = step.search(
+        params, memory_budget_mb, high=high, start=min(start, high)
+    )
     capped = limit >= high
     return ProbeResult(
         limit=limit,
@@ -332,3 +283,86 @@ def probe_batch_size(
         memory_budget_mb=memory_budget_mb,
         key=key,
     )
+
+
+def _checked_high(data: TrainingData, high: int | None, margin: float) -> int:
+    """``high`` (default: the training set size), after the eager checks of the probe."""
+    if not 0 < margin <= 1:
+        raise ValueError(f"margin must be in (0, 1], but got {margin}. Try margin=0.9.")
+    high = data.n_train if high is None else high
+    if high < 1:
+        raise ValueError(f"high must be at least 1, but got {high}.")
+    return high
+
+
+@dataclass
+class _ProbeStep:
+    """Single training steps of probed batch sizes, tiled from a few real samples."""
+
+    model: nn.Module
+    example: Batch
+    loss_fn: LossFn
+    autocast: Autocast
+    device: torch.device
+
+    def search(
+        self, params: Params, memory_budget_mb: float | None, *, high: int, start: int
+    ) -> tuple[int, int, float]:
+        """``(limit, steps, seconds)`` of :func:`search_limit` over :meth:`fits`; the model's
+        weights, training mode and the random generators are restored afterwards.
+
+        Raises:
+            ValueError: not even a batch of 1 fits.
+        """
+        budget = (
+            MemoryBudget(memory_budget_mb, optimizer_states=optimizer_states(params))
+            if memory_budget_mb is not None
+            else None
+        )
+        model = self.model
+        saved_model = copy.deepcopy(model.state_dict())
+        was_training = model.training
+        optimizer = make_optimizer(model, params)
+        rng_devices = [self.device] if self.device.type == "cuda" else []
+        tick = time.perf_counter()
+        model.train()
+        try:
+            with torch.random.fork_rng(devices=rng_devices):
+                with budget.attach(model) if budget is not None else contextlib.nullcontext():
+                    limit, steps = search_limit(
+                        lambda n: self.fits(n, optimizer), high=high, start=start
+                    )
+        finally:
+            model.load_state_dict(saved_model)
+            model.train(was_training)
+            # The optimizer's moments are the largest thing the probe leaves behind.
+            optimizer.state.clear()
+            release_memory(self.device)
+        seconds = time.perf_counter() - tick
+        if limit == 0:
+            within = f" within memory_budget_mb={memory_budget_mb:g}" if budget else ""
+            raise ValueError(
+                f"Not even a batch of 1 trains on {self.device}{within}. Use a smaller model, "
+                "a larger memory budget or another device."
+            )
+        return limit, steps, seconds
+
+    def fits(self, n: int, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether one training step of a batch of ``n`` runs without running out of memory."""
+        failed = False
+        try:
+            batch = _tile(self.example, n, batch_size_of(self.example))
+            forward_loss(self.model, batch, self.loss_fn, self.autocast).backward()
+            optimizer.step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        except Exception as error:
+            if not is_oom_error(error):
+                raise
+            failed = True
+        finally:
+            optimizer.zero_grad(set_to_none=True)
+        if failed:
+            # Outside the except block: the traceback that pinned the step's tensors is gone.
+            release_memory(self.device)
+        return not failed

@@ -13,7 +13,7 @@ are counted along the batch dimension of every tensor in the batch, whatever its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 import contextlib
 from dataclasses import dataclass, field
 import math
@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from bsopt.core._budget import Budget
+from bsopt.core._budget import GridCursor
 from bsopt.core._schedules import batch_size_at, lr_factor
 from bsopt.core._space import Params
 from bsopt.core._stop import DivergenceCheck, StopReason
@@ -36,6 +36,7 @@ from bsopt.training._batch import (
     slice_batch,
     split_batch,
 )
+from bsopt.training._config import Amp, TrainConfig, check_amp, resolve_device
 from bsopt.training._data import BatchSize, TrainingData
 from bsopt.training._distributed import RankError, World, flag_of, raise_flag
 from bsopt.training._memory import peak_memory_mb, release_memory, reset_peak_memory
@@ -50,9 +51,6 @@ from bsopt.training._metrics import (
 from bsopt.training._noise import NoiseScale
 from bsopt.training._optim import make_optimizer
 
-Amp = Literal["auto", "bf16", "fp16", "off"]
-AMP_MODES = ("auto", "bf16", "fp16", "off")
-# Returns why to stop (True means pruned), or None / False to go on.
 ReportFn = Callable[[int, float], "StopReason | bool | None"]
 
 
@@ -97,39 +95,6 @@ class TrainResult:
     @property
     def samples_per_second(self) -> float:
         return self.samples_seen / self.train_seconds if self.train_seconds > 0 else 0.0
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` or ``"auto"`` picks CUDA when present, else the CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(
-            f"device={device!r} is not a device torch knows ({error}). Use 'auto', 'cpu', "
-            "'cuda' or 'cuda:N'."
-        ) from None
-    if resolved.type not in ("cpu", "cuda"):
-        raise ValueError(
-            f"device={str(device)!r} is not supported: bsopt trains on 'cpu' or 'cuda[:N]'. "
-            "Use device='auto' to pick CUDA when present."
-        )
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={str(device)!r} was asked for, but CUDA is not available here. "
-            "Use device='auto' or 'cpu'."
-        )
-    return resolved
-
-
-def check_amp(amp: object) -> Amp:
-    if amp not in AMP_MODES:
-        raise ValueError(
-            f"amp must be one of {', '.join(AMP_MODES)} (mixed precision on CUDA), but got "
-            f"{amp!r}."
-        )
-    return amp  # type: ignore[return-value]
 
 
 def amp_dtype(amp: Amp, device: torch.device) -> torch.dtype | None:
@@ -230,7 +195,7 @@ def evaluate(
 
 def _batches_forever(
     data: TrainingData, batch_size: BatchSize, device: torch.device, generator: torch.Generator
-) -> Iterator[tuple[Batch, bool]]:
+) -> Generator[tuple[Batch, bool], None, None]:
     """Training batches epoch after epoch; the flag marks the first batch of a new epoch."""
     while True:
         first = True
@@ -352,102 +317,67 @@ class _Step:
         return _grad_sq_norm(self.model) / scale**2
 
 
-def check_train_options(
-    *,
-    micro_batch_size: object,
-    clip_grad_norm: object,
-    divergence_factor: object,
-    noise_every: object = 4,
-) -> None:
-    """Eager checks of the options ``train`` and ``make_objective`` share."""
-    if micro_batch_size is not None and (
-        isinstance(micro_batch_size, bool)
-        or not isinstance(micro_batch_size, int)
-        or micro_batch_size < 1
-    ):
-        raise ValueError(
-            f"micro_batch_size must be an integer >= 1 (the most samples pushed through the "
-            f"model at once) or None for no cap, but got {micro_batch_size!r}."
-        )
-    if clip_grad_norm is not None and not (
-        isinstance(clip_grad_norm, (int, float))
-        and not isinstance(clip_grad_norm, bool)
-        and 0 < clip_grad_norm < math.inf
-    ):
-        raise ValueError(
-            f"clip_grad_norm must be a positive finite number (the largest gradient norm "
-            f"allowed), but got {clip_grad_norm!r}. Use None to switch clipping off."
-        )
-    DivergenceCheck(divergence_factor)  # type: ignore[arg-type]
-    if isinstance(noise_every, bool) or not isinstance(noise_every, int) or noise_every < 1:
-        raise ValueError(f"noise_every must be an integer >= 1, but got {noise_every!r}.")
-
-
 def train(
     model: nn.Module,
     data: TrainingData,
     params: Params,
+    config: TrainConfig | None = None,
     *,
-    budget: Budget | None = None,
-    metric: str | Metric | MetricFn = "accuracy",
-    direction: Literal["maximize", "minimize"] | None = None,
-    loss: LossFn | None = None,
     report: ReportFn | None = None,
-    device: str | torch.device | None = None,
-    seed: int = 0,
-    amp: Amp = "auto",
-    micro_batch_size: int | None = None,
-    clip_grad_norm: float | None = None,
-    divergence_factor: float = 10.0,
-    measure_noise_scale: bool = False,
-    noise_every: int = 4,
     world: World | None = None,
+    **options: Any,
 ) -> TrainResult:
-    """Train ``model`` on ``data`` with ``params`` for ``budget`` and evaluate on its grid.
+    """Train ``model`` on ``data`` with ``params`` for the budget and evaluate on its grid.
 
     Args:
         model: any ``nn.Module``. It is called as ``model(x)``, ``model(*x)`` for tuple or
-            list inputs, or ``model(**x)`` for dict inputs, and moved to ``device``.
+            list inputs, or ``model(**x)`` for dict inputs, and moved to the device.
         data: a :class:`~bsopt.TensorData` or :class:`~bsopt.DatasetData`.
         params: batch size, learning rate, optimizer and schedules (:class:`~bsopt.Params`).
             The learning rate follows ``params.lr_schedule`` after ``params.warmup``, as a
             function of the budget spent; the batch size follows ``params.batch_schedule``
             and changes only at evaluation points.
-        budget: how long to train and how often to evaluate; default ``Budget(10)``.
-        metric: the validation metric: ``"accuracy"``, ``"loss"``, a scikit-learn metric by
-            name (``bsopt.training.METRICS``), or a callable ``fn(outputs, targets) -> float`` with
-            ``direction``.
-        loss: ``loss(output, target) -> scalar tensor``, used for training and the
-            validation loss; default cross-entropy for integer targets, MSE for float ones.
+        config: how to train: budget, metric, loss, device, seed, amp, micro-batch,
+            clipping, divergence and noise scale (:class:`TrainConfig` documents each).
         report: called as ``report(step, value)`` after each evaluation, where ``step`` is
             samples seen (or training milliseconds for a time budget); returning a
             :class:`~bsopt.core.StopReason` stops training with it (``True`` means pruned).
-        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:1"``, ...
-        seed: seeds the shuffling; seed the model's initialisation before building it.
-        amp: mixed precision on CUDA: ``"auto"`` (bf16 where supported, else fp16 with loss
-            scaling), ``"bf16"``, ``"fp16"`` or ``"off"``. Ignored on the CPU.
-        micro_batch_size: largest batch pushed through the model at once; a larger
-            ``params.batch_size`` is reached by gradient accumulation.
-        clip_grad_norm: clip the global gradient norm to this value before each update.
-        divergence_factor: stop as diverged when the mean training loss between two
-            evaluations exceeds this multiple of the first interval's; a NaN or infinite loss
-            stops at once.
-        measure_noise_scale: estimate the gradient noise scale B_simple every
-            ``noise_every`` optimizer steps from the gradient of the first micro-batch and of
-            the whole batch (a batch is split in two for it when it is not accumulated).
-            Always on for ``batch_schedule="adaptive"``, which sets the batch from it.
         world: this process's rank of a trial spread over several processes (see
             :mod:`bsopt.training._distributed`); ``None`` trains in this process alone. Every rank
             iterates the same global batches (same seed) and trains on its share of each;
             ``params.batch_size`` is the global batch and ``micro_batch_size`` the
             per-device cap. Rank 0 validates and calls ``report``; its value and decision
             reach every rank, so all stop together. ``samples_seen`` counts global samples.
+        **options: options of :class:`TrainConfig` by name, over ``config``, e.g.
+            ``train(model, data, params, budget=Budget(5), device="cpu", seed=1)``.
     """
-    budget = budget or Budget()
-    chosen = resolve_metric(metric, direction)
-    if chosen.needs_classes and data.n_classes is None:
+    if "budget" in options and options["budget"] is None:
+        del options["budget"]  # budget=None has always meant the default budget
+    run = _Run(model, data, params, TrainConfig.of(config, **options), report, world)
+    while not run.cursor.done:
+        batch, n = run.next_batch()
+        run.set_lr(n)
+        # forward/backward over the micro-batches -> clip -> step -> zero_grad
+        step_loss = run.step(batch, n, run.noise if run.measures_noise(n) else None)
+        if run.count(n, step_loss):  # a NaN or infinite loss stops at once
+            break
+        if run.cursor.reached(run.training_ms()) and run.evaluate():
+            break
+    result = run.result()
+    device = run.device
+    del run  # the optimizer's state and a leftover batch go with it
+    release_memory(device)
+    return result
+
+
+def _checked_metric(
+    data: TrainingData, params: Params, config: TrainConfig, world: World | None
+) -> Metric:
+    """The metric of the run, after the checks that need the data and the params."""
+    metric = config.resolved_metric
+    if metric.needs_classes and data.n_classes is None:
         raise ValueError(
-            f"metric={chosen.name!r} needs class labels (int64 targets), but the data hold "
+            f"metric={metric.name!r} needs class labels (int64 targets), but the data hold "
             "regression or structured targets. Use metric='loss', 'mae' or a callable."
         )
     if params.batch_size > data.n_train:
@@ -455,198 +385,222 @@ def train(
             f"batch_size={params.batch_size} is larger than the training set "
             f"({data.n_train} samples). Lower the batch-size range of the search space."
         )
-    check_train_options(
-        micro_batch_size=micro_batch_size,
-        clip_grad_norm=clip_grad_norm,
-        divergence_factor=divergence_factor,
-        noise_every=noise_every,
-    )
-    loss_fn = loss or default_loss
-    device = resolve_device(device) if world is None else world.device
-    if world is not None and budget.unit == "seconds":
+    if world is not None and config.budget.unit == "seconds":
         raise ValueError(
             "A seconds budget cannot be shared by several processes yet (their clocks would "
             "disagree on where the grid points fall). Use an epochs or samples budget with "
             "devices > 1, e.g. Budget(10, 'epochs')."
         )
-    dtype = amp_dtype(amp, device)
-    autocast = autocast_for(device, dtype)
-    micro_cap = micro_batch_size or params.batch_size
-    grid = budget.grid(data.n_train)
-    timed = grid.unit == "ms"
-    scheduled_lr = params.lr_schedule != "constant" or params.warmup > 0
-    noise = NoiseScale() if measure_noise_scale or params.batch_schedule == "adaptive" else None
-    divergence = DivergenceCheck(divergence_factor)
+    return metric
 
-    def scheduled_batch(points_done: int) -> int:
+
+class _Run:
+    """The state of one :func:`train` run; each method is one part of its loop."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: TrainingData,
+        params: Params,
+        config: TrainConfig,
+        report: ReportFn | None,
+        world: World | None,
+    ) -> None:
+        self.model, self.data, self.params, self.config = model, data, params, config
+        self.report, self.world = report, world
+        self.metric = _checked_metric(data, params, config, world)
+        self.loss_fn = config.loss or default_loss
+        self.device = resolve_device(config.device) if world is None else world.device
+        self.dtype = amp_dtype(config.amp, self.device)
+        self.autocast = autocast_for(self.device, self.dtype)
+        self.micro_cap = config.micro_batch_size or params.batch_size
+        self.cursor: GridCursor[Batch] = GridCursor(config.budget.grid(data.n_train))
+        self.scheduled_lr = params.lr_schedule != "constant" or params.warmup > 0
+        measure = config.measure_noise_scale or params.batch_schedule == "adaptive"
+        self.noise = NoiseScale() if measure else None
+        self.divergence = DivergenceCheck(config.divergence_factor)
+        self.current_batch = self._scheduled_batch(0)
+        # Checking the loss needs a host sync: every step is free on the CPU, not on a GPU.
+        self.check_every = 1 if self.device.type == "cpu" else 25
+        self.step = self._prepare_model()
+        self.steps = self.epochs_started = 0
+        self.train_seconds = self.eval_seconds = 0.0
+        self.stop_reason, self.stop_detail = StopReason.COMPLETED, ""
+        self.value = self.val_loss = math.nan
+        self.history: list[tuple[int, float]] = []
+        self.history_seconds: list[float] = []
+        self.noise_history: list[float] = []
+        self.batch_history = [self.current_batch]
+        constant = params.batch_schedule == "constant"
+        self.batches = _batches_forever(
+            data,
+            params.batch_size if constant else (lambda: self.current_batch),
+            self.device,
+            torch.Generator().manual_seed(config.seed),
+        )
+        self.wall_start = self.tick = time.perf_counter()
+
+    def _prepare_model(self) -> _Step:
+        model, world, device = self.model, self.world, self.device
+        model.to(device)
+        model.train()
+        if world is not None:
+            world.broadcast_state(model)  # every rank starts from rank 0's weights
+            if world.rank:
+                # Other dropout masks than rank 0's, on other samples.
+                torch.manual_seed(self.config.seed * 1_000_003 + world.rank)
+        step = _Step(
+            model,
+            make_optimizer(model, self.params),
+            # fp16 gradients underflow without loss scaling; bf16 has fp32's range.
+            torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16),
+            self.autocast,
+            self.loss_fn,
+            self.micro_cap,
+            self.config.clip_grad_norm,
+            device,
+            world,
+        )
+        reset_peak_memory(device)
+        return step
+
+    def _scheduled_batch(self, points_done: int) -> int:
         return batch_size_at(
             points_done,
-            len(grid.points),
-            schedule=params.batch_schedule,
-            final=params.batch_size,
-            noise_scale=noise.value if noise is not None else None,
-            minimum=params.batch_min,
+            len(self.cursor.grid.points),
+            schedule=self.params.batch_schedule,
+            final=self.params.batch_size,
+            noise_scale=self.noise.value if self.noise is not None else None,
+            minimum=self.params.batch_min,
         )
 
-    current_batch = scheduled_batch(0)
-    # Checking the loss needs a host sync: every step is free on the CPU, not on a GPU.
-    check_every = 1 if device.type == "cpu" else 25
+    def training_ms(self) -> float:
+        return (self.train_seconds + time.perf_counter() - self.tick) * 1000
 
-    model.to(device)
-    model.train()
-    if world is not None:
-        world.broadcast_state(model)  # every rank starts from rank 0's weights
-        if world.rank:
-            # Other dropout masks than rank 0's, on other samples.
-            torch.manual_seed(seed * 1_000_003 + world.rank)
-    optimizer = make_optimizer(model, params)
-    step = _Step(
-        model,
-        optimizer,
-        # fp16 gradients underflow without loss scaling; bf16 has fp32's range.
-        torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
-        autocast,
-        loss_fn,
-        micro_cap,
-        clip_grad_norm,
-        device,
-        world,
-    )
-    reset_peak_memory(device)
-
-    history: list[tuple[int, float]] = []
-    history_seconds: list[float] = []
-    samples = steps = epochs_started = 0
-    train_seconds = eval_seconds = 0.0
-    interval_loss = torch.zeros((), device=device)
-    interval_steps = 0
-    stop_reason, stop_detail = StopReason.COMPLETED, ""
-    value = val_loss = math.nan
-    next_point = 0
-    leftover: Batch | None = None
-    noise_history: list[float] = []
-    batch_history: list[int] = [current_batch]
-    batches = _batches_forever(
-        data,
-        params.batch_size if params.batch_schedule == "constant" else (lambda: current_batch),
-        device,
-        torch.Generator().manual_seed(seed),
-    )
-    wall_start = tick = time.perf_counter()
-
-    while next_point < len(grid.points):
-        if leftover is not None:
-            batch, leftover = leftover, None
-        else:
-            batch, new_epoch = next(batches)
-            epochs_started += new_epoch
+    def next_batch(self) -> tuple[Batch, int]:
+        """The next batch (this rank's share of it) and its global number of samples; a
+        batch that would overshoot the next grid point is cut there."""
+        batch = self.cursor.take_leftover()
+        if batch is None:
+            batch, new_epoch = next(self.batches)
+            self.epochs_started += new_epoch
         n = batch_size_of(batch)
-        if not timed and n > grid.points[next_point] - samples:
-            batch, leftover = split_batch(batch, grid.points[next_point] - samples)
-            n = grid.points[next_point] - samples
-        if world is not None:
-            batch = slice_batch(batch, *world.share(n))
-        if scheduled_lr:
-            progress = (
-                (train_seconds + time.perf_counter() - tick) * 1000 / grid.total
-                if timed
-                else (samples + n) / grid.total
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = params.lr * lr_factor(progress, params.lr_schedule, params.warmup)
-        measure = (
-            noise is not None
-            and n >= (2 if world is None else 2 * world.size)
-            and steps % noise_every == 0
+        if n > self.cursor.room:
+            batch, self.cursor.leftover = split_batch(batch, self.cursor.room)
+            n = batch_size_of(batch)
+        if self.world is not None:
+            batch = slice_batch(batch, *self.world.share(n))
+        return batch, n
+
+    def set_lr(self, n: int) -> None:
+        if not self.scheduled_lr:
+            return
+        cursor = self.cursor
+        done = self.training_ms() if cursor.timed else cursor.samples_seen + n
+        factor = lr_factor(done / cursor.grid.total, self.params.lr_schedule, self.params.warmup)
+        for group in self.step.optimizer.param_groups:
+            group["lr"] = self.params.lr * factor
+
+    def measures_noise(self, n: int) -> bool:
+        # Two micro-batches per rank give the small and the large gradient norm.
+        ranks = 1 if self.world is None else self.world.size
+        return (
+            self.noise is not None and n >= 2 * ranks and self.steps % self.config.noise_every == 0
         )
-        step_loss = step(batch, n, noise if measure else None)
-        samples += n
-        steps += 1
-        interval_loss += step_loss
-        interval_steps += 1
 
-        if steps % check_every == 0 and (reason := divergence.non_finite(step_loss.item())):
-            stop_reason, stop_detail = StopReason.DIVERGED, reason
-            break
-        elapsed_ms = (train_seconds + time.perf_counter() - tick) * 1000
-        if elapsed_ms < grid.points[next_point] if timed else samples < grid.points[next_point]:
-            continue
+    def count(self, n: int, step_loss: torch.Tensor) -> bool:
+        """Count a step; ``True`` when its loss is not finite (the run stops)."""
+        self.cursor.samples_seen += n
+        self.steps += 1
+        self.cursor.add_loss(step_loss)
+        if self.steps % self.check_every == 0:
+            reason = DivergenceCheck.non_finite(step_loss.item())
+            if reason is not None:
+                self.stop_reason, self.stop_detail = StopReason.DIVERGED, reason
+                return True
+        return False
 
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    def _validate(self) -> tuple[float, float]:
+        return validate(
+            self.model, self.data, self.device, self.metric, self.loss_fn, self.autocast
+        )
+
+    def evaluate(self) -> bool:
+        """Validate and report at the grid point just reached; ``True`` to stop."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         now = time.perf_counter()
-        train_seconds += now - tick
-        reason = divergence.interval(interval_loss.item() / interval_steps)
+        self.train_seconds += now - self.tick
+        reason = self.cursor.close_interval(self.divergence)
         if reason is not None:
-            stop_reason, stop_detail = StopReason.DIVERGED, reason
-            break
-        interval_loss.zero_()
-        interval_steps = 0
-
-        step_key = grid.points[next_point]
+            self.stop_reason, self.stop_detail = StopReason.DIVERGED, reason
+            return True
+        index, cursor = self.cursor.index, self.cursor
+        key = cursor.grid.points[index]
         verdict: StopReason | bool | None = None
-        if world is None:
-            value, val_loss = validate(model, data, device, chosen, loss_fn, autocast)
+        if self.world is None:
+            self.value, self.val_loss = self._validate()
         else:
-            value, val_loss, verdict = _shared_evaluation(
-                world,
-                next_point,
-                lambda: validate(model, data, device, chosen, loss_fn, autocast),
-                report,
-                step_key,
+            self.value, self.val_loss, verdict = _shared_evaluation(
+                self.world, index, self._validate, self.report, key
             )
-        history.append((step_key, value))
-        history_seconds.append(train_seconds)
-        if noise is not None:
-            noise_history.append(noise.value)
-        next_point += 1
-        if next_point < len(grid.points):
-            current_batch = scheduled_batch(next_point)
-            batch_history.append(current_batch)
-        tick = time.perf_counter()
-        eval_seconds += tick - now
-        if world is None:
-            verdict = report(step_key, value) if report is not None else None
+        self.history.append((key, self.value))
+        self.history_seconds.append(self.train_seconds)
+        if self.noise is not None:
+            self.noise_history.append(self.noise.value)
+        cursor.advance()
+        if not cursor.done:
+            self.current_batch = self._scheduled_batch(cursor.index)
+            self.batch_history.append(self.current_batch)
+        self.tick = time.perf_counter()
+        self.eval_seconds += self.tick - now
+        if self.world is None and self.report is not None:
+            verdict = self.report(key, self.value)
         if verdict:
-            stop_reason = verdict if isinstance(verdict, StopReason) else StopReason.PRUNED
-            break
-        tick = time.perf_counter()
+            self.stop_reason = verdict if isinstance(verdict, StopReason) else StopReason.PRUNED
+            return True
+        self.tick = time.perf_counter()  # the report's time is neither training nor evaluation
+        return False
 
-    if stop_reason == StopReason.DIVERGED:
-        train_seconds += time.perf_counter() - tick
-    if world is not None:
-        # A failure in the last optimizer step has no later all-reduce to ride on.
-        raise_flag(world, world.reduce_flags(step.pending), "the last optimizer step")
-    per_device = params.batch_size if world is None else math.ceil(params.batch_size / world.size)
-    result = TrainResult(
-        value=value,
-        metric=chosen.name,
-        stop_reason=stop_reason,
-        stop_detail=stop_detail,
-        history=history,
-        history_seconds=history_seconds,
-        samples_seen=samples,
-        optimizer_steps=steps,
-        epochs=samples / data.n_train,
-        train_seconds=train_seconds,
-        eval_seconds=eval_seconds,
-        wall_seconds=time.perf_counter() - wall_start,
-        batch_size=params.batch_size,
-        micro_batch_size=min(micro_cap, per_device),
-        accumulation_steps=math.ceil(per_device / micro_cap),
-        peak_memory_mb=peak_memory_mb(device),
-        device=str(device),
-        amp=str(dtype).removeprefix("torch.") if dtype else "off",
-        val_loss=val_loss,
-        epochs_started=epochs_started,
-        noise_history=noise_history,
-        noise_summary=noise.as_dict() if noise is not None else {},
-        batch_history=batch_history,
-        world_size=1 if world is None else world.size,
-    )
-    del optimizer, step, batches, leftover
-    release_memory(device)
-    return result
+    def result(self) -> TrainResult:
+        """The run's result, once the loop ended."""
+        self.batches.close()  # its batch-size callable refers back to this run
+        if self.stop_reason == StopReason.DIVERGED:
+            self.train_seconds += time.perf_counter() - self.tick
+        world, params = self.world, self.params
+        if world is not None:
+            # A failure in the last optimizer step has no later all-reduce to ride on.
+            raise_flag(world, world.reduce_flags(self.step.pending), "the last optimizer step")
+        per_device = (
+            params.batch_size if world is None else math.ceil(params.batch_size / world.size)
+        )
+        samples = self.cursor.samples_seen
+        return TrainResult(
+            value=self.value,
+            metric=self.metric.name,
+            stop_reason=self.stop_reason,
+            stop_detail=self.stop_detail,
+            history=self.history,
+            history_seconds=self.history_seconds,
+            samples_seen=samples,
+            optimizer_steps=self.steps,
+            epochs=samples / self.data.n_train,
+            train_seconds=self.train_seconds,
+            eval_seconds=self.eval_seconds,
+            wall_seconds=time.perf_counter() - self.wall_start,
+            batch_size=params.batch_size,
+            micro_batch_size=min(self.micro_cap, per_device),
+            accumulation_steps=math.ceil(per_device / self.micro_cap),
+            peak_memory_mb=peak_memory_mb(self.device),
+            device=str(self.device),
+            amp=str(self.dtype).removeprefix("torch.") if self.dtype else "off",
+            val_loss=self.val_loss,
+            epochs_started=self.epochs_started,
+            noise_history=self.noise_history,
+            noise_summary=self.noise.as_dict() if self.noise is not None else {},
+            batch_history=self.batch_history,
+            world_size=1 if world is None else world.size,
+        )
 
 
 def _shared_evaluation(

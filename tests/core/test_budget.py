@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from bsopt import Budget
+from bsopt.core._budget import GridCursor
+from bsopt.core._stop import DivergenceCheck
 
 
 def test_epoch_budget_grid_is_in_samples() -> None:
@@ -65,3 +69,47 @@ def test_numpy_amounts_are_numbers() -> None:
     import numpy as np
 
     assert Budget(np.float64(2.0)).grid(10).total == 20
+
+
+def test_grid_cursor_walks_the_sample_grid() -> None:
+    cursor: GridCursor[str] = GridCursor(Budget(100, "samples", evals=4).grid(50))
+    assert (cursor.next_point, cursor.room, cursor.done) == (25, 25, False)
+    cursor.samples_seen = 24
+    assert not cursor.reached() and cursor.room == 1
+    cursor.samples_seen = 60  # one step passed two points
+    assert cursor.reached() and cursor.last_passed() == 50
+    cursor.advance(past=cursor.last_passed())
+    assert (cursor.index, cursor.next_point, cursor.room) == (2, 75, 15)
+    cursor.advance()
+    cursor.advance()
+    assert cursor.done and cursor.next_point is None and cursor.room == sys.maxsize
+    assert not cursor.reached()
+
+
+def test_grid_cursor_keeps_the_tail_of_a_cut_batch_once() -> None:
+    cursor: GridCursor[str] = GridCursor(Budget(10, "samples", evals=2).grid(10))
+    assert cursor.take_leftover() is None
+    cursor.leftover = "tail"
+    assert cursor.take_leftover() == "tail"
+    assert cursor.take_leftover() is None
+
+
+def test_grid_cursor_on_a_time_grid_counts_milliseconds_and_never_cuts() -> None:
+    cursor: GridCursor[str] = GridCursor(Budget(2, "seconds", evals=2).grid(10))
+    cursor.samples_seen = 10**9
+    assert cursor.timed and cursor.room == sys.maxsize
+    assert not cursor.reached(999.0)
+    assert cursor.reached(1000.0) and cursor.last_passed(2500.0) == 2000
+
+
+def test_grid_cursor_checks_the_mean_interval_loss_and_starts_a_new_interval() -> None:
+    cursor: GridCursor[str] = GridCursor(Budget(10, "samples", evals=2).grid(10))
+    check = DivergenceCheck(2.0)
+    assert cursor.close_interval(check) is None  # no loss added: nothing to check
+    for loss in (1.0, 3.0):
+        cursor.add_loss(loss)
+    assert cursor.close_interval(check) is None  # the first interval's mean, 2.0
+    assert (cursor.interval_loss, cursor.interval_steps) == (0.0, 0)
+    cursor.add_loss(5.0)
+    reason = cursor.close_interval(check)
+    assert reason is not None and "training loss 5 > 2 x the first interval's 2" in reason

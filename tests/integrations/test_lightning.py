@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from _accumulated_run import check_accumulated_run
 import lightning.pytorch as L
 import optuna
 import pytest
@@ -120,30 +121,24 @@ def _one_trial(
     return study.trials[0], fitted
 
 
+def _fixed_reporter(
+    budget: bsopt.Budget, batch_size: int, *, monitor: str = "val_acc"
+) -> bsopt.LightningReporter:
+    """A reporter outside any study, for the checks that need no trial."""
+    return bsopt.LightningReporter(
+        optuna.trial.FixedTrial({}), budget, 96, batch_size=batch_size, monitor=monitor
+    )
+
+
 def test_validation_runs_on_the_sample_grid_with_accumulation(tmp_path: Path) -> None:
     budget = bsopt.Budget(2, "epochs", evals=4)  # 192 samples: points 48, 96, 144, 192
     trial, module = _one_trial(
         tmp_path, budget, batch_size=16, micro_batch_size=8, plan=(8, 2), lr=0.05, seed=1
     )
-    assert trial.state == optuna.trial.TrialState.COMPLETE
+    check_accumulated_run(trial, lr=0.05, seed=1)
     # Batches of 16 reach every point exactly: validation after exactly those samples.
     assert module.samples_at_validation == [48, 96, 144, 192]
     assert module.trained_samples == 192
-    assert sorted(trial.intermediate_values) == [48, 96, 144, 192]
-    assert trial.value == trial.intermediate_values[192]
-    attrs = trial.user_attrs
-    assert attrs["effective_batch_size"] == 16
-    assert attrs["micro_batch_size"] == 8
-    assert attrs["accumulation_steps"] == 2
-    assert attrs["samples_seen"] == 192
-    assert attrs["optimizer_steps"] == 12
-    assert attrs["epochs"] == 2.0
-    assert attrs["lr"] == 0.05
-    assert attrs["seed"] == 1
-    assert attrs["world_size"] == 1
-    assert attrs["grid_overshoot"] == 0
-    assert attrs["stop_reason"] == "completed"
-    assert attrs["samples_per_second"] > 0
 
 
 def test_a_batch_that_does_not_divide_the_grid_validates_at_the_next_step(
@@ -205,23 +200,11 @@ def test_a_callback_without_a_trial_says_how_to_pass_one() -> None:
 
 def test_a_time_budget_is_refused() -> None:
     with pytest.raises(ValueError, match="epochs or samples"):
-        bsopt.LightningReporter(
-            optuna.trial.FixedTrial({}),
-            bsopt.Budget(5, "seconds"),
-            96,
-            batch_size=16,
-            monitor="val_acc",
-        )
+        _fixed_reporter(bsopt.Budget(5, "seconds"), 16)
 
 
 def test_an_evaluation_interval_shorter_than_one_step_is_refused() -> None:
-    reporter = bsopt.LightningReporter(
-        optuna.trial.FixedTrial({}),
-        bsopt.Budget(1, "epochs", evals=8),
-        96,
-        batch_size=32,
-        monitor="val_acc",
-    )
+    reporter = _fixed_reporter(bsopt.Budget(1, "epochs", evals=8), 32)
     data = Data()
     with pytest.raises(ValueError, match="evaluates every 12 samples, less than one optimizer"):
         _trainer(reporter, reporter.configure(data)).fit(Classifier(), datamodule=data)
@@ -232,9 +215,7 @@ def test_a_datamodule_without_a_batch_size_is_refused() -> None:
         def train_dataloader(self) -> DataLoader:
             return DataLoader(_tensors(N_TRAIN, 0), batch_size=32)
 
-    reporter = bsopt.LightningReporter(
-        optuna.trial.FixedTrial({}), bsopt.Budget(1), 96, batch_size=16, monitor="val_acc"
-    )
+    reporter = _fixed_reporter(bsopt.Budget(1), 16)
     with pytest.raises(
         ValueError, match=r"NoBatchSize has no batch_size to set.*self\.batch_size"
     ):
@@ -246,13 +227,7 @@ def test_a_datamodule_that_ignores_its_batch_size_is_caught() -> None:
         def train_dataloader(self) -> DataLoader:
             return DataLoader(self.train, batch_size=32)
 
-    reporter = bsopt.LightningReporter(
-        optuna.trial.FixedTrial({}),
-        bsopt.Budget(1, evals=2),
-        96,
-        batch_size=16,
-        monitor="val_acc",
-    )
+    reporter = _fixed_reporter(bsopt.Budget(1, evals=2), 16)
     data = Ignores()
     with pytest.raises(ValueError, match="does not use its batch_size"):
         _trainer(reporter, reporter.configure(data)).fit(Classifier(), datamodule=data)
@@ -262,31 +237,21 @@ def test_a_fit_without_validation_is_refused() -> None:
     class TrainOnly(Data):
         val_dataloader = None  # type: ignore[assignment]
 
-    reporter = bsopt.LightningReporter(
-        optuna.trial.FixedTrial({}), bsopt.Budget(1, evals=2), 96, batch_size=16, monitor="val_acc"
-    )
+    reporter = _fixed_reporter(bsopt.Budget(1, evals=2), 16)
     data = TrainOnly()
     with pytest.raises(ValueError, match="this fit has no validation"):
         _trainer(reporter, reporter.configure(data)).fit(Classifier(), datamodule=data)
 
 
 def test_an_unlogged_monitor_lists_the_logged_metrics(tmp_path: Path) -> None:
-    reporter = bsopt.LightningReporter(
-        optuna.trial.FixedTrial({}),
-        bsopt.Budget(1, evals=2),
-        96,
-        batch_size=16,
-        monitor="val_accuracy",
-    )
+    reporter = _fixed_reporter(bsopt.Budget(1, evals=2), 16, monitor="val_accuracy")
     data = Data()
     with pytest.raises(ValueError, match=r"monitor='val_accuracy'.*logged: val_acc"):
         _trainer(reporter, reporter.configure(data)).fit(Classifier(), datamodule=data)
 
 
 def test_trainer_settings_that_skip_grid_points_are_refused() -> None:
-    reporter = bsopt.LightningReporter(
-        optuna.trial.FixedTrial({}), bsopt.Budget(4), 96, batch_size=16, monitor="val_acc"
-    )
+    reporter = _fixed_reporter(bsopt.Budget(4), 16)
     data = Data()
     kwargs = reporter.configure(data) | {"max_epochs": 2}
     with pytest.raises(ValueError, match="max_epochs=2 stops training before the budget"):

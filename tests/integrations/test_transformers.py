@@ -11,6 +11,7 @@ from pathlib import Path
 import socket
 from typing import Any
 
+from _accumulated_run import check_accumulated_run
 import numpy as np
 import optuna
 import pytest
@@ -89,6 +90,18 @@ def _args(tmp_path: Path, **overrides: Any) -> TrainingArguments:
     return TrainingArguments(**(settings | overrides))
 
 
+def _trainer(args: TrainingArguments, callbacks: list[Any], n_train: int = N_TRAIN) -> Trainer:
+    """A Trainer of the tiny model on ``n_train`` tokens, evaluated on 32 others."""
+    return Trainer(
+        model=_model(),
+        args=args,
+        train_dataset=Tokens(n_train, 0),
+        eval_dataset=Tokens(32, 1),
+        compute_metrics=_accuracy,
+        callbacks=callbacks,
+    )
+
+
 def _run(
     trial: optuna.Trial,
     tmp_path: Path,
@@ -104,16 +117,23 @@ def _run(
         trial, budget, n_train, batch_size=batch_size, monitor="eval_accuracy", lr=1e-3, seed=0
     )
     args = reporter.configure(_args(tmp_path, **overrides), micro_batch_size=micro_batch_size)
-    trainer = Trainer(
-        model=_model(),
-        args=args,
-        train_dataset=Tokens(n_train, 0),
-        eval_dataset=Tokens(32, 1),
-        compute_metrics=_accuracy,
-        callbacks=[reporter] + ([seen] if seen else []),
-    )
-    trainer.train()
+    _trainer(args, [reporter] + ([seen] if seen else []), n_train).train()
     return reporter.finish()
+
+
+def _one_trial(
+    tmp_path: Path,
+    budget: bsopt.Budget,
+    batch_size: int,
+    *,
+    pruner: optuna.pruners.BasePruner | None = None,
+    **options: Any,
+) -> tuple[optuna.trial.FrozenTrial, SeenAtEvaluation]:
+    """The one trial of a fresh study, and the optimizer steps at which it evaluated."""
+    seen = SeenAtEvaluation()
+    study = _study(tmp_path, pruner)
+    study.optimize(lambda t: _run(t, tmp_path, budget, batch_size, seen=seen, **options), 1)
+    return study.trials[0], seen
 
 
 def _study(tmp_path: Path, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
@@ -148,59 +168,34 @@ def test_samples_per_update_follow_the_trainer_batching() -> None:
 
 def test_evaluations_land_on_the_sample_grid_with_accumulation(tmp_path: Path) -> None:
     budget = bsopt.Budget(2, "epochs", evals=4)  # points 48, 96, 144, 192
-    seen = SeenAtEvaluation()
-    study = _study(tmp_path)
-    study.optimize(
-        lambda t: _run(t, tmp_path, budget, 16, micro_batch_size=8, seen=seen), n_trials=1
-    )
-    trial = study.trials[0]
-    assert trial.state == optuna.trial.TrialState.COMPLETE
+    trial, seen = _one_trial(tmp_path, budget, 16, micro_batch_size=8)
+    check_accumulated_run(trial, lr=1e-3)
     assert seen.steps == [3, 6, 9, 12]  # updates of 16 samples: 48, 96, 144, 192
-    assert sorted(trial.intermediate_values) == [48, 96, 144, 192]
-    assert trial.value == trial.intermediate_values[192]
-    attrs = trial.user_attrs
-    assert attrs["effective_batch_size"] == 16
-    assert attrs["micro_batch_size"] == 8
-    assert attrs["accumulation_steps"] == 2
-    assert attrs["samples_seen"] == 192
-    assert attrs["optimizer_steps"] == 12
-    assert attrs["epochs"] == 2.0
-    assert attrs["lr"] == 1e-3
-    assert attrs["world_size"] == 1
-    assert attrs["stop_reason"] == "completed"
-    assert attrs["grid_overshoot"] == 0
-    assert attrs["samples_per_second"] > 0
 
 
 def test_a_batch_that_does_not_divide_the_grid_evaluates_at_the_next_update(
     tmp_path: Path,
 ) -> None:
     budget = bsopt.Budget(2, "epochs", evals=4)
-    seen = SeenAtEvaluation()
-    study = _study(tmp_path)
-    study.optimize(lambda t: _run(t, tmp_path, budget, 40, seen=seen), n_trials=1)
-    trial = study.trials[0]
+    trial, seen = _one_trial(tmp_path, budget, 40)
     # Epochs of 96 come as 40, 40, 16: 40, 80, 96 | 136, 176, 192 samples.
     assert seen.steps == [2, 3, 5, 6]
     assert sorted(trial.intermediate_values) == [48, 96, 144, 192]
-    assert trial.user_attrs["grid_overshoot"] == 32
-    assert trial.user_attrs["optimizer_steps"] == 6
-    assert trial.user_attrs["samples_seen"] == 192
+    attrs = trial.user_attrs
+    assert (attrs["grid_overshoot"], attrs["optimizer_steps"], attrs["samples_seen"]) == (
+        32,
+        6,
+        192,
+    )
 
 
 def test_an_epoch_ending_inside_an_accumulation_counts_its_real_samples(
     tmp_path: Path,
 ) -> None:
+    budget = bsopt.Budget(2, "epochs", evals=2)  # points 100, 200
     # 100 samples in micro-batches of 16: 6 x 16 + 4 per epoch; updates of 3 micro-batches
     # are 48, 48 and the epoch's last 4.
-    budget = bsopt.Budget(2, "epochs", evals=2)  # points 100, 200
-    seen = SeenAtEvaluation()
-    study = _study(tmp_path)
-    study.optimize(
-        lambda t: _run(t, tmp_path, budget, 48, micro_batch_size=16, seen=seen, n_train=100),
-        n_trials=1,
-    )
-    trial = study.trials[0]
+    trial, seen = _one_trial(tmp_path, budget, 48, micro_batch_size=16, n_train=100)
     assert seen.steps == [3, 6]
     assert sorted(trial.intermediate_values) == [100, 200]
     assert trial.user_attrs["samples_seen"] == 200
@@ -209,10 +204,9 @@ def test_an_epoch_ending_inside_an_accumulation_counts_its_real_samples(
 
 def test_the_pruner_stops_the_trainer_and_the_trial_is_pruned(tmp_path: Path) -> None:
     budget = bsopt.Budget(2, "epochs", evals=4)
-    seen = SeenAtEvaluation()
-    study = _study(tmp_path, optuna.pruners.ThresholdPruner(lower=1.1))
-    study.optimize(lambda t: _run(t, tmp_path, budget, 16, seen=seen), n_trials=1)
-    trial = study.trials[0]
+    trial, seen = _one_trial(
+        tmp_path, budget, 16, pruner=optuna.pruners.ThresholdPruner(lower=1.1)
+    )
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert seen.steps == [3]  # stopped at the first evaluation
     assert list(trial.intermediate_values) == [48]
@@ -298,14 +292,7 @@ def test_an_unknown_monitor_lists_the_metrics(tmp_path: Path) -> None:
         batch_size=16,
         monitor="accuracy",
     )
-    trainer = Trainer(
-        model=_model(),
-        args=reporter.configure(_args(tmp_path)),
-        train_dataset=Tokens(N_TRAIN, 0),
-        eval_dataset=Tokens(32, 1),
-        compute_metrics=_accuracy,
-        callbacks=[reporter],
-    )
+    trainer = _trainer(reporter.configure(_args(tmp_path)), [reporter])
     with pytest.raises(ValueError, match=r"monitor='accuracy'.*eval_accuracy"):
         trainer.train()
 
@@ -333,14 +320,7 @@ def _ddp_worker(rank: int, url: str, folder: str, port: int) -> None:
         trial, bsopt.Budget(2, "epochs", evals=4), N_TRAIN, batch_size=16, monitor="eval_accuracy"
     )
     args = reporter.configure(_args(Path(folder)))
-    trainer = Trainer(
-        model=_model(),
-        args=args,
-        train_dataset=Tokens(N_TRAIN, 0),
-        eval_dataset=Tokens(32, 1),
-        compute_metrics=_accuracy,
-        callbacks=[reporter],
-    )
+    trainer = _trainer(args, [reporter])
     trainer.train()
     (Path(folder) / f"rank{rank}.txt").write_text(f"{args.world_size} {trainer.state.global_step}")
     if rank == 0:

@@ -12,12 +12,20 @@ import time
 import warnings
 
 import optuna
+from optuna.trial import FrozenTrial
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import bsopt
+
+
+def _one_trial(tmp_path: Path, objective: Callable[[optuna.Trial], float]) -> FrozenTrial:
+    """The one trial of a fresh study that ran ``objective``."""
+    study = _study(tmp_path)
+    study.optimize(objective, n_trials=1)
+    return study.trials[0]
 
 
 def _study(tmp_path: Path, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
@@ -77,9 +85,7 @@ def test_batches_are_cut_at_grid_points_and_reports_land_on_them(tmp_path: Path)
                 reporter.report(0.5 + 0.1 * len(seen_at_report))
         return reporter.finish()
 
-    study = _study(tmp_path)
-    study.optimize(objective, n_trials=1)
-    trial = study.trials[0]
+    trial = _one_trial(tmp_path, objective)
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert trial.value == pytest.approx(0.9)
     assert trial.intermediate_values == pytest.approx({25: 0.6, 50: 0.7, 75: 0.8, 100: 0.9})
@@ -117,9 +123,7 @@ def test_whole_batches_report_at_the_point_passed_with_the_overshoot_recorded(
                 reporter.report(float(reporter.samples_seen))
         return reporter.finish()
 
-    study = _study(tmp_path)
-    study.optimize(objective, n_trials=1)
-    trial = study.trials[0]
+    trial = _one_trial(tmp_path, objective)
     # Reached at 32, 64, 80 and 112 samples; keys are the grid points.
     assert trial.intermediate_values == {25: 32.0, 50: 64.0, 75: 80.0, 100: 112.0}
     assert trial.user_attrs["grid_overshoot"] == 14
@@ -175,9 +179,7 @@ def test_a_non_finite_loss_stops_the_run_at_once(tmp_path: Path) -> None:
                 reporter.report(0.9)
         return reporter.finish()
 
-    study = _study(tmp_path)
-    study.optimize(objective, n_trials=1)
-    trial = study.trials[0]
+    trial = _one_trial(tmp_path, objective)
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["stop_reason"] == "diverged"
     assert "non-finite" in trial.user_attrs["stop_detail"]
@@ -196,9 +198,7 @@ def test_a_growing_interval_loss_stops_the_run_as_diverged(tmp_path: Path) -> No
                 reporter.report(0.5)
         return reporter.finish()
 
-    study = _study(tmp_path)
-    study.optimize(objective, n_trials=1)
-    trial = study.trials[0]
+    trial = _one_trial(tmp_path, objective)
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["stop_reason"] == "diverged"
     assert trial.user_attrs["stop_detail"] == ("training loss 30 > 10 x the first interval's 1")
@@ -236,9 +236,7 @@ def test_a_time_budget_reports_at_training_milliseconds(tmp_path: Path) -> None:
                 reporter.report(1.0)
         return reporter.finish()
 
-    study = _study(tmp_path)
-    study.optimize(objective, n_trials=1)
-    trial = study.trials[0]
+    trial = _one_trial(tmp_path, objective)
     assert sorted(trial.intermediate_values) == [20, 40, 60]
     assert trial.user_attrs["train_seconds"] >= 0.06
 
@@ -363,9 +361,7 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(
         run = _memory_hungry_run(trial, budget_mb, attempts)
         return bsopt.retry_oom(trial, run, batch_size=32, min_micro_batch_size=4)
 
-    study = _study(tmp_path)
-    study.optimize(objective, n_trials=1)
-    trial = study.trials[0]
+    trial = _one_trial(tmp_path, objective)
     assert attempts == [32, 16, 8]
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert trial.user_attrs["oom_retries"] == 2
@@ -403,9 +399,7 @@ def test_out_of_memory_at_the_floor_prunes_the_trial_as_infeasible(tmp_path: Pat
         run = _memory_hungry_run(trial, budget_mb, attempts)
         return bsopt.retry_oom(trial, run, batch_size=32, min_micro_batch_size=16, seed=7)
 
-    study = _study(tmp_path)
-    study.optimize(objective, n_trials=1)
-    trial = study.trials[0]
+    trial = _one_trial(tmp_path, objective)
     assert attempts == [32, 16]
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["stop_reason"] == "oom"

@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+from typing import Any
+
 import optuna
 from optuna.trial import TrialState
 import pytest
+from torch import nn
 
 import bsopt
+from bsopt import Budget, Params
+from bsopt.search import _objective
+from bsopt.training import TrainConfig
 
 
 def _study(url: str, **kwargs: object) -> optuna.Study:
@@ -116,3 +122,57 @@ def test_users_own_model_through_the_public_api(
     bsopt.optimize(study, objective, trials=2, show_progress_bar=False)
     assert len(built) == 2
     assert [p.dropout for p in built] == [t.params["dropout"] for t in study.trials]
+
+
+class _Captured(Exception):
+    pass
+
+
+def test_the_objectives_options_reach_train_in_trials_and_retrain(
+    tiny_data: bsopt.TensorData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[TrainConfig] = []
+
+    def fake_train(
+        model: nn.Module, data: object, params: Params, config: TrainConfig, **kw: Any
+    ) -> None:
+        seen.append(config)
+        raise _Captured
+
+    options = {"amp": "off", "clip_grad_norm": 0.5, "divergence_factor": 3.0}
+    objective = bsopt.make_objective(
+        bsopt.mlp_builder(tiny_data, hidden=(8,)),
+        tiny_data,
+        budget=Budget(1, evals=1),
+        device="cpu",
+        measure_noise_scale=True,
+        noise_every=2,
+        seed=5,
+        **options,
+    )
+    monkeypatch.setattr(_objective, "train", fake_train)
+    params = Params(batch_size=16, lr=0.05)
+    with pytest.raises(_Captured):
+        objective._run(params, 7, 8)
+    trial = optuna.create_study().ask()
+    with pytest.raises(_Captured):
+        objective.retrain(trial)
+    trained, retrained = seen
+    for config in seen:
+        assert type(config) is TrainConfig
+        assert (config.amp, config.clip_grad_norm, config.divergence_factor) == (
+            "off",
+            0.5,
+            3.0,
+        )
+        assert config.measure_noise_scale and config.noise_every == 2
+        assert config.budget == Budget(1, evals=1) and config.device == "cpu"
+    assert (trained.seed, trained.micro_batch_size) == (7, 8)
+    assert (retrained.seed, retrained.micro_batch_size) == (5 + trial.number, None)
+
+
+def test_an_objectives_options_give_a_plain_train_config() -> None:
+    options = _objective.ObjectiveOptions(amp="off", clip_grad_norm=1.0, devices=1)
+    plain = TrainConfig.of(options, micro_batch_size=8)
+    assert type(plain) is TrainConfig
+    assert plain == TrainConfig(amp="off", clip_grad_norm=1.0, micro_batch_size=8)

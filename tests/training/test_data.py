@@ -49,59 +49,52 @@ def test_from_arrays_infers_the_task() -> None:
     assert regression.n_classes is None and regression.y_train.dtype == torch.float32
 
 
+def _zeros(
+    n_train: int = 5,
+    n_targets: int | None = None,
+    *,
+    shape: tuple[int, ...] = (2,),
+    val_shape: tuple[int, ...] | None = None,
+    dtype: torch.dtype = torch.float32,
+    target_dtype: torch.dtype = torch.long,
+) -> TensorData:
+    """A TensorData of zeros (two validation samples) with one thing changed."""
+    return TensorData(
+        torch.zeros(n_train, *shape, dtype=dtype),
+        torch.zeros(n_train if n_targets is None else n_targets, dtype=target_dtype),
+        torch.zeros(2, *(val_shape or shape), dtype=dtype),
+        torch.zeros(2, dtype=target_dtype),
+    )
+
+
 @pytest.mark.parametrize(
     ("make", "error", "message"),
     [
         (
-            lambda: TensorData(
-                torch.zeros(5, 2),
-                torch.zeros(4, dtype=torch.long),
-                torch.zeros(2, 2),
-                torch.zeros(2, dtype=torch.long),
-            ),
+            lambda: _zeros(5, 4),
             ValueError,
             r"training inputs and targets must have the same length, but got "
             r"len\(x\)=5 and len\(y\)=4",
         ),
         (
-            lambda: TensorData(
-                torch.zeros(5, 2, dtype=torch.uint8),
-                torch.zeros(5, dtype=torch.long),
-                torch.zeros(2, 2),
-                torch.zeros(2, dtype=torch.long),
-            ),
+            lambda: _zeros(dtype=torch.uint8),
             ValueError,
             r"training inputs must be floating point or int64, int32, bool, but got "
             r"dtype=torch.uint8",
         ),
         (
-            lambda: TensorData(
-                torch.zeros(5, 2),
-                torch.zeros(5, dtype=torch.int32),
-                torch.zeros(2, 2),
-                torch.zeros(2, dtype=torch.int32),
-            ),
+            lambda: _zeros(target_dtype=torch.int32),
             ValueError,
             r"training targets must be floating point or int64, but got dtype=torch.int32",
         ),
         (
-            lambda: TensorData(
-                torch.zeros(5, 2),
-                torch.zeros(5, dtype=torch.long),
-                torch.zeros(2, 3),
-                torch.zeros(2, dtype=torch.long),
-            ),
+            lambda: _zeros(val_shape=(3,)),
             ValueError,
             r"same structure, per-sample shapes and dtypes, but got \(2,\) float32 and "
             r"\(3,\) float32",
         ),
         (
-            lambda: TensorData(
-                torch.zeros(0, 2),
-                torch.zeros(0, dtype=torch.long),
-                torch.zeros(2, 2),
-                torch.zeros(2, dtype=torch.long),
-            ),
+            lambda: _zeros(0),
             ValueError,
             r"training split is empty",
         ),

@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -11,12 +12,20 @@ from torch.utils.data import TensorDataset
 
 import bsopt
 from bsopt import Budget, DatasetData, Params, TensorData
-from bsopt.training import train
+from bsopt.training import TrainingData, TrainResult, train
 
 
 def _model(data: TensorData, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return bsopt.training.mlp(data.n_features, data.n_classes or 1, hidden=(16,))
+
+
+def _cpu_train(
+    data: TrainingData, params: Params, *, like: TensorData | None = None, **options: Any
+) -> TrainResult:
+    """One run on the CPU of a fresh model (seed 0) for ``data``, or for ``like``."""
+    model = _model(like or data)  # type: ignore[arg-type]
+    return train(model, data, params, device="cpu", **options)
 
 
 def _steps_reported(data: TensorData, batch_size: int, budget: Budget) -> list[int]:
@@ -26,14 +35,7 @@ def _steps_reported(data: TensorData, batch_size: int, budget: Budget) -> list[i
         steps.append(step)
         return False
 
-    train(
-        _model(data),
-        data,
-        Params(batch_size=batch_size, lr=1e-2),
-        budget=budget,
-        report=report,
-        device="cpu",
-    )
+    _cpu_train(data, Params(batch_size=batch_size, lr=1e-2), budget=budget, report=report)
     return steps
 
 
@@ -62,13 +64,7 @@ def test_batches_are_split_at_grid_points() -> None:
 
 
 def test_result_records_what_the_run_cost(tiny_data: TensorData) -> None:
-    result = train(
-        _model(tiny_data),
-        tiny_data,
-        Params(batch_size=32, lr=1e-2),
-        budget=Budget(2, evals=2),
-        device="cpu",
-    )
+    result = _cpu_train(tiny_data, Params(batch_size=32, lr=1e-2), budget=Budget(2, evals=2))
     assert result.stop_reason == "completed"
     assert result.samples_seen == 2 * tiny_data.n_train
     assert result.epochs == pytest.approx(2.0)
@@ -82,25 +78,14 @@ def test_result_records_what_the_run_cost(tiny_data: TensorData) -> None:
 
 
 def test_training_learns(tiny_data: TensorData) -> None:
-    result = train(
-        _model(tiny_data),
-        tiny_data,
-        Params(batch_size=16, lr=1e-2),
-        budget=Budget(10, evals=2),
-        device="cpu",
-    )
+    result = _cpu_train(tiny_data, Params(batch_size=16, lr=1e-2), budget=Budget(10, evals=2))
     assert result.history[-1][1] > 0.7  # chance is 1/3 on three balanced classes
 
 
 def test_same_seed_gives_the_same_run(tiny_data: TensorData) -> None:
     runs = [
-        train(
-            _model(tiny_data),
-            tiny_data,
-            Params(batch_size=32, lr=1e-2),
-            seed=7,
-            budget=Budget(2, evals=2),
-            device="cpu",
+        _cpu_train(
+            tiny_data, Params(batch_size=32, lr=1e-2), seed=7, budget=Budget(2, evals=2)
         ).history
         for _ in range(2)
     ]
@@ -123,13 +108,11 @@ def test_accumulated_micro_batches_give_the_full_batch_gradient(tiny_data: Tenso
 
 
 def test_report_returning_true_stops_as_pruned(tiny_data: TensorData) -> None:
-    result = train(
-        _model(tiny_data),
+    result = _cpu_train(
         tiny_data,
         Params(batch_size=32, lr=1e-2),
         budget=Budget(4, evals=4),
         report=lambda step, value: step >= 640,
-        device="cpu",
     )
     assert result.stop_reason == "pruned"
     assert [s for s, _ in result.history] == [320, 640]
@@ -141,13 +124,7 @@ def test_nan_loss_stops_at_once_as_diverged(tiny_data: TensorData) -> None:
         tiny_data.x_train.clone(), tiny_data.y_train, tiny_data.x_val, tiny_data.y_val
     )
     poisoned.x_train[5, 0] = float("nan")
-    result = train(
-        _model(tiny_data),
-        poisoned,
-        Params(batch_size=320, lr=1e-2),
-        budget=Budget(4, evals=4),
-        device="cpu",
-    )
+    result = _cpu_train(poisoned, Params(batch_size=320, lr=1e-2), budget=Budget(4, evals=4))
     assert result.stop_reason == "diverged"
     assert "non-finite training loss" in result.stop_detail
     assert result.optimizer_steps == 1 and result.history == []
@@ -155,14 +132,7 @@ def test_nan_loss_stops_at_once_as_diverged(tiny_data: TensorData) -> None:
 
 def test_exploding_loss_stops_as_diverged(tiny_data: TensorData) -> None:
     params = Params(batch_size=8, lr=50.0, optimizer="sgd", momentum=0.9)
-    result = train(
-        _model(tiny_data),
-        tiny_data,
-        params,
-        budget=Budget(20, evals=20),
-        device="cpu",
-        divergence_factor=2.0,
-    )
+    result = _cpu_train(tiny_data, params, budget=Budget(20, evals=20), divergence_factor=2.0)
     assert result.stop_reason.startswith("diverged")
     assert result.samples_seen < 20 * tiny_data.n_train
 
@@ -185,12 +155,8 @@ def test_dataset_path_trains_on_the_same_grid(tiny_data: TensorData) -> None:
         n_classes=3,
         num_workers=0,
     )
-    result = train(
-        _model(tiny_data),
-        data,
-        Params(batch_size=64, lr=1e-2),
-        budget=Budget(2, evals=4),
-        device="cpu",
+    result = _cpu_train(
+        data, Params(batch_size=64, lr=1e-2), like=tiny_data, budget=Budget(2, evals=4)
     )
     assert [s for s, _ in result.history] == [160, 320, 480, 640]
     assert result.samples_seen == 640

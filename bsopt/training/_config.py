@@ -1,0 +1,176 @@
+"""The options of one training run, declared and checked once.
+
+:class:`TrainConfig` holds what :func:`~bsopt.training.train` needs besides the model, the
+data and the params. :func:`~bsopt.make_objective`'s options extend it
+(:class:`~bsopt.search.ObjectiveOptions`), so an option means the same in both and is checked
+by the same code, eagerly, with a message that names the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+import math
+from typing import Any, Literal
+
+import torch
+
+from bsopt.core._budget import Budget
+from bsopt.core._stop import DivergenceCheck
+from bsopt.training._metrics import LossFn, Metric, MetricFn, resolve_metric
+
+Amp = Literal["auto", "bf16", "fp16", "off"]
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` or ``"auto"`` picks CUDA when present, else the CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(
+            f"device={device!r} is not a device torch knows ({error}). Use 'auto', 'cpu', "
+            "'cuda' or 'cuda:N'."
+        ) from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"device={str(device)!r} is not supported: bsopt trains on 'cpu' or 'cuda[:N]'. "
+            "Use device='auto' to pick CUDA when present."
+        )
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={str(device)!r} was asked for, but CUDA is not available here. "
+            "Use device='auto' or 'cpu'."
+        )
+    return resolved
+
+
+def check_amp(amp: object) -> Amp:
+    if amp not in AMP_MODES:
+        raise ValueError(
+            f"amp must be one of {', '.join(AMP_MODES)} (mixed precision on CUDA), but got "
+            f"{amp!r}."
+        )
+    return amp  # type: ignore[return-value]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one run trains, besides the model, the data and the params.
+
+    Args:
+        budget: training per run and its evaluation grid; default ``Budget(10)`` (ten
+            epochs, ten evaluations). Evaluations are reported at samples seen, so pruners
+            compare trials of different batch sizes fairly.
+        metric: the validation metric: ``"accuracy"`` (default), ``"loss"``, a
+            scikit-learn metric by name (``balanced_accuracy``, ``f1_macro``,
+            ``f1_weighted``, ``roc_auc`` (two classes), ``roc_auc_ovr``, ``roc_auc_ovo``,
+            ``r2``, ``mae``, ``mse``, ``rmse``; ``bsopt.training.METRICS``) computed on the
+            concatenated validation outputs, or a callable ``fn(outputs, targets) -> float``
+            with ``direction``. The validation loss is recorded beside it (``val_loss``).
+        direction: ``"maximize"`` or ``"minimize"``: required with a callable metric.
+        loss: ``loss(output, target) -> scalar tensor``, used for training, gradient
+            accumulation, the probe and the validation loss. Default: cross-entropy for
+            integer class labels, mean squared error for float targets.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:1"``, ...
+        seed: seeds the shuffling; seed the model's initialisation before building it. An
+            objective gives trial ``n`` the seed ``seed + n``.
+        amp: mixed precision on CUDA: ``"auto"`` (bf16 where supported, else fp16 with loss
+            scaling), ``"bf16"``, ``"fp16"`` or ``"off"``. Ignored on the CPU.
+        micro_batch_size: the most samples pushed through the model at once. The batch
+            size of the params is always the *effective* batch (samples per optimizer
+            update); a larger one is reached by accumulating the gradients of several
+            micro-batches, each loss weighted by its share, so the update equals the full
+            batch's up to float rounding. Caveat: BatchNorm (and anything else that looks
+            across a batch) computes its statistics per micro-batch. Default: no cap (or the
+            probed one, in an objective). Over several devices it is the per-device cap.
+        clip_grad_norm: clip the global gradient norm to this value before each update;
+            ``None`` (default) does not clip.
+        divergence_factor: stop as diverged when the mean training loss between two
+            evaluations exceeds this multiple of the first interval's; a NaN or infinite loss
+            stops at once. Above 1.
+        measure_noise_scale: estimate the gradient noise scale B_simple every
+            ``noise_every`` optimizer steps from the gradient of the first micro-batch and of
+            the whole batch (a batch is split in two for it when it is not accumulated).
+            Always on for ``batch_schedule="adaptive"``, which sets the batch from it. A
+            trial then stores ``noise_scale`` (the last estimate) and
+            ``noise_scale_history``.
+        noise_every: optimizer steps between two noise-scale measurements.
+
+    Raises:
+        ValueError: an option outside its range, naming the option and the fix.
+    """
+
+    budget: Budget = field(default_factory=Budget)
+    metric: str | MetricFn | Metric = "accuracy"
+    direction: Literal["maximize", "minimize"] | None = None
+    loss: LossFn | None = None
+    device: str | torch.device | None = None
+    seed: int = 0
+    amp: Amp = "auto"
+    micro_batch_size: int | None = None
+    clip_grad_norm: float | None = None
+    divergence_factor: float = 10.0
+    measure_noise_scale: bool = False
+    noise_every: int = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.budget, Budget):
+            raise ValueError(
+                f"budget must be a bsopt.Budget, but got {self.budget!r}. Example: "
+                "budget=bsopt.Budget(10, 'epochs', evals=10)."
+            )
+        if self.loss is not None and not callable(self.loss):
+            raise ValueError(f"loss must be a callable or None, but got {self.loss!r}.")
+        resolve_metric(self.metric, self.direction)
+        if not _is_int(self.seed):
+            raise ValueError(f"seed must be an integer, but got {self.seed!r}.")
+        check_amp(self.amp)
+        resolve_device(self.device)
+        self._check_steps()
+
+    def _check_steps(self) -> None:
+        micro = self.micro_batch_size
+        if micro is not None and not (_is_int(micro) and micro >= 1):
+            raise ValueError(
+                f"micro_batch_size must be an integer >= 1 (the most samples pushed through the "
+                f"model at once) or None for no cap, but got {micro!r}."
+            )
+        clip = self.clip_grad_norm
+        if clip is not None and not (
+            isinstance(clip, (int, float)) and not isinstance(clip, bool) and 0 < clip < math.inf
+        ):
+            raise ValueError(
+                f"clip_grad_norm must be a positive finite number (the largest gradient norm "
+                f"allowed), but got {clip!r}. Use None to switch clipping off."
+            )
+        DivergenceCheck(self.divergence_factor)
+        if not (_is_int(self.noise_every) and self.noise_every >= 1):
+            raise ValueError(f"noise_every must be an integer >= 1, but got {self.noise_every!r}.")
+
+    @classmethod
+    def of(cls, config: TrainConfig | None = None, **options: Any) -> TrainConfig:
+        """``config`` (default ``TrainConfig()``) with ``options`` changed: one plain
+        :class:`TrainConfig` even when ``config`` extends it (an objective's options)."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise TypeError(
+                f"Unknown training option(s) {', '.join(unknown)}. The options of TrainConfig "
+                f"are: {', '.join(names)}."
+            )
+        if config is None:
+            return cls(**options)
+        if type(config) is not cls:
+            return cls(**{name: getattr(config, name) for name in names} | options)
+        return replace(config, **options) if options else config
+
+    @property
+    def resolved_metric(self) -> Metric:
+        """The validation metric with its direction."""
+        return resolve_metric(self.metric, self.direction)
