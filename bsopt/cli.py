@@ -2,6 +2,7 @@
 
 Storage: --storage URL, else $BSOPT_STORAGE, else sqlite:///storage/bsopt.db.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,15 +11,21 @@ from collections.abc import Callable, Sequence
 import functools
 import os
 import sys
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, NamedTuple
 
 import optuna
 
-from bsopt.runs._runner import BUILTIN_STUDIES, build_from_ref, load_study_definition, run
+from bsopt.runs._runner import (
+    BUILTIN_STUDIES,
+    build_from_ref,
+    load_study_definition,
+    run_session,
+)
+from bsopt.runs._session import RunSettings, check_heartbeat
 from bsopt.runs._study import check_study_name, create_study, summary
-from bsopt.runs._workers import WorkerError, attach_worker, run_workers, serve_proxy
+from bsopt.runs._workers import WorkerError, attach, serve_proxy, start_workers
 from bsopt.search._pruners import PRUNERS
-from bsopt.store._storage import (
+from bsopt.store import (
     StorageError,
     mask_url,
     open_storage,
@@ -49,131 +56,48 @@ def _study_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _add_common(parser: argparse.ArgumentParser, *, study_default: str | None) -> None:
-    """The flags every subcommand and study script shares."""
-    parser.add_argument(
-        "--trials",
-        type=_positive_int,
-        default=20,
-        help="finished trials the study should hold in total; a rerun resumes to it",
-    )
-    parser.add_argument(
-        "--storage",
-        default=None,
-        help="storage URL (default: $BSOPT_STORAGE, else sqlite:///storage/bsopt.db)",
-    )
-    parser.add_argument(
-        "--study",
-        default=study_default,
-        type=_study_name,
-        help="study name in the storage (default: the study's own name)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="sampler and training seed")
-    parser.add_argument(
-        "--pruner", choices=PRUNERS, default="median", help="how to stop poor trials early"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    parser.add_argument(
-        "--jobs",
-        type=_positive_int,
-        default=None,
-        help="worker processes on this machine (CPU threads shared, one GPU each); default: "
-        "bsopt run uses one per CPU core for CPU trials (up to 4, at least 5 trials each), "
-        "bsopt worker one",
-    )
-    parser.add_argument(
-        "--devices",
-        type=_positive_int,
-        default=1,
-        help="processes per trial, one device each (torch.distributed); the searched batch "
-        "size is the global batch over all of them",
-    )
-    parser.add_argument(
-        "--heartbeat",
-        type=int,
-        default=60,
-        metavar="SECONDS",
-        help="seconds between a running trial's heartbeats (SQL storages; 0 turns them off)",
-    )
-    parser.add_argument(
-        "--grace",
-        type=_positive_int,
-        default=None,
-        metavar="SECONDS",
-        help="a trial without heartbeat this long is failed and retried (default: 2 x heartbeat)",
-    )
-    parser.add_argument(
-        "--allow-space-change",
-        action="store_true",
-        help="resume a study although its search space or budget changed (else refused)",
-    )
-
-
-class _Heartbeat(TypedDict):
-    heartbeat_interval: int | None
-    grace_period: int | None
-
-
-def _heartbeat(args: argparse.Namespace) -> _Heartbeat:
+def _heartbeat(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    """``--heartbeat`` and ``--grace`` as ``heartbeat_interval`` and ``grace_period``."""
     if args.heartbeat < 0:
         raise ValueError(
             f"--heartbeat must be >= 0 seconds (0 turns it off), got {args.heartbeat}."
         )
     interval = args.heartbeat or None
-    if args.grace is not None and interval is not None and args.grace <= interval:
-        raise ValueError(
-            f"--grace ({args.grace} s) must be longer than --heartbeat ({interval} s), or a "
-            "live trial would be failed between two heartbeats. Try --grace "
-            f"{2 * interval}."
-        )
-    return {"heartbeat_interval": interval, "grace_period": args.grace}
+    # Checked here too, so the message names the flags the user typed.
+    check_heartbeat(interval, args.grace, names=("--heartbeat", "--grace"), joined=" ")
+    return interval, args.grace
+
+
+def _settings(args: argparse.Namespace, *, name: str) -> RunSettings:
+    """The run settings the flags of ``bsopt run``, ``bsopt worker`` or a script give."""
+    interval, grace = _heartbeat(args)
+    return RunSettings(
+        study_name=args.study if args.study is not None else name,
+        trials=args.trials,
+        storage=args.storage,
+        seed=args.seed,
+        sampler_seed=args.seed,
+        pruner=args.pruner,
+        jobs=args.jobs,
+        devices=args.devices,
+        heartbeat_interval=interval,
+        grace_period=grace,
+        allow_space_change=args.allow_space_change,
+        show_progress_bar=not args.no_progress,
+    )
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     name, build = load_study_definition(args.study_ref)
-    study_name = args.study if args.study is not None else name
-    if args.jobs is None or args.jobs == 1:
-        attach_worker(
-            build,
-            study_name=study_name,
-            trials=args.trials,
-            storage=args.storage,
-            seed=args.seed,
-            pruner=args.pruner,
-            create=args.create,
-            allow_space_change=args.allow_space_change,
-            devices=args.devices,
-            **_heartbeat(args),
-        )
+    # Workers on other hosts draw their own sampler seeds, so that they do not propose the
+    # same first trials.
+    settings = _settings(args, name=name).replace(sampler_seed=None)
+    if settings.jobs in (None, 1):
+        attach(build, settings, create=args.create)
         return 0
     # Check (or create) the study once here rather than in every process.
-    study = attach_worker(
-        build,
-        study_name=study_name,
-        trials=1,
-        storage=args.storage,
-        seed=args.seed,
-        pruner=args.pruner,
-        create=args.create,
-        dry_run=True,
-        allow_space_change=args.allow_space_change,
-        **_heartbeat(args),
-    )
-    run_workers(
-        functools.partial(build_from_ref, args.study_ref),
-        study_name=study_name,
-        trials=args.trials,
-        jobs=args.jobs,
-        storage=args.storage,
-        seed=args.seed,
-        sampler_seed=None,
-        pruner=args.pruner,
-        show_progress_bar=not args.no_progress,
-        allow_space_change=args.allow_space_change,
-        devices=args.devices,
-        **_heartbeat(args),
-    )
+    study = attach(build, settings, create=args.create, dry_run=True)
+    start_workers(functools.partial(build_from_ref, args.study_ref), settings)
     if study is not None:  # a dry run always returns the study
         print(summary(study, storage_url=args.storage))
     return 0
@@ -190,24 +114,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # A script's module cannot be pickled by reference; workers and the other ranks of
         # a trial load it by its path.
         build = functools.partial(build_from_ref, args.study_ref)
-    _run(build, args, default_name=name)
+    run_session(build, _settings(args, name=name))
     return 0
-
-
-def _run(build: Callable[..., Objective], args: argparse.Namespace, *, default_name: str) -> None:
-    run(
-        build,
-        study_name=args.study if args.study is not None else default_name,
-        trials=args.trials,
-        storage=args.storage,
-        seed=args.seed,
-        pruner=args.pruner,
-        show_progress_bar=not args.no_progress,
-        jobs=args.jobs,
-        devices=args.devices,
-        allow_space_change=args.allow_space_change,
-        **_heartbeat(args),
-    )
 
 
 def _cmd_studies(args: argparse.Namespace) -> int:
@@ -272,7 +180,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from bsopt.analysis._analysis import load_study
+    from bsopt.analysis._load import load_study
     from bsopt.report._report import write_report
 
     study = load_study(args.study, storage=args.storage)
@@ -295,7 +203,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_confirm(args: argparse.Namespace) -> int:
-    from bsopt.analysis._analysis import load_study
+    from bsopt.analysis._load import load_study
     from bsopt.runs._confirm import confirm
 
     name, build = load_study_definition(args.study_ref)
@@ -303,16 +211,6 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     result = confirm(study, build(seed=args.seed), top=args.top, seeds=args.seeds, echo=print)
     print("\n" + result.verdict.replace("**", ""))
     return 0
-
-
-def _add_confirm_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study_ref", metavar="STUDY", help="the built-in study or script searched")
-    p.add_argument("--storage", default=None, help="storage URL (default: as for run)")
-    p.add_argument("--study", default=None, help="study name (default: the study's own)")
-    p.add_argument("--seed", type=int, default=0, help="the study definition's seed")
-    p.add_argument("--top", type=_positive_int, default=1, help="configurations per batch size")
-    p.add_argument("--seeds", type=int, default=5, help="fresh-seed reruns per configuration")
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
@@ -325,15 +223,133 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_report_args(p: argparse.ArgumentParser) -> None:
+# --- options: each declared once, shared between commands as argparse parents ---------------
+
+
+def _add_definition(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "study_ref",
+        metavar="STUDY",
+        help=f"a built-in study ({', '.join(BUILTIN_STUDIES)}) or a study script path",
+    )
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--storage",
         default=None,
         help="storage URL (default: $BSOPT_STORAGE, else sqlite:///storage/bsopt.db)",
     )
+
+
+def _add_study(p: argparse.ArgumentParser, *, required: bool = False) -> None:
     p.add_argument(
-        "--study", required=True, type=_study_name, help="the study name in the storage"
+        "--study",
+        default=None,
+        required=required,
+        type=_study_name,
+        help="the study name in the storage"
+        + ("" if required else " (default: the study's own name)"),
     )
+
+
+def _add_session(p: argparse.ArgumentParser) -> None:
+    """The ``--storage/--study/--seed`` block of the commands that build a study."""
+    _add_storage(p)
+    _add_study(p)
+    p.add_argument(
+        "--seed", type=int, default=0, help="the study definition's seed (data, training, sampler)"
+    )
+
+
+def _add_run(p: argparse.ArgumentParser) -> None:
+    """The settings of a run (see bsopt.runs.RunSettings)."""
+    p.add_argument(
+        "--trials",
+        type=_positive_int,
+        default=20,
+        help="finished trials the study should hold in total; a rerun resumes to it",
+    )
+    p.add_argument(
+        "--pruner", choices=PRUNERS, default="median", help="how to stop poor trials early"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="worker processes on this machine (CPU threads shared, one GPU each); default: "
+        "bsopt run uses one per CPU core for CPU trials (up to 4, at least 5 trials each), "
+        "bsopt worker one",
+    )
+    p.add_argument(
+        "--devices",
+        type=_positive_int,
+        default=1,
+        help="processes per trial, one device each (torch.distributed); the searched batch "
+        "size is the global batch over all of them",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="seconds between a running trial's heartbeats (SQL storages; 0 turns them off)",
+    )
+    p.add_argument(
+        "--grace",
+        type=_positive_int,
+        default=None,
+        metavar="SECONDS",
+        help="a trial without heartbeat this long is failed and retried (default: 2 x heartbeat)",
+    )
+    p.add_argument(
+        "--allow-space-change",
+        action="store_true",
+        help="resume a study although its search space or budget changed (else refused)",
+    )
+
+
+def _add_debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _add_listen(port: int) -> Callable[[argparse.ArgumentParser], None]:
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+        p.add_argument("--port", type=_positive_int, default=port, help="port to listen on")
+
+    return add
+
+
+def _add_artifacts(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--artifacts",
+        default=None,
+        help="artifact folder (default: $BSOPT_ARTIFACTS, else storage/artifacts)",
+    )
+
+
+def _add_worker(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--create",
+        action="store_true",
+        help="create the study if it does not exist yet (else that is an error)",
+    )
+
+
+def _add_probe(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--memory-budget-mb",
+        type=_positive_float,
+        default=None,
+        metavar="MIB",
+        help="pretend the device has this much memory (how a CPU stands in for a GPU)",
+    )
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    _add_study(p, required=True)
     p.add_argument(
         "--out", default=None, help="folder to write into (default: bsopt-report/STUDY)"
     )
@@ -354,67 +370,81 @@ def _add_report_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also save the verdict as the study's dashboard note and the plots as artifacts",
     )
-    p.add_argument(
-        "--artifacts",
-        default=None,
-        help="artifact folder for --attach (default: $BSOPT_ARTIFACTS, else storage/artifacts)",
-    )
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    _add_artifacts(p)
 
 
-def _add_dashboard_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--storage",
-        default=None,
-        help="storage URL (default: $BSOPT_STORAGE, else sqlite:///storage/bsopt.db)",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on")
-    p.add_argument(
-        "--artifacts",
-        default=None,
-        help="artifact folder (default: $BSOPT_ARTIFACTS, else storage/artifacts)",
-    )
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+def _add_confirm(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--top", type=_positive_int, default=1, help="configurations per batch size")
+    p.add_argument("--seeds", type=int, default=5, help="fresh-seed reruns per configuration")
 
 
-# Each command once: its function, what its usage line shows, and its one-line help.
-_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {
-    "run": (
+AddOptions = Callable[[argparse.ArgumentParser], None]
+
+
+def _parent(*adders: AddOptions) -> argparse.ArgumentParser:
+    """A parser holding options for others to take as ``parents``."""
+    parent = argparse.ArgumentParser(add_help=False)
+    for add in adders:
+        add(parent)
+    return parent
+
+
+class _Command(NamedTuple):
+    handler: Callable[[argparse.Namespace], int]
+    usage: str  # what the command list shows
+    help: str  # its one-line help
+    options: tuple[AddOptions, ...]  # besides --debug
+
+
+# Each command once: its function, what its usage line shows, its help and its options.
+_COMMANDS: dict[str, _Command] = {
+    "run": _Command(
         _cmd_run,
         "run STUDY",
         "create or resume a study and run it to --trials finished trials",
+        (_add_definition, _add_session, _add_run),
     ),
-    "worker": (
+    "worker": _Command(
         _cmd_worker,
         "worker STUDY",
         "join an existing study from any host (same --storage, --study, --trials)",
+        (_add_definition, _add_session, _add_run, _add_worker),
     ),
-    "proxy": (_cmd_proxy, "proxy", "serve an SQL storage to many workers as grpc://HOST:PORT"),
-    "studies": (
+    "proxy": _Command(
+        _cmd_proxy,
+        "proxy",
+        "serve an SQL storage to many workers as grpc://HOST:PORT",
+        (_add_storage, _add_listen(13000)),
+    ),
+    "studies": _Command(
         _cmd_studies,
         "studies",
         "list the studies in a storage with their trial counts and best values",
+        (_add_storage,),
     ),
-    "probe": (
+    "probe": _Command(
         _cmd_probe,
         "probe STUDY",
         "find the largest micro-batch that fits the device; cache it in the study",
+        (_add_definition, _add_session, _add_probe),
     ),
-    "report": (
+    "report": _Command(
         _cmd_report,
         "report",
         "write a study's report: verdict, tables, plots (HTML, Markdown, PNG)",
+        (_add_storage, _add_report),
     ),
-    "confirm": (
+    "confirm": _Command(
         _cmd_confirm,
         "confirm STUDY",
         "retrain each batch size's best with fresh seeds; verdict as mean ± interval",
+        (_add_definition, _add_session, _add_confirm),
     ),
-    "dashboard": (
+    "dashboard": _Command(
         _cmd_dashboard,
         "dashboard",
         "serve optuna-dashboard on the storage, bound to 127.0.0.1",
+        (_add_storage, _add_listen(8080), _add_artifacts),
     ),
 }
 
@@ -431,7 +461,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def _description() -> str:
     first, rest = (__doc__ or "").split("\n", 1)
-    rows = "".join(f"  {usage:<14} {text}\n" for _, usage, text in _COMMANDS.values())
+    rows = "".join(f"  {c.usage:<14} {c.help}\n" for c in _COMMANDS.values())
     return f"{first}\n\nCommands:\n{rows}{rest}"
 
 
@@ -451,62 +481,17 @@ def _parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"%(prog)s {_version()}", help="show the version"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, _, help_text) in _COMMANDS.items():
+    parents: dict[AddOptions, argparse.ArgumentParser] = {}
+    for name, command in _COMMANDS.items():
+        for add in (*command.options, _add_debug):
+            parents.setdefault(add, _parent(add))
         # No help= here: the description lists the commands, argparse would list them again.
-        p = sub.add_parser(name, description=help_text, formatter_class=_HelpFormatter)
-        if name in ("run", "worker"):
-            p.add_argument(
-                "study_ref",
-                metavar="STUDY",
-                help=f"a built-in study ({', '.join(BUILTIN_STUDIES)}) or a study script path",
-            )
-            _add_common(p, study_default=None)
-            if name == "worker":
-                p.add_argument(
-                    "--create",
-                    action="store_true",
-                    help="create the study if it does not exist yet (else that is an error)",
-                )
-        elif name == "probe":
-            p.add_argument(
-                "study_ref",
-                metavar="STUDY",
-                help=f"a built-in study ({', '.join(BUILTIN_STUDIES)}) or a study script path",
-            )
-            p.add_argument(
-                "--storage",
-                default=None,
-                help="storage URL (default: $BSOPT_STORAGE, else sqlite:///storage/bsopt.db)",
-            )
-            p.add_argument(
-                "--study",
-                default=None,
-                type=_study_name,
-                help="study name (default: the study's own)",
-            )
-            p.add_argument("--seed", type=int, default=0, help="the study definition's seed")
-            p.add_argument(
-                "--memory-budget-mb",
-                type=_positive_float,
-                default=None,
-                metavar="MIB",
-                help="pretend the device has this much memory (how a CPU stands in for a GPU)",
-            )
-            p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-        elif name == "proxy":
-            p.add_argument("--storage", default=None, help="the SQL storage URL to serve")
-            p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-            p.add_argument("--port", type=_positive_int, default=13000, help="port to listen on")
-            p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-        elif name == "report":
-            _add_report_args(p)
-        elif name == "confirm":
-            _add_confirm_args(p)
-        elif name == "dashboard":
-            _add_dashboard_args(p)
-        else:
-            p.add_argument("--storage", default=None, help="storage URL")
-            p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+        sub.add_parser(
+            name,
+            description=command.help,
+            formatter_class=_HelpFormatter,
+            parents=[parents[add] for add in (*command.options, _add_debug)],
+        )
     return parser
 
 
@@ -539,7 +524,7 @@ def _guarded(
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``bsopt`` command. Returns the exit status."""
     args = _parser().parse_args(argv)
-    handler, _, _ = _COMMANDS[args.command]
+    handler = _COMMANDS[args.command].handler
     return _guarded(
         lambda: handler(args),
         debug=args.debug,
@@ -579,12 +564,12 @@ def run_script(
     parser = argparse.ArgumentParser(
         description=f"Run the {name!r} study (bsopt).",
         formatter_class=_HelpFormatter,
+        parents=[_parent(_add_session, _add_run, _add_debug)],
     )
-    _add_common(parser, study_default=name)
     args = parser.parse_args(argv)
 
     def action() -> int:
-        _run(build_objective, args, default_name=name)
+        run_session(build_objective, _settings(args, name=name))
         return 0
 
     return _guarded(

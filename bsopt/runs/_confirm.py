@@ -20,10 +20,9 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bsopt.analysis._analysis import (
-    BatchSizeAnalysis,
-    _complete,
-    analyze_batch_sizes,
+from bsopt.analysis._analysis import BatchSizeAnalysis, analyze_batch_sizes
+from bsopt.analysis._load import (
+    complete_trials,
     is_confirm_run,
     load_study,
     trial_batch_size,
@@ -78,7 +77,7 @@ def top_trials(study: optuna.Study, top: int = 1) -> dict[int, list[FrozenTrial]
     """The ``top`` best completed search trials of each batch size, best first."""
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     by_batch: dict[int, list[FrozenTrial]] = {}
-    for t in _complete(study):
+    for t in complete_trials(study):
         b = trial_batch_size(t)
         if b is not None:
             by_batch.setdefault(b, []).append(t)
@@ -151,6 +150,36 @@ def confirm(
         ValueError: neither or both of ``objective`` and ``retrain``; ``top`` or ``seeds``
             below 1 (``seeds`` below 2 gives no interval); no completed trial to confirm.
     """
+    _check_confirm_args(objective, retrain, top=top, seeds=seeds)
+    loaded = load_study(study, storage=storage)
+    chosen = _chosen(loaded, top, batch_sizes)
+    done = _stored_reruns(loaded)
+    runs: list[ConfirmRun] = []
+    total = sum(len(ts) for ts in chosen.values()) * seeds
+    for b, trials in chosen.items():
+        for trial in trials:
+            for k in range(seeds):
+                seed = confirm_seed(trial.number, k)
+                stored = done.get((trial.number, seed))
+                if stored is not None:
+                    value = trial_value(stored)
+                    runs.append(ConfirmRun(trial.number, b, seed, value, stored.number, False))
+                    continue
+                values, number = _rerun(loaded, trial, seed, objective, retrain)
+                value_of = values[0] if values is not None else None
+                runs.append(ConfirmRun(trial.number, b, seed, value_of, number, True))
+                if echo is not None:
+                    shown = f"{value_of:.4g}" if value_of is not None else "failed (diverged)"
+                    echo(
+                        f"[{len(runs)}/{total}] batch {b}: trial #{trial.number} with seed "
+                        f"{seed}: {shown}"
+                    )
+    return ConfirmResult(tuple(runs), analyze_batch_sizes(loaded))
+
+
+def _check_confirm_args(
+    objective: _Retrainable | None, retrain: Retrain | None, *, top: int, seeds: int
+) -> None:
     if (objective is None) == (retrain is None):
         raise ValueError(
             "Pass exactly one of objective (a bsopt objective, whose retrain() is used) and "
@@ -167,7 +196,12 @@ def confirm(
                 f"{name} must be an integer >= {low}, but got {value!r}."
                 + (" Two seeds at least: one run has no spread." if name == "seeds" else "")
             )
-    loaded = load_study(study, storage=storage)
+
+
+def _chosen(
+    loaded: optuna.Study, top: int, batch_sizes: Sequence[int] | None
+) -> dict[int, list[FrozenTrial]]:
+    """The trials to confirm: the ``top`` of each batch size (of ``batch_sizes`` only)."""
     chosen = top_trials(loaded, top)
     if batch_sizes is not None:
         wanted = {int(b) for b in batch_sizes}
@@ -183,58 +217,49 @@ def confirm(
             f"Study {loaded.study_name!r} has no completed trial to confirm yet. Run the "
             "search first (bsopt run ... --trials N)."
         )
+    return chosen
+
+
+def _stored_reruns(loaded: optuna.Study) -> dict[tuple[int, int], FrozenTrial]:
+    """The reruns already in the study by (trial repeated, seed): a resumed confirm skips them."""
     done: dict[tuple[int, int], FrozenTrial] = {}
     for t in loaded.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         if is_confirm_run(t) and CONFIRM_SEED_ATTR in t.user_attrs:
             done[(int(t.user_attrs[CONFIRM_ATTR]), int(t.user_attrs[CONFIRM_SEED_ATTR]))] = t
+    return done
 
-    runs: list[ConfirmRun] = []
-    total = sum(len(ts) for ts in chosen.values()) * seeds
-    for b, trials in chosen.items():
-        for trial in trials:
-            for k in range(seeds):
-                seed = confirm_seed(trial.number, k)
-                stored = done.get((trial.number, seed))
-                if stored is not None:
-                    runs.append(
-                        ConfirmRun(
-                            trial.number, b, seed, trial_value(stored), stored.number, False
-                        )
-                    )
-                    continue
-                attrs: dict[str, Any] = {}
-                intermediate: dict[int, float] = {}
-                values: list[float] | None = None
-                if objective is not None:
-                    from bsopt.search._objective import result_attrs
 
-                    _, result = objective.retrain(trial, seed=seed)
-                    values = _values_of(objective, loaded, result)
-                    params = objective.params_of(trial)  # type: ignore[attr-defined]
-                    attrs = dict(result_attrs(result, params, seed))
-                    intermediate = {
-                        int(step): float(v) for step, v in result.history if math.isfinite(v)
-                    }
-                elif retrain is not None:
-                    returned = float(retrain(trial, seed))
-                    values = [returned] if math.isfinite(returned) else None
-                attrs.update({CONFIRM_ATTR: trial.number, CONFIRM_SEED_ATTR: seed})
-                frozen = optuna.trial.create_trial(
-                    state=TrialState.COMPLETE if values is not None else TrialState.FAIL,
-                    values=values,
-                    params=dict(trial.params),
-                    distributions=dict(trial.distributions),
-                    user_attrs=attrs,
-                    intermediate_values=intermediate,
-                )
-                loaded.add_trial(frozen)
-                number = loaded.get_trials(deepcopy=False)[-1].number
-                value_of = values[0] if values is not None else None
-                runs.append(ConfirmRun(trial.number, b, seed, value_of, number, True))
-                if echo is not None:
-                    shown = f"{value_of:.4g}" if value_of is not None else "failed (diverged)"
-                    echo(
-                        f"[{len(runs)}/{total}] batch {b}: trial #{trial.number} with seed "
-                        f"{seed}: {shown}"
-                    )
-    return ConfirmResult(tuple(runs), analyze_batch_sizes(loaded))
+def _rerun(
+    loaded: optuna.Study,
+    trial: FrozenTrial,
+    seed: int,
+    objective: _Retrainable | None,
+    retrain: Retrain | None,
+) -> tuple[list[float] | None, int]:
+    """Train ``trial`` again with ``seed`` and store the run: its values and its number."""
+    attrs: dict[str, Any] = {}
+    intermediate: dict[int, float] = {}
+    values: list[float] | None = None
+    if objective is not None:
+        from bsopt.search._objective import result_attrs
+
+        _, result = objective.retrain(trial, seed=seed)
+        values = _values_of(objective, loaded, result)
+        params = objective.params_of(trial)  # type: ignore[attr-defined]
+        attrs = dict(result_attrs(result, params, seed))
+        intermediate = {int(step): float(v) for step, v in result.history if math.isfinite(v)}
+    elif retrain is not None:
+        returned = float(retrain(trial, seed))
+        values = [returned] if math.isfinite(returned) else None
+    attrs.update({CONFIRM_ATTR: trial.number, CONFIRM_SEED_ATTR: seed})
+    loaded.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.COMPLETE if values is not None else TrialState.FAIL,
+            values=values,
+            params=dict(trial.params),
+            distributions=dict(trial.distributions),
+            user_attrs=attrs,
+            intermediate_values=intermediate,
+        )
+    )
+    return values, loaded.get_trials(deepcopy=False)[-1].number

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import importlib.util
-import os
 from pathlib import Path
 import pickle
 from typing import TYPE_CHECKING, Protocol
 
 import optuna
 
-from bsopt.runs._study import (
-    check_definition,
-    check_study_name,
-    create_study,
-    n_finished,
-    optimize,
-    raise_storage_fault,
-    summary,
-)
-from bsopt.runs._workers import close_objective, default_jobs, run_workers
-from bsopt.search._pruners import PrunerName, make_pruner
-from bsopt.store._storage import close_connections, mask_url, open_storage, resolve_storage_url
+from bsopt.runs._session import RunSettings, launched_by_torchrun, open_study, settings_of
+from bsopt.runs._study import n_finished, optimize, raise_storage_fault, summary
+from bsopt.runs._workers import close_objective, default_jobs, start_workers
+from bsopt.search._pruners import PrunerName
+from bsopt.store import close_connections, mask_url
 
 if TYPE_CHECKING:  # torch and the trainer load when a study is built, not to parse --help
     from bsopt.search._objective import Objective
@@ -101,11 +93,6 @@ def load_study_definition(ref: str) -> tuple[str, BuildObjective]:
     return path.stem, _Checked(build, str(path))
 
 
-def _launched_by_torchrun() -> bool:
-    # The same test as bsopt.training._distributed.launched_by_torchrun, without importing torch.
-    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"))
-
-
 def _line_in(e: BaseException, path: Path) -> str:
     """ " (line N)" of the deepest frame of ``e``'s traceback inside ``path``, if any."""
     line = None
@@ -179,64 +166,43 @@ def run(
     another process; ``heartbeat_interval`` and ``grace_period`` go to
     :func:`~bsopt.open_storage`. A resumed study must have the same search space and
     budget unless ``allow_space_change`` (see :func:`~bsopt.runs._study.check_definition`).
+    The sampler is seeded with ``seed``; the settings are those of
+    :class:`~bsopt.runs._session.RunSettings`.
     """
-    check_study_name(study_name)
-    objective = build_objective(seed=seed)
-    if devices > 1 or _launched_by_torchrun():
-        from bsopt.search._objective import spread_objective
+    # The sampler is seeded with the study's seed.
+    return run_session(build_objective, settings_of(locals(), sampler_seed=seed), echo=echo)
 
-        spread = spread_objective(
-            objective, build_objective, seed=seed, devices=devices, jobs=jobs
-        )
-        if spread is None:
-            return None  # another rank of a torchrun group: rank 0 ran the study
-        objective = spread
-        if _launched_by_torchrun():
-            jobs = 1
-    url = resolve_storage_url(storage)
-    study = create_study(
-        study_name,
-        storage=open_storage(
-            url, heartbeat_interval=heartbeat_interval, grace_period=grace_period
-        ),
-        directions=objective.directions,
-        pruner=make_pruner(
-            pruner, objective.budget, objective.data.n_train, direction=objective.directions[0]
-        ),
-        seed=seed,
-    )
+
+def run_session(
+    build_objective: BuildObjective | Callable[..., Objective],
+    settings: RunSettings,
+    *,
+    echo: Callable[[str], None] = print,
+) -> optuna.Study | None:
+    """:func:`run` with its settings in one :class:`RunSettings`."""
+    session = open_study(build_objective, settings, echo=echo)
+    if session is None:
+        return None  # another rank of a torchrun group: rank 0 ran the study
+    study, objective, url = session
+    if launched_by_torchrun():
+        settings = settings.replace(jobs=1)  # every process is one rank of one trial
+    trials = settings.trials
     try:
-        check_definition(study, objective, allow_change=allow_space_change, echo=echo)
         done = n_finished(study)
     except Exception as e:
         raise_storage_fault(e, study)
         raise
-    echo(f"Study {study_name!r} in {mask_url(url)}: {done} of {trials} trials finished.")
+    echo(f"Study {settings.study_name!r} in {mask_url(url)}: {done} of {trials} trials finished.")
     echo(f"Each trial: {objective.describe()}")
-    if jobs is None:
-        jobs = default_jobs(objective, trials - done) if _picklable(build_objective) else 1
-        jobs = max(1, jobs // devices)
+    jobs = _jobs(build_objective, objective, settings, remaining=trials - done)
     if done < trials and jobs > 1:
-        echo(f"Running {trials - done} more in {jobs} worker processes (pruner: {pruner}).")
-        close_connections(study._storage)  # workers may be forked from this process
-        run_workers(
-            build_objective,
-            study_name=study_name,
-            trials=trials,
-            jobs=jobs,
-            storage=url,
-            seed=seed,
-            sampler_seed=seed,
-            pruner=pruner,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            show_progress_bar=show_progress_bar,
-            allow_space_change=allow_space_change,
-            devices=devices,
-            objective=objective,
+        echo(
+            f"Running {trials - done} more in {jobs} worker processes (pruner: {settings.pruner})."
         )
+        close_connections(study._storage)  # workers may be forked from this process
+        start_workers(build_objective, settings.replace(jobs=jobs), objective=objective)
     elif done < trials:
-        echo(f"Running {trials - done} more (pruner: {pruner}).")
+        echo(f"Running {trials - done} more (pruner: {settings.pruner}).")
     if jobs == 1 or done >= trials:
         # Also on a finished study: fails trials a dead worker left RUNNING.
         try:
@@ -244,8 +210,8 @@ def run(
                 study,
                 objective,
                 trials=trials,
-                show_progress_bar=show_progress_bar,
-                allow_space_change=allow_space_change,
+                show_progress_bar=settings.show_progress_bar,
+                allow_space_change=settings.allow_space_change,
             )
         finally:
             close_objective(objective)
@@ -255,3 +221,13 @@ def run(
         raise_storage_fault(e, study)
         raise
     return study
+
+
+def _jobs(
+    build_objective: object, objective: Objective, settings: RunSettings, *, remaining: int
+) -> int:
+    """The worker processes of a run: ``settings.jobs``, or picked for ``None``."""
+    if settings.jobs is not None:
+        return settings.jobs
+    jobs = default_jobs(objective, remaining) if _picklable(build_objective) else 1
+    return max(1, jobs // settings.devices)

@@ -26,8 +26,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt.core._attrs import CONFIRM_ATTR
-from bsopt.search._pruners import MedianPruner
-from bsopt.store._storage import (
+from bsopt.search._pruners import default_pruner
+from bsopt.store import (
     STORAGE_ENV,
     StorageError,
     mask_url,
@@ -45,6 +45,13 @@ MAX_STUDY_NAME = 512
 DEFINITION_KEYS = ("search_space", "budget")
 INTERRUPTED = "interrupted"  # the value of bsopt.core._stop.StopReason.INTERRUPTED
 LOST_REASON = "lost: its worker stopped sending heartbeats; the study already had its total"
+
+
+def check_trials(trials: object) -> int:
+    """``trials`` if it can be the total a study runs to; else a ValueError saying why."""
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials (the total to reach) must be an integer >= 1, got {trials!r}.")
+    return trials
 
 
 def check_study_name(name: object) -> str:
@@ -100,9 +107,8 @@ def create_study(
             ``objective.directions``); replaces ``direction``.
         sampler: default ``TPESampler`` seeded with :func:`sampler_seed` (``seed`` on a
             new study; a resumed study or another worker continues with a fresh stream).
-        pruner: default ``MedianPruner(n_startup_trials=5, n_warmup_steps=0)`` (reading
-            completed trials once per trial, see :mod:`bsopt.search._pruners`); see
-            :func:`~bsopt.make_pruner`.
+        pruner: default :func:`~bsopt.search._pruners.default_pruner` (the median pruner
+            without warm-up); :func:`~bsopt.make_pruner` gives one in the budget's units.
         seed: the study's seed; ``None`` draws one.
         worker: this process's index among the workers started together (``--jobs``).
 
@@ -122,7 +128,7 @@ def create_study(
             study_name=name,
             directions=wanted,
             sampler=sampler or optuna.samplers.TPESampler(seed=seed),
-            pruner=pruner or MedianPruner(n_startup_trials=5),
+            pruner=pruner or default_pruner(),
             load_if_exists=True,
         )
     except Exception as e:
@@ -163,17 +169,6 @@ def search_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 def n_finished(study: optuna.Study) -> int:
     """Finished (complete or pruned) trials of the search, the count ``trials=`` reaches."""
     return len(search_trials(study.get_trials(deepcopy=False, states=FINISHED)))
-
-
-class _StopAtTotal:
-    """Stops ``study.optimize`` once the search holds ``total`` finished trials."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if n_finished(study) >= self.total:
-            study.stop()
 
 
 # --- what the study searches: kept with it, compared on resume -----------------------------
@@ -365,7 +360,8 @@ def raise_storage_fault(e: BaseException, study: optuna.Study) -> None:
 # --- trials left RUNNING by dead workers ----------------------------------------------------
 
 
-def _stderr(text: str) -> None:
+def echo_stderr(text: str) -> None:
+    """Print ``text`` as one line on stderr: where notes beside the results go."""
     print(text, file=sys.stderr)
 
 
@@ -397,7 +393,7 @@ def close_lost_trials(
     study: optuna.Study,
     *,
     slack: float = 5.0,
-    echo: Callable[[str], None] | None = _stderr,
+    echo: Callable[[str], None] | None = echo_stderr,
 ) -> list[int]:
     """Once ``study`` has its total, fail the trials whose worker died; their numbers.
 
@@ -412,17 +408,44 @@ def close_lost_trials(
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return []
-    numbers = {t._trial_id: t.number for t in running}
-    listed = ", ".join(f"#{n}" for n in numbers.values())
     rdb = _rdb(study)
     if rdb is None:
         if echo is not None:
+            listed = ", ".join(f"#{t.number}" for t in running)
             echo(
                 f"bsopt: trials {listed} are still RUNNING, but the study has its total. This "
                 "storage has no heartbeat, so bsopt cannot tell whether their worker died; "
                 "they are not counted as finished either way."
             )
         return []
+    lost, alive = _watch_heartbeats(study, rdb, running, slack=slack, echo=echo)
+    if echo is not None and lost:
+        echo(
+            f"bsopt: trial(s) {_numbers(lost)} were still "
+            "RUNNING without heartbeat (their worker died) and are now marked failed."
+        )
+    if echo is not None and alive:
+        echo(
+            f"bsopt: trial(s) {_numbers(alive)} still run in "
+            "other workers (fresh heartbeats); they finish there, past the total."
+        )
+    return sorted(lost)
+
+
+def _numbers(numbers: Iterable[int]) -> str:
+    return ", ".join(f"#{n}" for n in sorted(numbers))
+
+
+def _watch_heartbeats(
+    study: optuna.Study,
+    rdb: Any,
+    running: Sequence[FrozenTrial],
+    *,
+    slack: float,
+    echo: Callable[[str], None] | None,
+) -> tuple[list[int], list[int]]:
+    """Watch ``running`` trials for a heartbeat: the numbers of the lost and the alive."""
+    numbers = {t._trial_id: t.number for t in running}
     interval = float(rdb.heartbeat_interval)
     overdue = datetime.timedelta(seconds=interval + slack)
     started = {t._trial_id: t.datetime_start for t in running}
@@ -455,26 +478,15 @@ def close_lost_trials(
         if not pending or time.monotonic() > deadline:
             break
         if not announced and echo is not None:
-            listed = ", ".join(f"#{numbers[i]}" for i in sorted(pending))
             echo(
-                f"bsopt: the study has its total, but trial(s) {listed} are still RUNNING; "
+                f"bsopt: the study has its total, but trial(s) "
+                f"{_numbers(numbers[i] for i in pending)} are still RUNNING; "
                 f"waiting up to {interval + slack:g} s for a heartbeat to tell whether their "
                 "worker lives."
             )
             announced = True
         time.sleep(min(1.0, interval / 4))
-    if echo is not None:
-        if lost:
-            echo(
-                f"bsopt: trial(s) {', '.join(f'#{n}' for n in sorted(lost))} were still "
-                "RUNNING without heartbeat (their worker died) and are now marked failed."
-            )
-        if alive:
-            echo(
-                f"bsopt: trial(s) {', '.join(f'#{n}' for n in sorted(alive))} still run in "
-                "other workers (fresh heartbeats); they finish there, past the total."
-            )
-    return sorted(lost)
+    return lost, alive
 
 
 def _silent_for(
@@ -525,6 +537,11 @@ def optimize(
     continues to the same total instead of adding ``trials`` more; workers in other
     processes sharing the study stop at the same total. Returns the trials run here.
 
+    This is :func:`~bsopt.work`, the one run loop, with a progress bar and a ``timeout``
+    (seconds), for the one process that finishes a study: a trial RUNNING elsewhere does
+    not hold its place, since its worker may be dead (see :func:`close_lost_trials`), and
+    other workers on the study stop at exactly the same total.
+
     A bsopt objective's search space and budget are kept with the study and compared on
     every resume (see :func:`check_definition`; ``allow_space_change`` accepts a new one).
     A trial cut short by Ctrl-C gets ``stop_reason`` "interrupted" and is queued again with
@@ -536,36 +553,15 @@ def optimize(
             damaged, server gone); finished trials are kept.
         KeyboardInterrupt: after marking the running trial FAIL and queueing its retry.
     """
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"trials (the total to reach) must be an integer >= 1, got {trials!r}.")
-    try:
-        check_definition(study, objective, allow_change=allow_space_change, echo=_stderr)
-        remaining = trials - n_finished(study)
-        if remaining <= 0:
-            close_lost_trials(study)
-            return 0
-        before = len(study.get_trials(deepcopy=False))
-    except Exception as e:
-        raise_storage_fault(e, study)
-        raise
-    logger = optuna.logging.get_logger("optuna")
-    level = logger.level
-    if show_progress_bar:
-        # Per-trial log lines would break the bar; the summary reports the result instead.
-        optuna.logging.set_verbosity(logging.WARNING)
-    try:
-        with running(study, trials) as interrupts, quiet_interrupts():
-            study.optimize(
-                interrupts.wrap(objective),
-                n_trials=remaining,
-                timeout=timeout,
-                catch=tuple(catch),
-                callbacks=[_StopAtTotal(trials), *callbacks],
-                show_progress_bar=show_progress_bar,
-            )
-    finally:
-        optuna.logging.set_verbosity(level or logging.INFO)
-    return len(study.get_trials(deepcopy=False)) - before
+    # NOTE: imported here because the loop lives with its gate in _workers, which builds
+    # on this module.
+    from bsopt.runs._workers import work
+
+    return work(
+        study, objective, trials=trials, timeout=timeout, callbacks=callbacks, catch=catch,
+        allow_space_change=allow_space_change, show_progress_bar=show_progress_bar,
+        wait_for_running=False,
+    )  # fmt: skip
 
 
 def summary(study: optuna.Study, *, storage_url: str | None = None) -> str:

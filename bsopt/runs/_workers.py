@@ -22,23 +22,21 @@ from typing import TYPE_CHECKING, Any, Literal
 import warnings
 
 import optuna
-from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
+from bsopt.runs._session import RunSettings, open_study, settings_of
 from bsopt.runs._study import (
     FINISHED,
     check_definition,
-    check_study_name,
-    create_study,
+    check_trials,
+    echo_stderr,
     n_finished,
     quiet_interrupts,
-    raise_storage_fault,
     running,
     search_trials,
 )
-from bsopt.runs._study import sampler_seed as sampler_seed_for
-from bsopt.search._pruners import PrunerName, make_pruner
-from bsopt.store._storage import mask_url, open_storage, resolve_storage_url, scrub, storage_error
+from bsopt.search._pruners import PrunerName
+from bsopt.store import mask_url, open_storage, resolve_storage_url, scrub, storage_error
 
 if TYPE_CHECKING:  # the trainer (torch) loads in the worker processes, not here
     from bsopt.search._objective import Objective
@@ -109,11 +107,17 @@ def decide(trials: Sequence[FrozenTrial], total: int, *, me: int | None) -> Deci
 
 
 class _ExactTotal:
-    """Trial gate and callback: no trial starts past ``total`` live trials."""
+    """Trial gate and callback: no trial starts past ``total`` live trials.
 
-    def __init__(self, total: int, *, poll_interval: float) -> None:
+    With ``wait`` false (the one process that finishes a study, :func:`~bsopt.optimize`) a
+    trial RUNNING elsewhere does not hold its place: its worker may be dead, and this
+    process trains in its place instead of waiting for the grace period.
+    """
+
+    def __init__(self, total: int, *, poll_interval: float, wait: bool = True) -> None:
         self.total = total
         self.poll_interval = poll_interval
+        self.wait = wait
         self.ran = 0
         self.blocked_by: list[int] = []
         self.far_from_end = False
@@ -135,6 +139,8 @@ class _ExactTotal:
             decision = decide(trials, self.total, me=me)
             if decision != "wait":
                 return decision
+            if not self.wait:
+                return "run"
             if not _has_heartbeat(study):
                 # Without heartbeats a dead worker's trial stays RUNNING forever: waiting
                 # could hang, so leave the remaining places to the workers running them.
@@ -177,6 +183,63 @@ class _ExactTotal:
         if self.settle(study, None) == "stop":
             study.stop()
 
+    def warn_if_blocked(self, study: optuna.Study) -> None:
+        """Name the running trials this worker left the last places to, if short of total."""
+        if self.blocked_by and n_finished(study) < self.total:
+            numbers = ", ".join(f"#{n}" for n in self.blocked_by)
+            print(
+                f"bsopt: the last places are held by running trials {numbers}. This storage "
+                "has no heartbeat: if their worker died they stay RUNNING; finish the study "
+                "with one `bsopt run` process, which does not wait for them.",
+                file=sys.stderr,
+            )
+
+
+class _Progress:
+    """One progress bar of the study's finished trials towards the total, counting only
+    this run's, with its running and failed trials; also a trial callback."""
+
+    def __init__(self, total: int, *, show: bool) -> None:
+        from tqdm import tqdm
+
+        self.total = total
+        self.show = show
+        self.bar = tqdm(total=total, disable=not show, unit="trial", dynamic_ncols=True)
+        self.baseline: int | None = None
+        self.level = optuna.logging.get_verbosity()
+
+    def __enter__(self) -> _Progress:
+        if self.show:
+            # Per-trial log lines would break the bar; the summary reports the result instead.
+            optuna.logging.set_verbosity(logging.WARNING)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+        if self.show:
+            optuna.logging.set_verbosity(self.level or logging.INFO)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial | None = None) -> None:
+        if self.show:
+            self.update(study.get_trials(deepcopy=False))
+
+    def update(self, trials: Sequence[FrozenTrial]) -> None:
+        states = [t.state for t in search_trials(trials)]
+        done = sum(s in FINISHED for s in states)
+        if self.baseline is None:
+            # Count this run's trials only, so the rate shown is this run's.
+            self.baseline = done
+            self.bar.reset(total=max(0, self.total - done))
+            if done:
+                self.bar.set_description(f"{done} finished before")
+        self.bar.update(max(0, min(done, self.total) - self.baseline - self.bar.n))
+        self.bar.set_postfix(
+            running=sum(s == TrialState.RUNNING for s in states),
+            failed=sum(s == TrialState.FAIL for s in states),
+            refresh=False,
+        )
+        self.bar.refresh()
+
 
 def work(
     study: optuna.Study,
@@ -184,9 +247,12 @@ def work(
     *,
     trials: int,
     poll_interval: float = 1.0,
+    timeout: float | None = None,
     callbacks: Iterable[Callable[[optuna.Study, FrozenTrial], None]] = (),
     catch: Sequence[type[Exception]] = (),
     allow_space_change: bool = False,
+    show_progress_bar: bool = False,
+    wait_for_running: bool = True,
 ) -> int:
     """Run ``objective`` as one of many workers until ``study`` holds ``trials`` finished.
 
@@ -202,22 +268,27 @@ def work(
     As in :func:`~bsopt.optimize`: the search space is checked against the study's, a
     trial cut short by Ctrl-C is queued again, storage faults raise a one-line
     :class:`~bsopt.StorageError`, and at the total, trials of dead workers are failed.
+    ``timeout`` (seconds) ends the run early; ``show_progress_bar`` shows one bar of the
+    study's finished trials. With ``wait_for_running`` false, trials RUNNING elsewhere do
+    not hold their places: this process trains in their place instead of waiting, as
+    :func:`~bsopt.optimize` does to finish a study whose worker may have died.
     """
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"trials (the total to reach) must be an integer >= 1, got {trials!r}.")
-    if poll_interval <= 0:
+    check_trials(trials)
+    if isinstance(poll_interval, bool) or not poll_interval > 0:
         raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}.")
-    gate = _ExactTotal(trials, poll_interval=poll_interval)
-    with running(study, trials) as interrupts:
-        check_definition(study, objective, allow_change=allow_space_change)
+    gate = _ExactTotal(trials, poll_interval=poll_interval, wait=wait_for_running)
+    with running(study, trials) as interrupts, _Progress(trials, show=show_progress_bar) as bar:
+        check_definition(study, objective, allow_change=allow_space_change, echo=echo_stderr)
+        bar(study)
         while gate.settle(study, None) != "stop":
             try:
                 with quiet_interrupts():
                     study.optimize(
                         interrupts.wrap(gate.wrap(objective)),
                         n_trials=None,
+                        timeout=timeout,
                         catch=(*catch, _SurplusTrial),
-                        callbacks=[gate, *callbacks],
+                        callbacks=[gate, bar, *callbacks],
                         show_progress_bar=False,
                     )
                 break
@@ -226,14 +297,7 @@ def work(
                 # total and took the trial for lost); Optuna then cannot record it.
                 if not str(e).startswith("Cannot tell a"):
                     raise
-    if gate.blocked_by and n_finished(study) < trials:
-        numbers = ", ".join(f"#{n}" for n in gate.blocked_by)
-        print(
-            f"bsopt: the last places are held by running trials {numbers}. This storage has "
-            "no heartbeat: if their worker died they stay RUNNING; finish the study with one "
-            "`bsopt run` process, which does not wait for them.",
-            file=sys.stderr,
-        )
+    gate.warn_if_blocked(study)
     return gate.ran
 
 
@@ -281,79 +345,52 @@ def attach_worker(
         worker: this worker's index among those started together (``--jobs``).
         create: create the study if it does not exist (safe when many workers start at
             once); otherwise a missing study is an error.
-        heartbeat_interval, grace_period: see :func:`~bsopt.open_storage`.
         dry_run: only check that the study exists (or create it); run no trial.
-        allow_space_change: accept a search space or budget other than the study's.
+        The other settings: see :class:`~bsopt.runs._session.RunSettings`.
 
     Raises:
         ValueError: the study does not exist (and ``create`` is false), optimises
             another direction, or was created with another search space.
     """
-    check_study_name(study_name)
-    url = resolve_storage_url(storage)
-    opened = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
-    objective = build_objective(seed=seed)
-    if not dry_run and (devices > 1 or "MASTER_ADDR" in os.environ):
-        from bsopt.search._objective import spread_objective
-
-        spread = spread_objective(objective, build_objective, seed=seed, devices=devices, jobs=1)
-        if spread is None:
-            return None  # another rank of a torchrun group: rank 0 worked on the study
-        objective = spread
-    directions = list(objective.directions)
-    pruner_obj = make_pruner(
-        pruner, objective.budget, objective.data.n_train, direction=directions[0]
+    settings = settings_of(locals())
+    return attach(
+        build_objective, settings, worker=worker, create=create, dry_run=dry_run, echo=echo
     )
-    sampler = TPESampler(seed=None)
-    if create:
-        study = create_study(
-            study_name, storage=opened, directions=directions, sampler=sampler, pruner=pruner_obj
-        )
-    else:
-        try:
-            study = optuna.load_study(
-                study_name=study_name, storage=opened, sampler=sampler, pruner=pruner_obj
-            )
-        except KeyError:
-            raise ValueError(
-                f"There is no study {study_name!r} in {mask_url(url)}. A worker joins an "
-                "existing study: create it first with `bsopt run STUDY --storage URL "
-                f"--study {study_name} --trials N` (it runs trials too), or pass --create."
-            ) from None
-        stored = [d.name.lower() for d in study.directions]
-        if stored != directions:
-            raise ValueError(
-                f"The study {study_name!r} optimises {' and '.join(stored)}, but this "
-                f"objective needs {' and '.join(directions)}. Use the same study "
-                "definition as the worker that created it."
-            )
-    try:
-        if sampler_seed is not None:
-            n_trials = len(study.get_trials(deepcopy=False))
-            study.sampler = TPESampler(seed=sampler_seed_for(sampler_seed, n_trials, worker))
-        check_definition(study, objective, allow_change=allow_space_change, echo=echo)
-    except Exception as e:
-        raise_storage_fault(e, study)
-        raise
+
+
+def attach(
+    build_objective: Callable[..., Objective],
+    settings: RunSettings,
+    *,
+    worker: int = 0,
+    create: bool = False,
+    dry_run: bool = False,
+    echo: Callable[[str], None] | None = print,
+) -> optuna.Study | None:
+    """:func:`attach_worker` with its settings in one :class:`RunSettings`."""
+    session = open_study(
+        build_objective, settings, create=create, worker=worker, spread=not dry_run, echo=echo
+    )
+    if session is None:
+        return None  # another rank of a torchrun group: rank 0 worked on the study
+    study, objective, url = session
     if dry_run:
         return study
     if echo is not None:
         echo(
-            f"Worker on study {study_name!r} in {mask_url(url)}: "
-            f"{n_finished(study)} of {trials} trials finished."
+            f"Worker on study {settings.study_name!r} in {mask_url(url)}: "
+            f"{n_finished(study)} of {settings.trials} trials finished."
         )
     try:
-        ran = work(
-            study,
-            objective,
-            trials=trials,
-            poll_interval=poll_interval,
-            allow_space_change=allow_space_change,
-        )
+        # open_study checked the definition (and stored a new one where allowed).
+        ran = work(study, objective, trials=settings.trials, poll_interval=settings.poll_interval)
     finally:
         close_objective(objective)
     if echo is not None:
-        echo(f"Worker trained {ran} trials; the study holds {n_finished(study)} of {trials}.")
+        echo(
+            f"Worker trained {ran} trials; the study holds {n_finished(study)} of "
+            f"{settings.trials}."
+        )
     return study
 
 
@@ -450,7 +487,7 @@ def _worker_main(
     build_objective: Callable[..., Objective],
     gpu: str | None,
     threads: int,
-    options: dict[str, Any],
+    settings: RunSettings,
     inherited: Objective | None = None,
 ) -> None:
     """Entry point of one worker process: spawned (a fresh interpreter), or forked with
@@ -462,14 +499,14 @@ def _worker_main(
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     signal.signal(signal.SIGINT, _interrupt_once)
-    url = options["storage"]
     build = build_objective if inherited is None else lambda **_: inherited
     try:
-        attach_worker(build, echo=None, **options)
+        attach(build, settings, worker=index, echo=None)
     except KeyboardInterrupt:
         # Optuna has marked the running trial FAIL; the parent prints the hint.
         raise SystemExit(130) from None
     except Exception as e:
+        url = settings.storage
         fault = storage_error(e, url)
         text = str(fault) if fault is not None else scrub(f"{type(e).__name__}: {e}", url)
         print(f"bsopt: worker {index}: error: {text}", file=sys.stderr)
@@ -515,55 +552,48 @@ def run_workers(
 
     ``objective``, the one ``build_objective(seed=seed)`` returned in this process, lets
     the workers inherit it where :func:`can_fork` allows (CPU trials, one thread each, on
-    Linux): they are forked and start at once instead of building their own.
+    Linux): they are forked and start at once instead of building their own. The other
+    settings: see :class:`~bsopt.runs._session.RunSettings`.
 
     Raises:
         WorkerError: a worker exited with an error (it printed its message).
         KeyboardInterrupt: after asking the workers to stop; their running trials are FAIL.
     """
-    if jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {jobs}.")
-    try:
-        pickle.dumps(build_objective)
-    except (pickle.PicklingError, AttributeError, TypeError) as e:
-        raise ValueError(
-            f"build_objective cannot be sent to worker processes ({e}). Define it at module "
-            "level in a study script guarded by if __name__ == '__main__':, or run with --jobs 1."
-        ) from None
-    url = resolve_storage_url(storage)
-    gpus = assign_gpus(jobs, visible_gpus(), devices=devices)
+    start_workers(build_objective, settings_of(locals()), objective=objective)
+
+
+def start_workers(
+    build_objective: Callable[..., Objective],
+    settings: RunSettings,
+    *,
+    objective: Objective | None = None,
+) -> None:
+    """:func:`run_workers` with its settings in one :class:`RunSettings` (``jobs=None``:
+    one worker)."""
+    _check_picklable(build_objective)
+    jobs = settings.jobs or 1
+    # Each process is one worker of the study, on the URL resolved here.
+    one = settings.replace(storage=settings.url, jobs=1)
+    gpus = assign_gpus(jobs, visible_gpus(), devices=settings.devices)
     threads = threads_per_worker(jobs)
-    inherited = objective if can_fork(objective, gpus, threads, devices) else None
+    inherited = objective if can_fork(objective, gpus, threads, settings.devices) else None
     context = (
         multiprocessing.get_context("spawn")
         if inherited is None
         else multiprocessing.get_context("fork")
     )
-    processes = []
-    for i in range(jobs):
-        options = dict(
-            study_name=study_name,
-            trials=trials,
-            storage=url,
-            seed=seed,
-            sampler_seed=sampler_seed,
-            worker=i,
-            pruner=pruner,
-            allow_space_change=allow_space_change,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            poll_interval=poll_interval,
-            devices=devices,
-        )
-        process = context.Process(
+    processes = [
+        context.Process(
             target=_worker_main,
-            args=(i, build_objective, gpus[i], threads, options, inherited),
+            args=(i, build_objective, gpus[i], threads, one, inherited),
             name=f"bsopt-worker-{i}",
         )
+        for i in range(jobs)
+    ]
+    for process in processes:
         process.start()
-        processes.append(process)
     try:
-        _watch(processes, url=url, study_name=study_name, trials=trials, bar=show_progress_bar)
+        _watch(processes, one)
     except KeyboardInterrupt:
         _stop(processes)
         raise
@@ -576,47 +606,30 @@ def run_workers(
         )
 
 
+def _check_picklable(build_objective: Callable[..., Objective]) -> None:
+    try:
+        pickle.dumps(build_objective)
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        raise ValueError(
+            f"build_objective cannot be sent to worker processes ({e}). Define it at module "
+            "level in a study script guarded by if __name__ == '__main__':, or run with --jobs 1."
+        ) from None
+
+
 def _watch(
-    processes: Sequence[multiprocessing.process.BaseProcess],
-    *,
-    url: str,
-    study_name: str,
-    trials: int,
-    bar: bool,
+    processes: Sequence[multiprocessing.process.BaseProcess], settings: RunSettings
 ) -> None:
     """Wait for the workers, showing the study's finished trials as one progress bar."""
-    from tqdm import tqdm
-
-    storage = open_storage(url, heartbeat_interval=None)
-    study_id = storage.get_study_id_from_name(study_name)
-    progress = tqdm(total=trials, disable=not bar, unit="trial", dynamic_ncols=True)
-    baseline: int | None = None
-    try:
+    storage = open_storage(settings.storage, heartbeat_interval=None)
+    study_id = storage.get_study_id_from_name(settings.study_name)
+    with _Progress(settings.trials, show=settings.show_progress_bar) as progress:
         while True:
             alive = any(p.is_alive() for p in processes)
-            states = [
-                t.state for t in search_trials(storage.get_all_trials(study_id, deepcopy=False))
-            ]
-            done = sum(s in FINISHED for s in states)
-            if baseline is None:
-                # Count this run's trials only, so the rate shown is this run's.
-                baseline = done
-                progress.reset(total=max(0, trials - baseline))
-                if baseline:
-                    progress.set_description(f"{baseline} finished before")
-            progress.update(max(0, min(done, trials) - baseline - progress.n))
-            progress.set_postfix(
-                running=sum(s == TrialState.RUNNING for s in states),
-                failed=sum(s == TrialState.FAIL for s in states),
-                refresh=False,
-            )
-            progress.refresh()
+            progress.update(storage.get_all_trials(study_id, deepcopy=False))
             if not alive:
                 break
             # Wakes as soon as a worker exits, so the run ends with its last trial.
             multiprocessing.connection.wait([p.sentinel for p in processes], timeout=1.0)
-    finally:
-        progress.close()
     for p in processes:
         p.join()
 

@@ -6,7 +6,7 @@ from collections.abc import Container
 import copy
 import threading
 import time
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -14,7 +14,19 @@ from optuna.trial import FrozenTrial, TrialState
 from bsopt.core._budget import Budget
 
 PrunerName = Literal["median", "percentile", "halving", "hyperband", "threshold", "none"]
-PRUNERS: tuple[str, ...] = ("median", "percentile", "halving", "hyperband", "threshold", "none")
+PRUNERS: tuple[str, ...] = get_args(PrunerName)
+
+
+#: ``MedianPruner``'s trials before it prunes: the default of :func:`make_pruner` and of a
+#: study created without a pruner (:func:`default_pruner`).
+N_STARTUP_TRIALS = 5
+
+
+def check_pruner_name(name: object) -> PrunerName:
+    """``name`` if it names a pruner :func:`make_pruner` builds; else a ValueError."""
+    if name not in PRUNERS:
+        raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}, but got {name!r}.")
+    return cast(PrunerName, name)
 
 
 #: How long a pruner may reuse its copy of the study's completed trials within one trial.
@@ -107,7 +119,7 @@ def make_pruner(
     n_train: int,
     *,
     direction: Literal["maximize", "minimize"] = "maximize",
-    n_startup_trials: int = 5,
+    n_startup_trials: int = N_STARTUP_TRIALS,
     percentile: float = 25.0,
     threshold: float | None = None,
     reduction_factor: int = 3,
@@ -129,6 +141,7 @@ def make_pruner(
         warmup_evals: evaluations before the median, percentile and threshold pruners may
             stop a trial; default a quarter of them (at least one).
     """
+    check_pruner_name(name)
     grid = budget.grid(n_train)
     points = grid.points
     if warmup_evals is None:
@@ -168,6 +181,13 @@ def make_pruner(
         if direction == "maximize":
             return optuna.pruners.ThresholdPruner(lower=threshold, n_warmup_steps=warmup)
         return optuna.pruners.ThresholdPruner(upper=threshold, n_warmup_steps=warmup)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ValueError(f"pruner must be one of {', '.join(PRUNERS)}, but got {name!r}.")
+    return optuna.pruners.NopPruner()  # "none", the last name left
+
+
+def default_pruner() -> optuna.pruners.BasePruner:
+    """The pruner of a study created without one: ``"median"`` with no warm-up.
+
+    Without a budget there is no grid to warm up on; :func:`make_pruner` gives the same
+    pruner with its warm-up in the budget's units.
+    """
+    return MedianPruner(n_startup_trials=N_STARTUP_TRIALS, n_warmup_steps=0)

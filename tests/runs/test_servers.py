@@ -29,6 +29,7 @@ import bsopt
 
 pytestmark = pytest.mark.server
 
+
 @pytest.fixture(params=["postgres", "mariadb"])
 def server_url(request: pytest.FixtureRequest) -> str:
     return _reachable(POSTGRES_URL if request.param == "postgres" else MYSQL_URL)

@@ -102,6 +102,15 @@ def _cheap(objective: bsopt.Objective) -> object:
     return drawn
 
 
+def _seeded_run(
+    url: str, name: str, objective: bsopt.Objective, *, seed: int, trials: int
+) -> optuna.Study:
+    """Create (or resume) the seeded study ``name`` and run it to ``trials`` draws."""
+    study = bsopt.create_study(name, storage=url, seed=seed)
+    bsopt.optimize(study, _cheap(objective), trials=trials, show_progress_bar=False)
+    return study
+
+
 def _interrupt_at(call: int, objective: object) -> object:
     calls = {"n": 0}
 
@@ -120,16 +129,14 @@ def test_seeded_resume_continues_the_search_instead_of_replaying_it(
 ) -> None:
     cheap = _cheap(tiny_objective)
     # Uninterrupted: 8 distinct configurations.
-    straight = bsopt.create_study("straight", storage=sqlite_url, seed=3)
-    bsopt.optimize(straight, cheap, trials=8, show_progress_bar=False)
+    straight = _seeded_run(sqlite_url, "straight", tiny_objective, seed=3, trials=8)
     assert len(set(_configurations(straight))) == len(_configurations(straight)) == 8
     # Stopped after 3 trials (each stop a new process: a new create_study), resumed to 8.
     for stop in (4, 3):
         study = bsopt.create_study("resumed", storage=sqlite_url, seed=3)
         with pytest.raises(KeyboardInterrupt):
             bsopt.optimize(study, _interrupt_at(stop, cheap), trials=8, show_progress_bar=False)  # type: ignore[arg-type]
-    resumed = bsopt.create_study("resumed", storage=sqlite_url, seed=3)
-    bsopt.optimize(resumed, cheap, trials=8, show_progress_bar=False)
+    resumed = _seeded_run(sqlite_url, "resumed", tiny_objective, seed=3, trials=8)
     configurations = _configurations(resumed)
     assert len(configurations) == 8 and len(set(configurations)) == 8
 
@@ -137,11 +144,9 @@ def test_seeded_resume_continues_the_search_instead_of_replaying_it(
 def test_a_fresh_seeded_study_is_reproducible(
     sqlite_url: str, tiny_objective: bsopt.Objective
 ) -> None:
-    cheap = _cheap(tiny_objective)
     runs = []
     for name in ("a", "b"):
-        study = bsopt.create_study(name, storage=sqlite_url, seed=5)
-        bsopt.optimize(study, cheap, trials=3, show_progress_bar=False)
+        study = _seeded_run(sqlite_url, name, tiny_objective, seed=5, trials=3)
         runs.append(_configurations(study))
     assert runs[0] == runs[1]
 
@@ -186,8 +191,7 @@ def test_rerunning_a_finished_study_changes_nothing(
     sqlite_url: str, tiny_objective: bsopt.Objective
 ) -> None:
     cheap = _cheap(tiny_objective)
-    study = bsopt.create_study("done", storage=sqlite_url, seed=2)
-    bsopt.optimize(study, cheap, trials=3, show_progress_bar=False)
+    _seeded_run(sqlite_url, "done", tiny_objective, seed=2, trials=3)
     before = optuna.load_study(study_name="done", storage=sqlite_url)
     again = bsopt.create_study("done", storage=sqlite_url, seed=2)
     assert bsopt.optimize(again, cheap, trials=3, show_progress_bar=False) == 0

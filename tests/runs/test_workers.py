@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 import os
 from pathlib import Path
 import signal
@@ -302,13 +303,6 @@ def test_fork_only_where_it_is_safe() -> None:
     assert not can_fork(None, [None], threads=1, devices=1)  # nothing to inherit
 
 
-def test_sigint_leaves_storage_consistent_and_a_rerun_resumes(
-    tiny_script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    url = f"sqlite:///{tmp_path / 'sigint.db'}"
-    check_sigint_resume(tiny_script, url, "tiny", monkeypatch)
-
-
 def check_sigint_resume(
     script: Path, url: str, name: str, monkeypatch: pytest.MonkeyPatch, *, jobs: int = 2
 ) -> None:
@@ -350,13 +344,6 @@ def check_sigint_resume(
     assert len({tuple(sorted(t.params.items())) for t in finished}) == 8
 
 
-def test_sigkill_mid_trial_is_failed_and_retried_in_its_place(
-    tiny_script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    url = f"sqlite:///{tmp_path / 'kill.db'}"
-    check_sigkill_retry(tiny_script, url, "tiny", monkeypatch)
-
-
 def _kill_a_worker_mid_trial(
     script: Path, url: str, name: str, *, trials: int, grace: int
 ) -> optuna.trial.FrozenTrial:
@@ -392,6 +379,23 @@ def check_sigkill_retry(
     assert retries[0].state == TrialState.COMPLETE
     assert retries[0].params == killed.params  # the same trial again, not a new one
     assert Counter(t.state.name for t in trials) == {"COMPLETE": 4, "FAIL": 1}
+
+
+@pytest.mark.parametrize(
+    "check",
+    [check_sigint_resume, check_sigkill_retry],
+    ids=[
+        "sigint_leaves_storage_consistent_and_a_rerun_resumes",
+        "sigkill_mid_trial_is_failed_and_retried_in_its_place",
+    ],
+)
+def test_a_stopped_worker_loses_no_trial(
+    check: Callable[[Path, str, str, pytest.MonkeyPatch], None],
+    tiny_script: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    check(tiny_script, f"sqlite:///{tmp_path / 'stopped.db'}", "tiny", monkeypatch)
 
 
 # A process that creates its trial the way a worker does and is killed before the trial's
@@ -525,7 +529,7 @@ def test_grace_must_exceed_the_heartbeat(
 
 
 def test_plain_server_urls_get_an_installed_driver() -> None:
-    from bsopt.store._storage import with_default_driver
+    from bsopt.store import with_default_driver
 
     # psycopg2 and mysqlclient are not installed here; psycopg 3 and PyMySQL are.
     assert (
