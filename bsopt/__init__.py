@@ -16,12 +16,9 @@ from bsopt._lazy import attach
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from bsopt.analysis._analysis import (
-        analyze_batch_sizes,
-        fit_critical_batch,
-        fit_lr_scaling,
-        param_importances,
-    )
+    from bsopt.analysis._analysis import analyze_batch_sizes
+    from bsopt.analysis._fits import fit_critical_batch, fit_lr_scaling
+    from bsopt.analysis._importance import param_importances
     from bsopt.core._budget import Budget
     from bsopt.core._space import Params, SearchSpace
     from bsopt.integrations._lightning import LightningReporter as LightningReporter
@@ -33,7 +30,8 @@ if TYPE_CHECKING:
     from bsopt.search._fair import FairReporter, LoopObjective, retry_oom
     from bsopt.search._objective import Objective, make_objective, params_from_trial
     from bsopt.search._pruners import make_pruner
-    from bsopt.store._storage import StorageError, open_storage
+    from bsopt.store._errors import StorageError
+    from bsopt.store._storage import open_storage
     from bsopt.training._data import (
         DatasetData,
         TensorData,
@@ -47,9 +45,9 @@ if TYPE_CHECKING:
 # Public name -> the private module that defines it (or the subpackage itself).
 _LAZY = {
     "analyze_batch_sizes": "bsopt.analysis._analysis",
-    "fit_critical_batch": "bsopt.analysis._analysis",
-    "fit_lr_scaling": "bsopt.analysis._analysis",
-    "param_importances": "bsopt.analysis._analysis",
+    "fit_critical_batch": "bsopt.analysis._fits",
+    "fit_lr_scaling": "bsopt.analysis._fits",
+    "param_importances": "bsopt.analysis._importance",
     "Budget": "bsopt.core._budget",
     "Params": "bsopt.core._space",
     "SearchSpace": "bsopt.core._space",
@@ -69,7 +67,7 @@ _LAZY = {
     "make_objective": "bsopt.search._objective",
     "params_from_trial": "bsopt.search._objective",
     "make_pruner": "bsopt.search._pruners",
-    "StorageError": "bsopt.store._storage",
+    "StorageError": "bsopt.store._errors",
     "open_storage": "bsopt.store._storage",
     "DatasetData": "bsopt.training._data",
     "TensorData": "bsopt.training._data",

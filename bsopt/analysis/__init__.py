@@ -11,28 +11,28 @@ if TYPE_CHECKING:
     from bsopt.analysis._analysis import (
         BatchSizeAnalysis,
         BatchSizeStats,
-        CriticalBatchFit,
-        ImportanceRow,
-        Importances,
-        LrFit,
         analyze_batch_sizes,
+    )
+    from bsopt.analysis._fits import (
+        CriticalBatchFit,
+        LrFit,
         fit_critical_batch,
         fit_lr_scaling,
-        param_importances,
     )
+    from bsopt.analysis._importance import ImportanceRow, Importances, param_importances
 
 # Public name -> the private module that defines it (or the subpackage itself).
 _LAZY = {
     "BatchSizeAnalysis": "bsopt.analysis._analysis",
     "BatchSizeStats": "bsopt.analysis._analysis",
-    "CriticalBatchFit": "bsopt.analysis._analysis",
-    "ImportanceRow": "bsopt.analysis._analysis",
-    "Importances": "bsopt.analysis._analysis",
-    "LrFit": "bsopt.analysis._analysis",
     "analyze_batch_sizes": "bsopt.analysis._analysis",
-    "fit_critical_batch": "bsopt.analysis._analysis",
-    "fit_lr_scaling": "bsopt.analysis._analysis",
-    "param_importances": "bsopt.analysis._analysis",
+    "CriticalBatchFit": "bsopt.analysis._fits",
+    "LrFit": "bsopt.analysis._fits",
+    "fit_critical_batch": "bsopt.analysis._fits",
+    "fit_lr_scaling": "bsopt.analysis._fits",
+    "ImportanceRow": "bsopt.analysis._importance",
+    "Importances": "bsopt.analysis._importance",
+    "param_importances": "bsopt.analysis._importance",
 }
 __getattr__, __dir__ = attach(__name__, _LAZY)
 

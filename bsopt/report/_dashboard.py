@@ -19,7 +19,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 
 from bsopt.report._report import Report
-from bsopt.store._storage import mask_url, open_storage, resolve_storage_url
+from bsopt.store import mask_url, open_storage, resolve_storage_url
 
 DEFAULT_ARTIFACTS = "storage/artifacts"
 ARTIFACTS_ENV = "BSOPT_ARTIFACTS"

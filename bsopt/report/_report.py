@@ -17,6 +17,7 @@ running curves so far) and counted in the verdict; only completed trials give va
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 import datetime as dt
 import html
@@ -30,18 +31,18 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bsopt.analysis._analysis import (
-    EVALUATORS,
-    BatchSizeAnalysis,
-    Importances,
-    analyze_batch_sizes,
+from bsopt.analysis._analysis import BatchSizeAnalysis, analyze_batch_sizes
+from bsopt.analysis._findings import verdict_lines
+from bsopt.analysis._fits import LrFit
+from bsopt.analysis._importance import EVALUATORS, Importances, param_importances
+from bsopt.analysis._load import (
     is_confirm_run,
     load_study,
-    param_importances,
     trial_batch_size,
     trial_lr,
     trial_value,
 )
+from bsopt.report._html import html_list, html_paragraphs, html_table
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -148,6 +149,11 @@ def _thousands() -> Any:
     return FuncFormatter(lambda x, _: f"{x:,.0f}")
 
 
+def _scatter(ax: Axes, points: Sequence[tuple[float, float]], **style: Any) -> None:
+    """``points`` as (x, y) pairs, drawn with matplotlib's scatter ``style``."""
+    ax.scatter([p[0] for p in points], [p[1] for p in points], **style)
+
+
 def _empty(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
@@ -169,23 +175,14 @@ def plot_history(trials: list[FrozenTrial], analysis: BatchSizeAnalysis) -> Figu
     for b, color in colors.items():
         pts = [(t.number, trial_value(t) or 0.0) for t in done if trial_batch_size(t) == b]
         if pts:
-            ax.scatter(
-                [p[0] for p in pts], [p[1] for p in pts], color=color, s=28, label=f"batch {b}"
-            )
+            _scatter(ax, pts, color=color, s=28, label=f"batch {b}")
     pruned = [
         (t.number, t.intermediate_values[max(t.intermediate_values)])
         for t in trials
         if t.state == TrialState.PRUNED and t.intermediate_values
     ]
     if pruned:
-        ax.scatter(
-            [p[0] for p in pruned],
-            [p[1] for p in pruned],
-            marker="x",
-            color="0.6",
-            s=22,
-            label="pruned (last value)",
-        )
+        _scatter(ax, pruned, marker="x", color="0.6", s=22, label="pruned (last value)")
     best: list[tuple[int, float]] = []
     current: float | None = None
     for t in sorted(done, key=lambda t: t.number):
@@ -263,65 +260,12 @@ def plot_lr_batch(trials: list[FrozenTrial], analysis: BatchSizeAnalysis) -> Fig
     if not pts:
         _empty(ax, "No trial with a batch size and a learning rate")
         return fig
-    done = [
-        (x, lr, v)
-        for x, lr, t in pts
-        if t.state == TrialState.COMPLETE and (v := trial_value(t)) is not None
-    ]
-    other = [(x, lr) for x, lr, t in pts if t.state != TrialState.COMPLETE]
-    if other:
-        ax.scatter(
-            [p[0] for p in other],
-            [p[1] for p in other],
-            facecolors="none",
-            edgecolors="0.55",
-            s=26,
-            label="not completed",
-        )
-    if done:
-        # Colours span the best 90% of the values: a diverged trial must not take the scale.
-        values = sorted((p[2] for p in done), reverse=analysis.direction == "maximize")
-        kept = values[: max(1, math.ceil(0.9 * len(values)))]
-        sc = ax.scatter(
-            [p[0] for p in done],
-            [p[1] for p in done],
-            c=[p[2] for p in done],
-            cmap="viridis" if analysis.direction == "maximize" else "viridis_r",
-            vmin=min(kept),
-            vmax=max(kept),
-            s=30,
-            zorder=3,
-        )
-        fig.colorbar(sc, ax=ax, label=analysis.metric, extend="both")
+    _draw_lr_trials(fig, ax, pts, analysis)
     best = [(s.batch_size, s.best_lr) for s in analysis.per_batch if s.best_lr is not None]
     if best:
-        ax.scatter(
-            [p[0] for p in best],
-            [p[1] for p in best],
-            marker="*",
-            s=200,
-            color="crimson",
-            zorder=4,
-            label="best lr",
-        )
-    fit = analysis.lr_fit
-    if fit is not None:
-        bs = np.array([p[0] for p in fit.points], dtype=float)
-        grid = np.geomspace(bs.min(), bs.max(), 200)
-        span = ""
-        if fit.interval is not None:
-            span = f" [{fit.interval[0]:.2f}, {fit.interval[1]:.2f}]"
-        label = f"fit: lr* ∝ batch^{fit.slope:.2f}{span}"
-        if fit.critical_batch_size is not None:
-            label += f" up to {fit.critical_batch_size:,.0f}, flat beyond"
-            ax.axvline(
-                fit.critical_batch_size,
-                color="crimson",
-                lw=1,
-                alpha=0.6,
-                label=f"critical batch size ≈ {fit.critical_batch_size:,.0f}",
-            )
-        ax.plot(grid, [fit.lr_at(g) for g in grid], color="crimson", ls="--", label=label)
+        _scatter(ax, best, marker="*", s=200, color="crimson", zorder=4, label="best lr")
+    if analysis.lr_fit is not None:
+        _draw_lr_fit(ax, analysis.lr_fit)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     sizes = sorted({s.batch_size for s in analysis.per_batch})
@@ -334,6 +278,60 @@ def plot_lr_batch(trials: list[FrozenTrial], analysis: BatchSizeAnalysis) -> Fig
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     ax.grid(alpha=0.3, which="both")
     return fig
+
+
+def _draw_lr_trials(
+    fig: Figure,
+    ax: Axes,
+    pts: list[tuple[float, float, FrozenTrial]],
+    analysis: BatchSizeAnalysis,
+) -> None:
+    """The trials at (jittered batch size, lr): completed ones coloured by value with a
+    colour bar, the others as hollow circles."""
+    done = [
+        (x, lr, v)
+        for x, lr, t in pts
+        if t.state == TrialState.COMPLETE and (v := trial_value(t)) is not None
+    ]
+    other = [(x, lr) for x, lr, t in pts if t.state != TrialState.COMPLETE]
+    if other:
+        _scatter(ax, other, facecolors="none", edgecolors="0.55", s=26, label="not completed")
+    if not done:
+        return
+    # Colours span the best 90% of the values: a diverged trial must not take the scale.
+    values = sorted((p[2] for p in done), reverse=analysis.direction == "maximize")
+    kept = values[: max(1, math.ceil(0.9 * len(values)))]
+    sc = ax.scatter(
+        [p[0] for p in done],
+        [p[1] for p in done],
+        c=[p[2] for p in done],
+        cmap="viridis" if analysis.direction == "maximize" else "viridis_r",
+        vmin=min(kept),
+        vmax=max(kept),
+        s=30,
+        zorder=3,
+    )
+    fig.colorbar(sc, ax=ax, label=analysis.metric, extend="both")
+
+
+def _draw_lr_fit(ax: Axes, fit: LrFit) -> None:
+    """The fitted lr* over the batch sizes fitted, and the critical batch size if any."""
+    bs = np.array([p[0] for p in fit.points], dtype=float)
+    grid = np.geomspace(bs.min(), bs.max(), 200)
+    span = ""
+    if fit.interval is not None:
+        span = f" [{fit.interval[0]:.2f}, {fit.interval[1]:.2f}]"
+    label = f"fit: lr* ∝ batch^{fit.slope:.2f}{span}"
+    if fit.critical_batch_size is not None:
+        label += f" up to {fit.critical_batch_size:,.0f}, flat beyond"
+        ax.axvline(
+            fit.critical_batch_size,
+            color="crimson",
+            lw=1,
+            alpha=0.6,
+            label=f"critical batch size ≈ {fit.critical_batch_size:,.0f}",
+        )
+    ax.plot(grid, [fit.lr_at(g) for g in grid], color="crimson", ls="--", label=label)
 
 
 def plot_curves(trials: list[FrozenTrial], analysis: BatchSizeAnalysis) -> Figure:
@@ -492,61 +490,6 @@ def _note(analysis: BatchSizeAnalysis, importances: Importances) -> str:
     )
 
 
-_INLINE = [
-    (re.compile(r"\*\*(.+?)\*\*"), r"<strong>\1</strong>"),
-    (re.compile(r"`(.+?)`"), r"<code>\1</code>"),
-    (re.compile(r"(?<![*\w])\*(?!\s)(.+?)\*"), r"<em>\1</em>"),
-]
-
-
-def _inline(text: str) -> str:
-    out = html.escape(text, quote=False)
-    for pattern, repl in _INLINE:
-        out = pattern.sub(repl, out)
-    return out
-
-
-def markdown_to_html(text: str) -> str:
-    """The small Markdown subset bsopt writes (paragraphs, headings, tables, lists, bold,
-    italics, code) as HTML; everything is escaped first."""
-    blocks = re.split(r"\n\s*\n", text.strip())
-    out = []
-    for block in blocks:
-        lines = block.splitlines()
-        if all(line.startswith("|") for line in lines):
-            rows = [
-                line.strip("|").split("|") for line in lines if not re.match(r"^\|[-:|]+$", line)
-            ]
-            head, *body = rows
-            out.append(
-                "<table><thead><tr>"
-                + "".join(f"<th>{_inline(c.strip())}</th>" for c in head)
-                + "</tr></thead><tbody>"
-                + "".join(
-                    "<tr>" + "".join(f"<td>{_inline(c.strip())}</td>" for c in r) + "</tr>"
-                    for r in body
-                )
-                + "</tbody></table>"
-            )
-            continue
-        para: list[str] = []
-        items: list[str] = []
-        for line in lines:
-            heading = re.match(r"^(#{1,4})\s+(.*)$", line)
-            if heading:
-                level = len(heading.group(1)) + 1
-                out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
-            elif line.startswith("- "):
-                items.append(f"<li>{_inline(line[2:])}</li>")
-            else:
-                para.append(_inline(line))
-        if items:
-            out.append("<ul>" + "".join(items) + "</ul>")
-        if para:
-            out.append("<p>" + " ".join(para) + "</p>")
-    return "\n".join(out)
-
-
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
@@ -556,6 +499,18 @@ td:first-child,th:first-child{text-align:left}
 .verdict{background:#f6fbf6;border-left:4px solid #55A868;padding:.2em 1em}
 figure{margin:1.5em 0}img{max-width:100%}figcaption{color:#555;font-size:.9em}
 """
+
+
+def _importance_html(importances: Importances) -> str:
+    """The importance table, what its numbers are, then the notes."""
+    table, legend = importances.table(), importances.legend()
+    parts = [html_table(table)] if table is not None else []
+    if legend is not None:
+        parts.append(html_paragraphs([legend]))
+    notes = importances.note_lines()
+    if notes:
+        parts.append(html_list(notes))
+    return "\n".join(parts)
 
 
 def _html(
@@ -579,11 +534,11 @@ def _html(
 <p>Storage: <code>{html.escape(storage_text)}</code> ·
 written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC</p>
 <h2>Verdict</h2>
-<div class="verdict" id="verdict">{markdown_to_html(analysis.verdict)}</div>
+<div class="verdict" id="verdict">{html_paragraphs(verdict_lines(analysis.findings))}</div>
 <h2>By batch size</h2>
-{markdown_to_html(analysis.to_markdown())}
+{html_table(analysis.table())}
 <h2>Hyperparameter importance</h2>
-{markdown_to_html(importances.to_markdown())}
+{_importance_html(importances)}
 <h2>Plots</h2>
 {figures}
 </body></html>
@@ -684,7 +639,7 @@ def write_report(
         ValueError: no such study; or no ``out`` and a study name that is an absolute path,
             holds a ``..`` part or a NUL character.
     """
-    from bsopt.store._storage import mask_url, resolve_storage_url, writable_folder
+    from bsopt.store import mask_url, resolve_storage_url, writable_folder
 
     loaded = load_study(study, storage=storage)
     analysis = analyze_batch_sizes(loaded, target=target, min_trials=min_trials)

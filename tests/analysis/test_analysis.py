@@ -13,30 +13,27 @@ from optuna.distributions import FloatDistribution, IntDistribution
 import pytest
 
 import bsopt
-from bsopt.analysis._analysis import EVALUATORS
+from bsopt.analysis._findings import verdict_lines
+from bsopt.analysis._importance import EVALUATORS
+from bsopt.analysis._text import plain
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _synthetic() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "synthetic_analysis", ROOT / "studies" / "synthetic_analysis.py"
-    )
+def _module(name: str, path: Path) -> ModuleType:
+    """A module loaded from its file (studies/ and benchmarks/ are not packages)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-synthetic = _synthetic()
+synthetic = _module("synthetic_analysis", ROOT / "studies" / "synthetic_analysis.py")
 
 
 def _nqm() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_nqm", ROOT / "benchmarks" / "nqm.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _module("bench_nqm", ROOT / "benchmarks" / "nqm.py")
 
 
 @pytest.mark.parametrize(("depends_on", "expected"), [("batch_size", "batch_size"), ("lr", "lr")])
@@ -289,10 +286,12 @@ def _planted(
     *,
     speed: dict[int, float] | None = None,
     lr: float = 0.01,
+    user_attrs: dict[str, float] | None = None,
 ) -> None:
     dist = {"log2_batch_size": IntDistribution(4, 8), "lr": FloatDistribution(1e-3, 1e-1)}
     for exponent, vals in values.items():
         attrs = {"samples_per_second": speed[exponent]} if speed else {}
+        attrs.update(user_attrs or {})
         for v in vals:
             study.add_trial(
                 optuna.trial.create_trial(
@@ -318,9 +317,9 @@ def test_the_verdict_calls_differences_within_the_spread_a_tie(sqlite_url: str) 
     assert "32 −1 pp [" in analysis.verdict and "— cannot be separated" in analysis.verdict
 
 
-def test_an_exact_tie_names_the_cheaper_batch_size(sqlite_url: str) -> None:
-    # 352/360 validation images at both 32 and 64, three times each; 64 trains faster.
-    study = optuna.create_study(storage=sqlite_url, study_name="exact", direction="maximize")
+def _exact_tie(url: str) -> optuna.Study:
+    """352/360 validation images at both 32 and 64, three times each; 64 trains faster."""
+    study = optuna.create_study(storage=url, study_name="exact", direction="maximize")
     study.set_user_attr("metric", "accuracy")
     acc = 352 / 360
     _planted(
@@ -332,6 +331,11 @@ def test_an_exact_tie_names_the_cheaper_batch_size(sqlite_url: str) -> None:
         },
         speed={5: 4000.0, 6: 7000.0, 7: 9000.0},
     )
+    return study
+
+
+def test_an_exact_tie_names_the_cheaper_batch_size(sqlite_url: str) -> None:
+    study = _exact_tie(sqlite_url)
     analysis = bsopt.analyze_batch_sizes(study)
     assert analysis.tied == (32, 64)
     # The exact tie goes to the cheaper one, whichever comes first.
@@ -407,18 +411,9 @@ def test_confirm_reruns_replace_the_search_values_in_the_verdict(sqlite_url: str
     study = optuna.create_study(storage=sqlite_url, study_name="conf", direction="maximize")
     study.set_user_attr("metric", "accuracy")
     _planted(study, {5: [0.98, 0.95, 0.94], 6: [0.975, 0.96, 0.955], 7: [0.9, 0.89]})
-    dist = {"log2_batch_size": IntDistribution(4, 8), "lr": FloatDistribution(1e-3, 1e-1)}
     reruns = {5: (0, [0.970, 0.966, 0.972, 0.968, 0.969]), 6: (3, [0.974, 0.975, 0.973, 0.976])}
     for exponent, (of, vals) in reruns.items():
-        for v in vals:
-            study.add_trial(
-                optuna.trial.create_trial(
-                    value=v,
-                    params={"log2_batch_size": exponent, "lr": 0.01},
-                    distributions=dist,
-                    user_attrs={"confirm_of": of},
-                )
-            )
+        _planted(study, {exponent: vals}, user_attrs={"confirm_of": of})
     analysis = bsopt.analyze_batch_sizes(study)
     assert analysis.basis == "confirm" and analysis.n_confirm == 9
     # The search's best (0.98 at 32) loses to 64 once both are rerun with fresh seeds.
@@ -489,3 +484,49 @@ def test_analysis_options_are_validated(mixed_url: str) -> None:
     with pytest.raises(ValueError, match="batch_size 48 was not tried") as e:
         bsopt.analyze_batch_sizes("mixed", storage=mixed_url).stats(48)
     assert "[16, 32, 64, 128, 256]" in str(e.value)
+
+
+#: The whole verdict of the exact-tie study, word for word as bsopt wrote it before the
+#: verdict became data (findings) rendered as text: a change of wording shows up here.
+EXACT_TIE_VERDICT = (
+    "**Tie**: the data cannot separate 64 from 32 (the 95% intervals of their differences hold "
+    "0). The cheaper choice is **64** by measured cost (64: 7,000 samples/s; 32: 4,000 "
+    "samples/s). Leading value: **64** (validation accuracy 0.9778, trial #3, best of 3 "
+    "completed trials, lr 0.01).\n\n"
+    "Study **exact** (maximize validation accuracy): 9 trials — 9 complete, 0 pruned, 0 "
+    "failed.\n\n"
+    "Each batch size against 64 (the mean of each batch size's top-3 search values, 95% Welch "
+    "intervals): 32 0 pp [−0.63, +0.63] — cannot be separated; 128 −8.5 pp [−11, −6.2] — "
+    "worse.\n\n"
+    "These are the best of many trials, which flatters the winner; `bsopt confirm` reruns the "
+    "top configurations with fresh seeds and gives mean ± interval per batch size.\n\n"
+    "Best lr scales as batch^0.00 over 3 batch sizes (log-log fit): consistent with no "
+    "coupling (the best lr does not move with the batch size) (95% interval [0.00, 0.00] "
+    "excludes the other rules).\n\n"
+    "Too few batch sizes (3) to look for a critical batch size (4 needed).\n\n"
+    "Throughput: 64 trains at 7,000 samples/s; fastest 128 at 9,000, slowest 32 at 4,000.\n\n"
+    "Gradient noise scale: not recorded by these trials (no `noise_scale` user attribute; "
+    "`make_objective(measure_noise_scale=True)` records it), so the best batch size cannot be "
+    "compared with it."
+)
+
+
+def test_the_verdict_is_the_findings_in_words(sqlite_url: str) -> None:
+    study = _exact_tie(sqlite_url)
+    analysis = bsopt.analyze_batch_sizes(study)
+    assert analysis.verdict == EXACT_TIE_VERDICT
+    findings = analysis.findings
+    head = findings.headline
+    assert head.kind == "tie" and head.leader is not None and head.leader.batch_size == 64
+    assert head.tied_with == (32,) and [s.batch_size for s in head.by_cost] == [64, 32]
+    assert head.cost_basis == "samples/s" and head.value == pytest.approx(352 / 360)
+    assert findings.comparisons is not None
+    assert [(c.batch_size, c.status) for c in findings.comparisons.items] == [
+        (32, "tie"),
+        (128, "worse"),
+    ]
+    assert findings.study.total == 9 and findings.level == "95%"
+    # The same paragraphs as plain text: no Markdown markers.
+    paragraphs = [plain(p) for p in verdict_lines(findings)]
+    assert paragraphs[0].startswith("Tie: the data cannot separate 64 from 32")
+    assert "\n\n".join(paragraphs) == EXACT_TIE_VERDICT.replace("**", "").replace("`", "")

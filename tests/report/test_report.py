@@ -12,10 +12,11 @@ from optuna_dashboard._note import get_note_from_system_attrs
 import pytest
 
 import bsopt
+from bsopt.analysis._text import Table, code, line, strong
+from bsopt.report._html import html_line, html_table
 from bsopt.report._report import (
     PLOTS,
     default_report_folder,
-    markdown_to_html,
     plot_batch_sizes,
     plot_curves,
     plot_history,
@@ -113,10 +114,10 @@ def test_cli_report_on_an_unknown_study_is_a_user_error(
     assert "Traceback" not in err
 
 
-def test_markdown_to_html_escapes_before_formatting() -> None:
-    rendered = markdown_to_html(
-        "**64** <script>x</script> `a<b`\n\n| a | b |\n|---|---:|\n| 1 | 2 |"
-    )
+def test_html_escapes_the_text_and_tags_its_style() -> None:
+    text = line(strong("64"), " <script>x</script> ", code("a<b"))
+    table = Table((line("a"), line("b")), ((line("1"), line("2")),), ("left", "right"))
+    rendered = html_line(text) + html_table(table)
     assert "<strong>64</strong> &lt;script&gt;x&lt;/script&gt; <code>a&lt;b</code>" in rendered
     assert "<th>a</th><th>b</th>" in rendered and "<td>1</td><td>2</td>" in rendered
 
@@ -236,3 +237,16 @@ def test_optunas_own_plots_work_on_a_bsopt_study(mixed_url: str) -> None:
     for plot in (vis.plot_optimization_history, vis.plot_slice, vis.plot_param_importances):
         figure = plot(study)
         assert figure.data, plot.__name__
+
+
+def test_the_html_verdict_is_rendered_from_the_findings_not_parsed(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    # Markdown-looking characters in a study name are text: escaped, never turned into tags.
+    name = "a `b` *c* <d>"
+    _fill(optuna.create_study(storage=sqlite_url, study_name=name, direction="maximize"))
+    report = bsopt.write_report(name, tmp_path, storage=sqlite_url)
+    page = report.html.read_text("utf-8")
+    assert "Study <strong>a `b` *c* &lt;d&gt;</strong> (maximize value)" in page
+    assert "<code>bsopt confirm</code>" in page
+    assert f"Study **{name}** (maximize value)" in report.analysis.verdict

@@ -1,0 +1,495 @@
+"""What the verdict says, as data, and the same in words.
+
+:func:`find` turns a :class:`~bsopt.analysis._analysis.BatchSizeAnalysis` into
+:class:`Findings`: which batch size leads and how sure that is, each other batch size against
+it, the lr fit, throughput, time to target, the critical batch size and the noise scale.
+:func:`verdict_lines` says them as :data:`~bsopt.analysis._text.Line` paragraphs, which the
+verdict writes as Markdown and ``bsopt.report`` as HTML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bsopt.analysis._fits import CriticalBatchFit, LrFit
+from bsopt.analysis._text import Line, Span, code, difference, line, names, plural, strong
+
+if TYPE_CHECKING:
+    from bsopt.analysis._analysis import BatchSizeAnalysis, BatchSizeStats
+
+
+@dataclass(frozen=True)
+class StudyCounts:
+    """The study and its trials by state (confirm reruns counted apart)."""
+
+    study_name: str
+    direction: str
+    metric: str
+    complete: int
+    pruned: int
+    failed: int
+    running: int  # running or waiting
+    total: int
+    n_confirm: int
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The verdict's first sentence.
+
+    ``kind``: ``"no trial"`` (nothing completed, no leader), ``"too few"`` (a leader, but too
+    few trials to trust it: ``short_of`` is the ``min_trials`` its completed trials fall
+    short of, ``alone`` says no other batch size completed one), ``"tie"`` (the data cannot
+    separate ``leader`` from ``tied_with``; ``by_cost`` lists the tied batch sizes cheapest
+    first when ``cost_basis`` names a cost they all have) or ``"best"`` (a clear winner).
+    ``value`` is the leader's best search value, or the mean of its confirm runs with
+    ``half_width`` the half width of that mean's t-interval.
+    """
+
+    kind: str
+    leader: BatchSizeStats | None = None
+    basis: str = "search"
+    value: float | None = None
+    half_width: float | None = None
+    short_of: int | None = None
+    alone: bool = False
+    tied_with: tuple[int, ...] = ()
+    by_cost: tuple[BatchSizeStats, ...] = ()
+    cost_basis: str | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One batch size against the leader: the difference of means (this minus the leader's),
+    its Welch interval, the status (``"worse"``, ``"tie"``, ``"too few"``), and its completed
+    trials when they are fewer than ``min_trials`` (``few``; ``None`` otherwise)."""
+
+    batch_size: int
+    status: str
+    difference: float | None
+    interval: tuple[float, float] | None
+    few: int | None
+
+
+@dataclass(frozen=True)
+class Comparisons:
+    """Every other batch size against ``against``, closest first; the batch sizes with no
+    completed trial; those left out of a confirm comparison for want of reruns."""
+
+    against: int
+    basis: str
+    top_k: int
+    items: tuple[Comparison, ...]
+    unfinished: tuple[BatchSizeStats, ...]
+    not_rerun: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Findings:
+    """Everything the verdict states. Past the headline and the counts, each part is
+    ``None`` when there is nothing to state (``lr_fit`` then says too few batch sizes)."""
+
+    headline: Headline
+    study: StudyCounts
+    fraction: bool
+    confidence: float
+    comparisons: Comparisons | None = None
+    lr_fit: LrFit | None = None
+    throughput: tuple[BatchSizeStats, BatchSizeStats] | None = None  # fastest, slowest
+    target: float | None = None
+    quickest: BatchSizeStats | None = None  # fewest samples to the target
+    critical_batch: CriticalBatchFit | None = None
+    noise_scale: float | None = None
+    noise_scale_trials: int = 0
+    noise_scale_range: tuple[float, float] | None = None
+    noise_scale_no_signal: int = 0
+
+    @property
+    def level(self) -> str:
+        return f"{100 * self.confidence:.0f}%"
+
+
+# ---------------------------------------------------------------------------------------------
+# The analysis as findings
+# ---------------------------------------------------------------------------------------------
+
+
+def find(a: BatchSizeAnalysis) -> Findings:
+    """The findings of ``a``."""
+    c = a.counts
+    study = StudyCounts(
+        study_name=a.study_name,
+        direction=a.direction,
+        metric=a.metric,
+        complete=c.get("COMPLETE", 0),
+        pruned=c.get("PRUNED", 0),
+        failed=c.get("FAIL", 0),
+        running=c.get("RUNNING", 0) + c.get("WAITING", 0),
+        total=sum(c.values()),
+        n_confirm=a.n_confirm,
+    )
+    leader = a.stats(a.best_batch_size) if a.best_batch_size is not None else None
+    if leader is None or (leader.best is None and not leader.confirm_values):
+        return Findings(Headline("no trial"), study, a.fraction, a.confidence)
+    speeds = [s for s in a.per_batch if s.samples_per_second]
+    reached = [s for s in a.per_batch if s.samples_to_target is not None]
+    return Findings(
+        _headline(a, leader),
+        study,
+        a.fraction,
+        a.confidence,
+        comparisons=_comparisons(a, leader),
+        lr_fit=a.lr_fit,
+        throughput=(
+            (
+                max(speeds, key=lambda s: s.samples_per_second or 0.0),
+                min(speeds, key=lambda s: s.samples_per_second or 0.0),
+            )
+            if leader.samples_per_second and len(speeds) > 1
+            else None
+        ),
+        target=a.target,
+        quickest=(
+            min(reached, key=lambda s: s.samples_to_target or 0)
+            if a.target is not None and reached
+            else None
+        ),
+        critical_batch=a.critical_batch,
+        noise_scale=a.noise_scale,
+        noise_scale_trials=a.noise_scale_trials,
+        noise_scale_range=a.noise_scale_range,
+        noise_scale_no_signal=a.noise_scale_no_signal,
+    )
+
+
+def _others(a: BatchSizeAnalysis, leader: BatchSizeStats) -> list[BatchSizeStats]:
+    return [s for s in a.per_batch if s.compared and s is not leader]
+
+
+def _headline(a: BatchSizeAnalysis, leader: BatchSizeStats) -> Headline:
+    from bsopt.analysis._analysis import cost
+
+    value = leader.best
+    half = None
+    if a.basis == "confirm":
+        value = leader.compared_mean or 0.0
+        half = (leader.interval[1] - value) if leader.interval else None
+    kind = "best"
+    short_of = None
+    if not a.enough_data:
+        kind = "too few"
+        if leader.n_complete < a.min_trials and len(leader.confirm_values) < 2:
+            short_of = a.min_trials
+    elif len(a.tied) > 1:
+        kind = "tie"
+    by_cost: tuple[BatchSizeStats, ...] = ()
+    if kind == "tie" and a.cost_basis is not None and a.recommended_batch_size is not None:
+        group = [a.stats(b) for b in a.tied]
+        by_cost = tuple(sorted(group, key=lambda s: cost(s, group)[0]))
+    return Headline(
+        kind,
+        leader,
+        a.basis,
+        value,
+        half,
+        short_of=short_of,
+        alone=not _others(a, leader),
+        tied_with=tuple(b for b in a.tied if b != leader.batch_size),
+        by_cost=by_cost,
+        cost_basis=a.cost_basis,
+    )
+
+
+def _comparisons(a: BatchSizeAnalysis, leader: BatchSizeStats) -> Comparisons | None:
+    others = _others(a, leader)
+    if not others:
+        return None
+    # Closest to the leader first: for a maximised metric the differences are negative.
+    sign = -1 if a.direction == "maximize" else 1
+    ranked = sorted(others, key=lambda s: (s.difference or 0.0) * sign)
+    items = tuple(
+        Comparison(
+            s.batch_size,
+            s.status,
+            s.difference,
+            s.difference_interval,
+            None if s.n_complete >= a.min_trials or a.basis == "confirm" else s.n_complete,
+        )
+        for s in ranked
+    )
+    return Comparisons(
+        leader.batch_size,
+        a.basis,
+        a.top_k,
+        items,
+        unfinished=tuple(s for s in a.per_batch if s.best is None and not s.confirm_values),
+        not_rerun=tuple(
+            s.batch_size for s in a.per_batch if s.best is not None and not s.compared
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The findings in words
+# ---------------------------------------------------------------------------------------------
+
+
+def verdict_lines(f: Findings) -> list[Line]:
+    """The verdict as paragraphs: the headline, the counts, then each finding in turn."""
+    lines = [_headline_line(f), _study_line(f.study)]
+    leader = f.headline.leader
+    if leader is None:
+        return lines
+    if f.comparisons is not None:
+        lines.extend(_comparison_lines(f.comparisons, f))
+    lines.extend(_lr_lines(f.lr_fit))
+    if f.throughput is not None:
+        fastest, slowest = f.throughput
+        lines.append(
+            line(
+                f"Throughput: {leader.batch_size} trains at {leader.samples_per_second:,.0f} "
+                f"samples/s; fastest {fastest.batch_size} at {fastest.samples_per_second:,.0f}, "
+                f"slowest {slowest.batch_size} at {slowest.samples_per_second:,.0f}."
+            )
+        )
+    if f.quickest is not None and f.target is not None:
+        lines.append(_target_line(f.quickest, leader, f.target, f.study.metric))
+    if f.critical_batch is not None:
+        lines.append(_critical_line(f.critical_batch))
+    lines.append(_noise_line(f, leader.batch_size))
+    return lines
+
+
+def _study_line(c: StudyCounts) -> Line:
+    states = f"{c.complete} complete, {c.pruned} pruned, {c.failed} failed"
+    return line(
+        "Study ",
+        strong(c.study_name),
+        f" ({c.direction} {c.metric}): {c.total} trials — {states}",
+        f", {c.running} running or waiting" if c.running else "",
+        f"; {plural(c.n_confirm, 'confirm rerun')} beside them" if c.n_confirm else "",
+        ".",
+    )
+
+
+def _leading(f: Findings, s: BatchSizeStats) -> tuple[Span, ...]:
+    """The leader ``s`` and its value: ``**64** (validation accuracy 0.95, ..., lr 0.01)``."""
+    h = f.headline
+    if h.basis == "confirm":
+        spread = f" ± {difference(h.half_width, f.fraction)}" if h.half_width is not None else ""
+        about = (
+            f"{h.value:.4g}{spread}, mean of {plural(len(s.compared), 'confirm run')} "
+            f"with fresh seeds, ± the {f.level} t-interval"
+        )
+    else:
+        about = (
+            f"{h.value:.4g}, trial #{s.best_trial}, best of "
+            f"{plural(s.n_complete, 'completed trial')}"
+        )
+    lr = f", lr {s.best_lr:.3g})" if s.best_lr is not None else ")"
+    return line(strong(str(s.batch_size)), f" ({f.study.metric} {about}{lr}")
+
+
+def _headline_line(f: Findings) -> Line:
+    h = f.headline
+    if h.kind == "no trial":
+        return line(
+            strong("Too few trials to tell"),
+            ": no completed trial yet, so no batch size can be named. Run more trials "
+            "(bsopt run ... --trials N resumes to N).",
+        )
+    s = h.leader
+    if s is None:  # every other kind has a leader; None here is a bug in find()
+        raise ValueError(f"A {h.kind!r} headline needs a leading batch size.")
+    if h.kind == "too few":
+        missing = []
+        if h.short_of is not None:
+            missing.append(
+                f"{s.batch_size} has {plural(s.n_complete, 'completed trial')} "
+                f"(at least {h.short_of} needed)"
+            )
+        if h.alone:
+            missing.append("no other batch size completed a trial to compare with")
+        return line(
+            strong("Too few trials to tell"),
+            " which batch size is best: " + "; ".join(missing) + ". Leading so far — best "
+            "batch size for this model: ",
+            *_leading(f, s),
+            ". Run more trials before trusting this.",
+        )
+    if h.kind == "tie":
+        return _tie_line(f, s)
+    return line("Best batch size for this model: ", *_leading(f, s), ".")
+
+
+def _tie_line(f: Findings, leader: BatchSizeStats) -> Line:
+    h = f.headline
+    head = line(
+        strong("Tie"),
+        f": the data cannot separate {leader.batch_size} from {names(h.tied_with)} (the "
+        f"{f.level} intervals of their differences hold 0). ",
+    )
+    if h.by_cost and h.cost_basis is not None:
+        basis = h.cost_basis
+        costs = "; ".join(
+            f"{s.batch_size}: {s.seconds_to_target:.2g} s to the target"
+            if basis == "seconds to target"
+            else f"{s.batch_size}: {s.samples_per_second:,.0f} samples/s"
+            for s in h.by_cost
+        )
+        cheaper = line(
+            "The cheaper choice is ",
+            strong(str(h.by_cost[0].batch_size)),
+            f" by measured cost ({costs}). ",
+        )
+    else:
+        cheaper = line(
+            "No cost was measured for all of them (samples_per_second, time to target), "
+            "so the tie cannot be broken here: pick the one that is cheaper for you. "
+        )
+    return (*head, *cheaper, Span("Leading value: "), *_leading(f, leader), Span("."))
+
+
+def _comparison_lines(c: Comparisons, f: Findings) -> list[Line]:
+    what = (
+        "the confirm reruns' means"
+        if c.basis == "confirm"
+        else f"the mean of each batch size's top-{c.top_k} search values"
+    )
+    parts = []
+    for item in c.items:
+        few = f", only {plural(item.few, 'trial')}" if item.few is not None else ""
+        if item.status == "too few" or item.difference is None:
+            parts.append(f"{item.batch_size}: too few values to compare{few}")
+            continue
+        span = ""
+        if item.interval is not None:
+            low, high = (difference(v, f.fraction, signed=True, unit=False) for v in item.interval)
+            span = f" [{low}, {high}]"
+        word = {"worse": "worse", "tie": "cannot be separated"}.get(item.status, item.status)
+        gap = difference(item.difference, f.fraction, signed=True)
+        parts.append(f"{item.batch_size} {gap}{span} — {word}{few}")
+    lines = [
+        line(
+            f"Each batch size against {c.against} ({what}, {f.level} Welch intervals): "
+            + "; ".join(parts)
+            + "."
+        )
+    ]
+    if c.unfinished:
+        lines.append(
+            line(
+                "No completed trial at "
+                + "; ".join(
+                    f"{s.batch_size} ({s.n_pruned} pruned, {s.n_failed} failed, "
+                    f"{s.n_running} running)"
+                    for s in c.unfinished
+                )
+                + "."
+            )
+        )
+    if c.basis == "confirm" and c.not_rerun:
+        lines.append(
+            line(
+                f"Not compared (no confirm reruns, or fewer than two): {names(c.not_rerun)}; ",
+                code("bsopt confirm"),
+                " with them included compares them too.",
+            )
+        )
+    if c.basis == "search":
+        lines.append(
+            line(
+                "These are the best of many trials, which flatters the winner; ",
+                code("bsopt confirm"),
+                " reruns the top configurations with fresh seeds and gives mean ± interval "
+                "per batch size.",
+            )
+        )
+    return lines
+
+
+def _lr_lines(fit: LrFit | None) -> list[Line]:
+    if fit is None:
+        return [line("Learning rate vs batch size: too few batch sizes with a completed trial.")]
+    n = len(fit.points)
+    if fit.critical_batch_size is not None:
+        p = fit.kink_p_value if fit.kink_p_value is not None else 0.0
+        flat = fit.lr_at(fit.critical_batch_size)
+        return [
+            line(
+                strong(f"Critical batch size ≈ {fit.critical_batch_size:,.0f}"),
+                f": up to it the best lr scales as batch^{fit.slope:.2f} — {fit.rule()}; beyond "
+                f"it the best lr stays flat at ≈ {flat:.3g}, so larger batches buy no larger "
+                f"step (two regimes fit {n} batch sizes better than one line: F-test p = "
+                f"{p:.2g}).",
+            )
+        ]
+    slope = line(
+        f"Best lr scales as batch^{fit.slope:.2f} over {n} batch sizes (log-log fit): "
+        f"{fit.rule()}."
+    )
+    if fit.kink_p_value is not None:
+        kink = (
+            f"No critical batch size within {fit.points[0][0]}–{fit.points[-1][0]}: two "
+            f"regimes do not fit better than one line (F-test p = {fit.kink_p_value:.2g})."
+        )
+    else:
+        kink = (
+            f"Too few batch sizes ({len({b for b, _ in fit.points})}) to look for a critical "
+            "batch size (4 needed)."
+        )
+    return [slope, line(kink)]
+
+
+def _target_line(
+    quickest: BatchSizeStats, leader: BatchSizeStats, target: float, metric: str
+) -> Line:
+    text = (
+        f"Time to target ({metric} {target:.4g}): fewest samples at "
+        f"{quickest.batch_size} ({quickest.samples_to_target:,}"
+    )
+    if quickest.seconds_to_target is not None:
+        text += f", {quickest.seconds_to_target:.2g} s of training"
+    text += ")"
+    if leader.samples_to_target is not None and quickest is not leader:
+        text += f"; {leader.batch_size} needed {leader.samples_to_target:,}"
+    return line(text + ".")
+
+
+def _critical_line(crit: CriticalBatchFit) -> Line:
+    return line(
+        f"Steps vs samples to the target (McCandlish et al. 2018, fitted over "
+        f"{len(crit.points)} batch sizes): S_min ≈ {crit.s_min:,.0f} steps, E_min ≈ "
+        f"{crit.e_min:,.0f} samples, so B_crit = E_min / S_min ≈ "
+        f"{crit.critical_batch_size:,.0f} (samples to target are measured on the "
+        "evaluation grid, so this is coarse)."
+    )
+
+
+def _noise_line(f: Findings, best: int) -> Line:
+    if f.noise_scale is None and f.noise_scale_no_signal:
+        return line(
+            f"Gradient noise scale: measured by {plural(f.noise_scale_no_signal, 'trial')} "
+            "but not enough signal for an estimate (too few measurements, or the batch far "
+            "below the noise scale)."
+        )
+    if f.noise_scale is None:
+        return line(
+            "Gradient noise scale: not recorded by these trials (no ",
+            code("noise_scale"),
+            " user attribute; ",
+            code("make_objective(measure_noise_scale=True)"),
+            " records it), so the best batch size cannot be compared with it.",
+        )
+    where = f"median of {f.noise_scale_trials} trials" if f.noise_scale_trials else "study"
+    if f.noise_scale_range is not None:
+        low, high = f.noise_scale_range
+        kind = "range over trials" if f.noise_scale_trials > 1 else "interval"
+        where += f"; {kind} {low:,.0f}–{high:,.0f}"
+    relation = "below" if best < f.noise_scale else "at or above"
+    return line(
+        f"Gradient noise scale B_noise ≈ {f.noise_scale:,.0f} ({where}); the best batch "
+        f"size {best} is {relation} it (batches well above B_noise buy little per extra "
+        "sample)."
+    )
