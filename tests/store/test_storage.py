@@ -16,8 +16,7 @@ import pytest
 
 import bsopt
 from bsopt import StorageError, open_storage
-from bsopt.store import mask_url, resolve_storage_url
-from bsopt.store._storage import SQLStorage, scrub
+from bsopt.store import SQLStorage, mask_url, resolve_storage_url, scrub
 
 
 def test_resolver_order_is_flag_then_env_then_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,6 +24,18 @@ def test_resolver_order_is_flag_then_env_then_default(monkeypatch: pytest.Monkey
     monkeypatch.setenv("BSOPT_STORAGE", "sqlite:///env.db")
     assert resolve_storage_url(None) == "sqlite:///env.db"
     assert resolve_storage_url("sqlite:///flag.db") == "sqlite:///flag.db"
+
+
+def test_an_empty_storage_url_is_refused_and_an_empty_variable_is_unset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    empty = r"The storage URL is empty \(--storage ''\)\. Give a URL"
+    with pytest.raises(ValueError, match=empty):
+        resolve_storage_url("")
+    with pytest.raises(ValueError, match=r"storage URL is empty"):
+        open_storage("  ")
+    monkeypatch.setenv("BSOPT_STORAGE", "")
+    assert resolve_storage_url(None) == "sqlite:///storage/bsopt.db"
 
 
 def test_default_storage_is_created_under_storage(
@@ -102,7 +113,7 @@ def test_mask_url_hides_a_password_holding_at_signs_whole() -> None:
     masked = mask_url("postgresql+psycopg://postgres:p@ss@word@db:5432/x")
     assert masked == "postgresql+psycopg://postgres:***@db:5432/x"
     # ...and the URL opens at host db: the "@" inside the password is encoded, not a host.
-    from bsopt.store._storage import _parse
+    from bsopt.store._urls import _parse
 
     parsed = _parse("postgresql+psycopg://postgres:p@ss@word@db:5432/x")
     assert (parsed.host, parsed.password) == ("db", "p@ss@word")
@@ -235,6 +246,20 @@ def _sql_url(kind: str, tmp_path: Path) -> str:
     return _reachable(POSTGRES_URL if kind == "postgres" else MYSQL_URL)
 
 
+@contextmanager
+def _sql_study(kind: str, tmp_path: Path) -> Iterator[tuple[str, SQLStorage, optuna.Study]]:
+    """A new study on ``kind``'s database (URL, storage, study), deleted afterwards."""
+    url = _sql_url(kind, tmp_path)
+    storage = open_storage(url, heartbeat_interval=None)
+    assert isinstance(storage, SQLStorage)
+    name = f"bsopt-test-{uuid.uuid4().hex[:10]}"
+    study = optuna.create_study(study_name=name, storage=storage)
+    try:
+        yield url, storage, study
+    finally:
+        optuna.delete_study(study_name=name, storage=storage)
+
+
 SQL_KINDS = [
     "sqlite",
     pytest.param("postgres", marks=pytest.mark.server),
@@ -255,12 +280,7 @@ def test_a_trials_attributes_are_one_statement_and_separate_rows(
 
     from bsopt.search._fair import store_user_attrs
 
-    url = _sql_url(kind, tmp_path)
-    storage = open_storage(url, heartbeat_interval=None)
-    assert isinstance(storage, SQLStorage)
-    name = f"bsopt-test-{uuid.uuid4().hex[:10]}"
-    study = optuna.create_study(study_name=name, storage=storage)
-    try:
+    with _sql_study(kind, tmp_path) as (url, storage, study):
         trial = study.ask()
         trial.set_user_attr("attr_00", "written before")
         inserts: list[str] = []
@@ -277,10 +297,8 @@ def test_a_trials_attributes_are_one_statement_and_separate_rows(
         assert len(inserts) == 1  # 25 attributes, one statement, one commit
         assert trial.user_attrs == ATTRS  # the trial object sees them at once
         study.tell(trial, 1.0)
-        (stored,) = optuna.load_study(study_name=name, storage=url).trials
+        (stored,) = optuna.load_study(study_name=study.study_name, storage=url).trials
         assert stored.user_attrs == ATTRS  # each its own attribute; attr_00 replaced
-    finally:
-        optuna.delete_study(study_name=name, storage=storage)
 
 
 def test_queued_attributes_are_written_when_a_later_one_fails(sqlite_url: str) -> None:
@@ -502,3 +520,23 @@ def test_a_failing_plain_select_read_is_optunas_storage_error(tmp_path: Path) ->
     event.listen(storage.engine, "before_cursor_execute", fail)
     with pytest.raises(optuna.exceptions.StorageInternalError, match="Reading the trials"):
         storage._get_trials(study._study_id, None, set(), -1)
+
+
+@pytest.mark.parametrize("kind", [k for k in SQL_KINDS if not isinstance(k, str)])
+def test_a_connection_dropped_by_the_server_is_reconnected(kind: Any, tmp_path: Path) -> None:
+    import sqlalchemy
+
+    with _sql_study(kind, tmp_path) as (url, storage, study):
+        study.tell(study.ask(), 1.0)
+        postgres = storage.engine.name == "postgresql"
+        own_id = "SELECT pg_backend_pid()" if postgres else "SELECT CONNECTION_ID()"
+        storage.engine.dispose()  # one pooled connection from here: the one dropped below
+        with storage.engine.connect() as connection:
+            victim = connection.execute(sqlalchemy.text(own_id)).scalar()
+        killer = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        with killer.connect() as connection:
+            drop = f"SELECT pg_terminate_backend({victim})" if postgres else f"KILL {victim}"
+            connection.execute(sqlalchemy.text(drop))
+        killer.dispose()
+        study.tell(study.ask(), 2.0)  # on the dropped connection without the ping
+        assert [t.value for t in study.get_trials()] == [1.0, 2.0]
