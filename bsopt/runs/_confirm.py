@@ -12,7 +12,7 @@ Running it again does only the runs still missing, so an interrupted confirm res
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 import math
 from typing import Any, Protocol
@@ -29,6 +29,12 @@ from bsopt.analysis._load import (
     trial_value,
 )
 from bsopt.core._attrs import CONFIRM_ATTR, CONFIRM_SEED_ATTR
+from bsopt.runs._study import (
+    definition_differences,
+    definition_error,
+    describe_definition,
+    stored_definition,
+)
 
 #: Confirm seeds start here, far from the search's (the objective's seed + trial number).
 CONFIRM_SEED_BASE = 1_000_000
@@ -91,7 +97,7 @@ def top_trials(study: optuna.Study, top: int = 1) -> dict[int, list[FrozenTrial]
     return out
 
 
-def _values_of(objective: Any, study: optuna.Study, result: Any) -> list[float] | None:
+def _values_of(objective: Any, n_objectives: int, result: Any) -> list[float] | None:
     """The objective values a bsopt objective would have returned for ``result``."""
     from bsopt.core._stop import StopReason
     from bsopt.search._objective import time_to_target
@@ -109,7 +115,7 @@ def _values_of(objective: Any, study: optuna.Study, result: Any) -> list[float] 
             total=objective._budget_total(),
         )
         return [score]
-    if len(study.directions) == 2:
+    if n_objectives == 2:
         return [result.value, result.train_seconds]
     return [result.value]
 
@@ -124,6 +130,8 @@ def confirm(
     batch_sizes: Sequence[int] | None = None,
     storage: str | None = None,
     echo: Callable[[str], None] | None = None,
+    jobs: int | None = 1,
+    allow_definition_change: bool = False,
 ) -> ConfirmResult:
     """Retrain the ``top`` configurations of each batch size with ``seeds`` fresh seeds,
     store the runs in the study, and analyse with them.
@@ -140,6 +148,13 @@ def confirm(
         batch_sizes: only these batch sizes (default: every one with a completed trial).
         storage: the storage URL when ``study`` is a name.
         echo: called with one line per rerun (e.g. ``print``).
+        jobs: worker processes training the reruns at once (joblib), one torch thread
+            each; ``None`` picks one per core for CPU objectives (1 on a GPU); 1 trains
+            them in this process. The reruns are stored by this process either way, in
+            the same order, and a rerun's value does not depend on ``jobs``.
+        allow_definition_change: confirm with an ``objective`` whose definition (data,
+            model, metric, seed; see :func:`check_confirm_definition`) differs from the
+            study's; otherwise that is refused before any rerun trains.
 
     Each rerun is a COMPLETE trial (FAIL if it diverged) with the repeated trial's params and
     the user attributes ``confirm_of`` and ``confirm_seed``. The search statistics leave them
@@ -148,37 +163,119 @@ def confirm(
 
     Raises:
         ValueError: neither or both of ``objective`` and ``retrain``; ``top`` or ``seeds``
-            below 1 (``seeds`` below 2 gives no interval); no completed trial to confirm.
+            below 1 (``seeds`` below 2 gives no interval); no completed trial to confirm;
+            ``objective`` has another definition than the study.
     """
-    _check_confirm_args(objective, retrain, top=top, seeds=seeds)
-    loaded = load_study(study, storage=storage)
+    _check_confirm_args(objective, retrain, top=top, seeds=seeds, jobs=jobs)
+    loaded = _load_checked(study, storage, objective, allow_definition_change)
     chosen = _chosen(loaded, top, batch_sizes)
     done = _stored_reruns(loaded)
+    plan = [
+        (b, trial, confirm_seed(trial.number, k))
+        for b, trials in chosen.items()
+        for trial in trials
+        for k in range(seeds)
+    ]
+    pending = [(trial, seed) for _, trial, seed in plan if (trial.number, seed) not in done]
+    trained = iter(
+        _train_all(pending, objective, retrain, len(loaded.directions), jobs=jobs)
+    )
     runs: list[ConfirmRun] = []
-    total = sum(len(ts) for ts in chosen.values()) * seeds
-    for b, trials in chosen.items():
-        for trial in trials:
-            for k in range(seeds):
-                seed = confirm_seed(trial.number, k)
-                stored = done.get((trial.number, seed))
-                if stored is not None:
-                    value = trial_value(stored)
-                    runs.append(ConfirmRun(trial.number, b, seed, value, stored.number, False))
-                    continue
-                values, number = _rerun(loaded, trial, seed, objective, retrain)
-                value_of = values[0] if values is not None else None
-                runs.append(ConfirmRun(trial.number, b, seed, value_of, number, True))
-                if echo is not None:
-                    shown = f"{value_of:.4g}" if value_of is not None else "failed (diverged)"
-                    echo(
-                        f"[{len(runs)}/{total}] batch {b}: trial #{trial.number} with seed "
-                        f"{seed}: {shown}"
-                    )
+    for b, trial, seed in plan:
+        stored = done.get((trial.number, seed))
+        if stored is not None:
+            value = trial_value(stored)
+            runs.append(ConfirmRun(trial.number, b, seed, value, stored.number, False))
+            continue
+        rerun = next(trained)  # in plan order, as each finishes
+        number = _store_rerun(loaded, trial, seed, rerun)
+        value_of = rerun.values[0] if rerun.values is not None else None
+        runs.append(ConfirmRun(trial.number, b, seed, value_of, number, True))
+        if echo is not None:
+            shown = f"{value_of:.4g}" if value_of is not None else "failed (diverged)"
+            echo(
+                f"[{len(runs)}/{len(plan)}] batch {b}: trial #{trial.number} with seed "
+                f"{seed}: {shown}"
+            )
     return ConfirmResult(tuple(runs), analyze_batch_sizes(loaded))
 
 
+def _load_checked(
+    study: optuna.Study | str,
+    storage: str | None,
+    objective: _Retrainable | None,
+    allow_change: bool,
+) -> optuna.Study:
+    loaded = load_study(study, storage=storage)
+    if objective is not None:
+        check_confirm_definition(loaded, objective, allow_change=allow_change)
+    return loaded
+
+
+def check_confirm_definition(
+    study: optuna.Study,
+    objective: object,
+    *,
+    name: str | None = None,
+    allow_change: bool = False,
+) -> None:
+    """Refuse to confirm ``study`` with an objective of another definition.
+
+    The reruns would train on other data, another split (the seed) or another model than
+    the search did, and the verdict would compare them as equals. What is compared is what
+    :func:`~bsopt.runs._study.check_definition` keeps with the study; nothing is stored
+    here. A study stored before bsopt kept the fingerprint is compared on its search space
+    and budget only.
+
+    Raises:
+        ValueError: one line per difference, unless ``allow_change``.
+    """
+    described = describe_definition(objective, name=name)
+    if described is None:
+        return
+    stored = stored_definition(study)
+    differences = definition_differences(stored, described)
+    if not differences or allow_change:
+        return
+    seed = stored.get("definition", {}).get("seed")
+    raise definition_error(
+        study,
+        differences,
+        fix=f"Confirm with the definition the study was searched with, seed {seed}: "
+        "`bsopt confirm` takes that seed from the study, in Python build the objective with "
+        f"build_objective(seed={seed}). Or pass --allow-definition-change "
+        "(allow_definition_change=True) to confirm with this one anyway.",
+    )
+
+
+def definition_seed(
+    study: optuna.Study, seed: int, *, echo: Callable[[str], None] | None = None
+) -> int:
+    """The seed to build ``study``'s objective with for ``bsopt confirm``: the one stored
+    with the study (its data split and training seeds), else ``seed`` (``--seed``)."""
+    stored = stored_definition(study).get("definition", {}).get("seed")
+    if isinstance(stored, bool) or not isinstance(stored, int):
+        if echo is not None:
+            echo(
+                f"bsopt: the study {study.study_name!r} keeps no seed (it was stored before "
+                f"bsopt kept a study's definition); confirm builds it with --seed {seed}."
+            )
+        return seed
+    if stored != seed and echo is not None:
+        echo(
+            f"bsopt: confirm builds the study with its own seed, {stored}, so the reruns use "
+            f"its data split (not --seed {seed})."
+        )
+    return stored
+
+
 def _check_confirm_args(
-    objective: _Retrainable | None, retrain: Retrain | None, *, top: int, seeds: int
+    objective: _Retrainable | None,
+    retrain: Retrain | None,
+    *,
+    top: int,
+    seeds: int,
+    jobs: int | None,
 ) -> None:
     if (objective is None) == (retrain is None):
         raise ValueError(
@@ -196,6 +293,11 @@ def _check_confirm_args(
                 f"{name} must be an integer >= {low}, but got {value!r}."
                 + (" Two seeds at least: one run has no spread." if name == "seeds" else "")
             )
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(
+            f"jobs must be an integer >= 1 or None (one per core), but got {jobs!r}. "
+            "Use 1 to train the reruns in this process."
+        )
 
 
 def _chosen(
@@ -229,37 +331,117 @@ def _stored_reruns(loaded: optuna.Study) -> dict[tuple[int, int], FrozenTrial]:
     return done
 
 
-def _rerun(
-    loaded: optuna.Study,
+@dataclass(frozen=True)
+class _Rerun:
+    """What one rerun produced, ready to store: values (None if it failed), attributes."""
+
+    values: list[float] | None
+    attrs: dict[str, Any]
+    intermediate: dict[int, float]
+
+
+def _train_rerun(
     trial: FrozenTrial,
     seed: int,
     objective: _Retrainable | None,
     retrain: Retrain | None,
-) -> tuple[list[float] | None, int]:
-    """Train ``trial`` again with ``seed`` and store the run: its values and its number."""
-    attrs: dict[str, Any] = {}
-    intermediate: dict[int, float] = {}
-    values: list[float] | None = None
-    if objective is not None:
-        from bsopt.search._objective import result_attrs
-
-        _, result = objective.retrain(trial, seed=seed)
-        values = _values_of(objective, loaded, result)
-        params = objective.params_of(trial)  # type: ignore[attr-defined]
-        attrs = dict(result_attrs(result, params, seed))
-        intermediate = {int(step): float(v) for step, v in result.history if math.isfinite(v)}
-    elif retrain is not None:
+    n_objectives: int,
+) -> _Rerun:
+    """Train ``trial`` again with ``seed``; touches no storage, so it can run anywhere."""
+    if retrain is not None:
         returned = float(retrain(trial, seed))
-        values = [returned] if math.isfinite(returned) else None
-    attrs.update({CONFIRM_ATTR: trial.number, CONFIRM_SEED_ATTR: seed})
+        return _Rerun([returned] if math.isfinite(returned) else None, {}, {})
+    from bsopt.search._objective import result_attrs
+
+    assert objective is not None  # _check_confirm_args: exactly one of the two
+    _, result = objective.retrain(trial, seed=seed)
+    params = objective.params_of(trial)  # type: ignore[attr-defined]
+    return _Rerun(
+        _values_of(objective, n_objectives, result),
+        dict(result_attrs(result, params, seed)),
+        {int(step): float(v) for step, v in result.history if math.isfinite(v)},
+    )
+
+
+def _train_in_worker(
+    trial: FrozenTrial,
+    seed: int,
+    objective: _Retrainable | None,
+    retrain: Retrain | None,
+    n_objectives: int,
+) -> _Rerun:
+    # Workers share the cores: torch's default of one thread per core in each would fight.
+    import torch
+
+    torch.set_num_threads(1)
+    return _train_rerun(trial, seed, objective, retrain, n_objectives)
+
+
+def _train_all(
+    pending: Sequence[tuple[FrozenTrial, int]],
+    objective: _Retrainable | None,
+    retrain: Retrain | None,
+    n_objectives: int,
+    *,
+    jobs: int | None,
+) -> Iterator[_Rerun]:
+    """The reruns of ``pending``, in order, each as soon as it and those before it are done."""
+    if jobs is None:
+        from bsopt.runs._workers import TRIALS_PER_WORKER, default_jobs
+
+        # Unlike search trials, no rerun waits for another's result: each can have a worker.
+        reruns = len(pending) * TRIALS_PER_WORKER
+        jobs = default_jobs(objective, reruns) if objective is not None else 1
+    if jobs == 1 or len(pending) < 2:
+        for trial, seed in pending:
+            yield _train_rerun(trial, seed, objective, retrain, n_objectives)
+        return
+    from joblib import Parallel, delayed
+
+    from bsopt.runs._workers import can_fork
+
+    n_jobs = min(jobs, len(pending))
+    if objective is not None and can_fork(objective, [None], 1, 1):
+        # Forked workers inherit the objective, data included, and start in milliseconds;
+        # spawned ones would import torch and unpickle it first (seconds each).
+        import multiprocessing
+
+        global _INHERITED
+        _INHERITED = objective
+        tasks = [(trial, seed, n_objectives) for trial, seed in pending]
+        try:
+            with multiprocessing.get_context("fork").Pool(n_jobs) as pool:
+                yield from pool.imap(_train_inherited, tasks)  # in order, as each is done
+        finally:
+            _INHERITED = None
+        return
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+    yield from parallel(
+        delayed(_train_in_worker)(trial, seed, objective, retrain, n_objectives)
+        for trial, seed in pending
+    )
+
+
+# The objective forked confirm workers inherit from their parent (set only while they run).
+_INHERITED: _Retrainable | None = None
+
+
+def _train_inherited(task: tuple[FrozenTrial, int, int]) -> _Rerun:
+    trial, seed, n_objectives = task
+    return _train_in_worker(trial, seed, _INHERITED, None, n_objectives)
+
+
+def _store_rerun(loaded: optuna.Study, trial: FrozenTrial, seed: int, rerun: _Rerun) -> int:
+    """Store ``rerun`` of ``trial`` in the study; its trial number."""
+    attrs = {**rerun.attrs, CONFIRM_ATTR: trial.number, CONFIRM_SEED_ATTR: seed}
     loaded.add_trial(
         optuna.trial.create_trial(
-            state=TrialState.COMPLETE if values is not None else TrialState.FAIL,
-            values=values,
+            state=TrialState.COMPLETE if rerun.values is not None else TrialState.FAIL,
+            values=rerun.values,
             params=dict(trial.params),
             distributions=dict(trial.distributions),
             user_attrs=attrs,
-            intermediate_values=intermediate,
+            intermediate_values=rerun.intermediate,
         )
     )
-    return values, loaded.get_trials(deepcopy=False)[-1].number
+    return loaded.get_trials(deepcopy=False)[-1].number

@@ -136,6 +136,40 @@ def test_confirm_with_a_real_objective_on_sqlite(
         assert "confirm runs with fresh seeds" in result.verdict
 
 
+@pytest.mark.slow
+def test_reruns_in_worker_processes_store_what_one_process_would(
+    tiny_objective: bsopt.Objective, tmp_path: Path
+) -> None:
+    # Two identical searches; one confirmed in this process, one by two joblib workers.
+    stored: dict[int, list[tuple[int, int, float | None]]] = {}
+    for jobs in (1, 2):
+        url = f"sqlite:///{tmp_path / f'jobs{jobs}.db'}"
+        study = bsopt.create_study("jobs", storage=url, direction=tiny_objective.direction, seed=0)
+        bsopt.optimize(study, tiny_objective, trials=6, show_progress_bar=False)
+        lines: list[str] = []
+        result = bsopt.confirm(study, tiny_objective, seeds=2, echo=lines.append, jobs=jobs)
+        assert [line.split(":")[0] for line in lines] == [
+            f"[{i}/{len(result.runs)}] batch {run.batch_size}"
+            for i, run in enumerate(result.runs, 1)
+        ]  # one line per rerun, in the plan's order, as each is stored
+        stored[jobs] = [
+            (t.user_attrs["confirm_of"], t.user_attrs["confirm_seed"], t.value)
+            for t in optuna.load_study(study_name="jobs", storage=url).trials
+            if "confirm_of" in t.user_attrs
+        ]
+    assert len(stored[1]) >= 2 and stored[2] == stored[1]
+
+
+def test_an_own_retrain_runs_in_spawned_workers_with_the_same_results(tmp_path: Path) -> None:
+    # retrain= is not a bsopt objective: it cannot be inherited, so joblib spawns workers.
+    results = []
+    for jobs in (1, 2):
+        study = _planted(f"sqlite:///{tmp_path / f'own{jobs}.db'}")
+        result = bsopt.confirm(study, retrain=_retrain, seeds=3, jobs=jobs)
+        results.append([(run.of, run.seed, run.value) for run in result.runs])
+    assert len(results[0]) == 6 and results[1] == results[0]
+
+
 def test_confirm_arguments_are_checked(sqlite_url: str) -> None:
     study = _planted(sqlite_url)
     with pytest.raises(ValueError, match="Pass exactly one of objective"):
@@ -144,6 +178,8 @@ def test_confirm_arguments_are_checked(sqlite_url: str) -> None:
         bsopt.confirm(study, retrain=_retrain, seeds=1)
     with pytest.raises(ValueError, match=r"batch_sizes \[128\] have no completed trial"):
         bsopt.confirm(study, retrain=_retrain, batch_sizes=[128])
+    with pytest.raises(ValueError, match=r"jobs must be an integer >= 1 or None .* got 0"):
+        bsopt.confirm(study, retrain=_retrain, jobs=0)
     with pytest.raises(ValueError, match="must have a retrain"):
         bsopt.confirm(study, object())  # type: ignore[arg-type]
     empty = optuna.create_study(storage=sqlite_url, study_name="empty")
