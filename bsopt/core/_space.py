@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 import math
+import numbers
 from typing import TYPE_CHECKING, Any, Literal
 
 from bsopt.core._schedules import BATCH_SCHEDULES, LR_SCHEDULES
@@ -46,6 +47,8 @@ OPTIMIZERS = ("adamw", "sgd", "lars")
 LR_SCALING_EXPONENTS: dict[str, float] = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 _LR_SCHEDULES = LR_SCHEDULES
 _BATCH_SCHEDULES = BATCH_SCHEDULES
+# Shown in the fix of a range given as something other than numbers.
+_EXAMPLE_RANGES = {"batch_size": "16, 256", "lr": "1e-4, 1e-1", "weight_decay": "1e-5, 1e-2"}
 # Parameter names bsopt itself may store; a user's own searched names must differ.
 RESERVED_NAMES = frozenset(
     {
@@ -131,6 +134,11 @@ class Params:
 def _check_range(name: str, bounds: tuple[float, float], *, positive: bool) -> None:
     if len(bounds) != 2:
         raise ValueError(f"{name} must be a (low, high) pair, but got {bounds!r}.")
+    if not all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in bounds):
+        raise ValueError(
+            f"{name} must be a number or a (low, high) pair of numbers, but got {bounds!r}. "
+            f"Give numbers, e.g. {name}=({_EXAMPLE_RANGES.get(name, '0.0, 0.5')})."
+        )
     low, high = bounds
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"{name} bounds must be finite, but got {bounds!r}.")

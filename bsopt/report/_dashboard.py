@@ -9,17 +9,22 @@ plots as study artifacts there, so the dashboard shows them beside bsopt's user 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 import ipaddress
 import os
 from pathlib import Path
+import socket
+from typing import TYPE_CHECKING, Any
 import warnings
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 
-from bsopt.report._report import Report
+from bsopt.report._report import Report, write_file
 from bsopt.store import mask_url, open_storage, resolve_storage_url
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication
 
 DEFAULT_ARTIFACTS = "storage/artifacts"
 ARTIFACTS_ENV = "BSOPT_ARTIFACTS"
@@ -79,8 +84,7 @@ def attach_report(
             ids.append(existing[filename])
             continue
         # upload_artifact names the artifact after the file; copy under the bsopt name.
-        named = path.with_name(filename)
-        named.write_bytes(path.read_bytes())
+        named = write_file(path.with_name(filename), path.read_bytes())
         try:
             ids.append(
                 upload_artifact(
@@ -138,6 +142,60 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(host: str, port: int) -> frozenset[str]:
+    """The ``Host`` header values the dashboard bound to ``host:port`` answers.
+
+    The localhost names and the bound address, each with and without the port. Bound to
+    every interface (``0.0.0.0`` or ``::``), also this machine's own names and addresses,
+    by which the other machines it was opened to reach it.
+    """
+    names = {"localhost", "127.0.0.1", "::1", host}
+    if host in ("0.0.0.0", "::", ""):
+        names |= _own_names()
+    allowed = set()
+    for name in names:
+        bare = name.lower().strip("[]")
+        shown = f"[{bare}]" if ":" in bare else bare  # an IPv6 address in a Host header
+        allowed |= {shown, f"{shown}:{port}"}
+    return frozenset(allowed)
+
+
+def _own_names() -> set[str]:
+    hostname = socket.gethostname()
+    names = {hostname, socket.getfqdn()}
+    try:
+        names |= {str(info[4][0]) for info in socket.getaddrinfo(hostname, None)}
+    except OSError:
+        pass  # a host name that does not resolve: its name still counts
+    return names
+
+
+class HostGuard:
+    """A WSGI application refusing (HTTP 403) requests for a host that is not ``allowed``.
+
+    A browser sends the name it resolved as the ``Host`` header; a page that rebinds its
+    own domain to 127.0.0.1 still sends that domain, so it is refused here.
+    """
+
+    def __init__(self, app: WSGIApplication, allowed: frozenset[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        host = str(environ.get("HTTP_HOST", "")).lower()
+        if host in self.allowed:
+            return self.app(environ, start_response)
+        body = (
+            f"403 Forbidden: the Host header {host!r} is not this dashboard's address. "
+            "Open it as http://127.0.0.1:PORT/ or http://localhost:PORT/.\n"
+        ).encode()
+        start_response(
+            "403 Forbidden",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+
 def serve_dashboard(
     storage: str | None = None,
     *,
@@ -157,10 +215,16 @@ def serve_dashboard(
         artifacts: the artifact folder (default ``$BSOPT_ARTIFACTS``, else
             ``storage/artifacts``), where ``bsopt report --attach`` puts the plots.
 
+    Requests whose ``Host`` header names neither the bound address nor this machine
+    (``localhost``, ``127.0.0.1``, ``[::1]``, with or without the port) are refused with
+    HTTP 403 (:class:`HostGuard`), so a web page cannot reach the dashboard through a
+    domain name of its own that resolves here (DNS rebinding).
+
     Raises:
         ValueError: a bad host or port, or the port is taken.
     """
-    from optuna_dashboard import run_server
+    import bottle
+    from optuna_dashboard import wsgi
 
     _check_host_port(host, port)
     url = resolve_storage_url(storage)
@@ -174,7 +238,9 @@ def serve_dashboard(
         if not _is_loopback(host):
             echo(f"Warning: bound to {host}; anyone who can reach it can edit this storage.")
     try:
-        run_server(opened, host=host, port=port, artifact_store=store)
+        app = HostGuard(wsgi(opened, artifact_store=store), allowed_hosts(host, port))
+        # What optuna_dashboard.run_server does, with the guard around its application.
+        bottle.run(app, host=host, port=port)
     except OSError as e:
         raise ValueError(
             f"Cannot serve on {host}:{port} ({e.strerror or e}). The port may be taken: "

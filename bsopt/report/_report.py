@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+import contextlib
 from dataclasses import dataclass
 import datetime as dt
 import html
 import io
 import math
+import os
 from pathlib import Path
 import re
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -605,6 +608,28 @@ def safe_folder_name(study_name: str) -> str:
     return name or "_"
 
 
+def write_file(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` without following a link planted there.
+
+    The bytes go to a new temporary file in the same folder, which then replaces ``path``
+    (``os.replace`` renames over a symbolic link itself, never its target), so a link in
+    the report folder cannot redirect the write to a file outside it. Returns ``path``.
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # O_EXCL: a new file of our own, never an existing one or a link (mode 0o666 & ~umask,
+    # as an ordinary write would create it).
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    return path
+
+
 def default_report_folder(study_name: str) -> Path:
     """``bsopt-report/<study name made safe>`` (:func:`safe_folder_name`)."""
     return Path(DEFAULT_REPORT_DIR) / safe_folder_name(study_name)
@@ -641,6 +666,11 @@ def write_report(
     """
     from bsopt.store import mask_url, resolve_storage_url, writable_folder
 
+    if target is not None and not (isinstance(target, (int, float)) and math.isfinite(target)):
+        raise ValueError(
+            f"target must be a finite number (the metric value to reach), but got {target!r}. "
+            "Pass e.g. target=0.95, or None for the worst per-batch-size best value."
+        )
     loaded = load_study(study, storage=storage)
     analysis = analyze_batch_sizes(loaded, target=target, min_trials=min_trials)
     importances = param_importances(loaded, seeds=importance_seeds)
@@ -665,8 +695,7 @@ def write_report(
     pngs = {name: _png(fig) for name, fig in figures.items()}
     paths = {}
     for name, data in pngs.items():
-        paths[name] = folder / f"{name}.png"
-        paths[name].write_bytes(data)
+        paths[name] = write_file(folder / f"{name}.png", data)
     if isinstance(study, str):
         storage_text = mask_url(resolve_storage_url(storage))
     else:
@@ -674,8 +703,8 @@ def write_report(
         backend = getattr(loaded._storage, "_backend", loaded._storage)
         url = getattr(backend, "url", None)
         storage_text = mask_url(url) if isinstance(url, str) else type(backend).__name__
-    html_path = folder / "report.html"
-    html_path.write_text(_html(loaded, analysis, importances, pngs, storage_text), "utf-8")
-    md_path = folder / "report.md"
-    md_path.write_text(_markdown(loaded, analysis, importances, list(pngs)), "utf-8")
+    html = _html(loaded, analysis, importances, pngs, storage_text)
+    html_path = write_file(folder / "report.html", html.encode("utf-8"))
+    md = _markdown(loaded, analysis, importances, list(pngs))
+    md_path = write_file(folder / "report.md", md.encode("utf-8"))
     return Report(html_path, md_path, paths, analysis, importances)

@@ -31,12 +31,13 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK)
 
 
-def _prepare_sqlite(parsed: URL) -> bool:
+def _prepare_sqlite(parsed: URL, *, create: bool = True) -> bool:
     """Check a SQLite (or journal) file's folder; ``True`` when it can only be read.
 
     An existing file in a read-only folder, or a read-only file, opens read-only, so that
     reading commands (``bsopt studies``, ``bsopt report``) work on it; a write then fails
-    with a clear error. A missing file needs a folder where it can be created.
+    with a clear error. A missing file needs a folder where it can be created, and is
+    refused when ``create`` is false. A folder is never taken for the file.
     """
     database = parsed.database
     if not database or database == ":memory:":
@@ -45,6 +46,17 @@ def _prepare_sqlite(parsed: URL) -> bool:
             "Give a file, e.g. sqlite:///storage/bsopt.db."
         )
     path = Path(database).expanduser().resolve()
+    if path.is_dir():
+        raise ValueError(
+            f"The storage path {database!r} is a folder, not a database file. Name a file "
+            f"in it, e.g. {_url_in(parsed, path / 'bsopt.db')}."
+        )
+    if not create and not path.exists():
+        raise ValueError(
+            f"There is no storage at {database!r}: the file does not exist, and this command "
+            "only reads, so it creates none. Check the path (--storage or BSOPT_STORAGE), or "
+            "start a study there with: bsopt run digits --storage URL."
+        )
     if path.is_file() and not (_writable(path) and _writable(path.parent)):
         return True
     writable_folder(
@@ -53,6 +65,11 @@ def _prepare_sqlite(parsed: URL) -> bool:
         fix="Choose a writable place with --storage or BSOPT_STORAGE.",
     )
     return False
+
+
+def _url_in(parsed: URL, path: Path) -> str:
+    """``parsed``'s scheme with the database file ``path`` (absolute: four slashes)."""
+    return f"{parsed.drivername.split('+')[0]}:///{path}"
 
 
 def _read_only_sqlite_url(parsed: URL) -> str:

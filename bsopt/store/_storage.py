@@ -30,6 +30,7 @@ def open_storage(
     heartbeat_interval: int | None = 60,
     grace_period: int | None = None,
     max_retry: int | None = 3,
+    create: bool = True,
 ) -> BaseStorage:
     """Open (and create if needed) the storage named by ``url``.
 
@@ -42,6 +43,8 @@ def open_storage(
             Only SQL databases have heartbeats: ``journal:///file.log`` (Optuna's
             journal file, many processes on one host) and ``grpc://host:port`` (a
             ``bsopt proxy``) ignore these three settings.
+        create: ``False`` refuses a SQLite or journal file that does not exist yet,
+            instead of creating an empty one (for commands that only read).
 
     An existing SQLite file that cannot be written (a read-only file or folder) opens
     read-only: reading works, and a write fails with a :class:`StorageError`. Processes
@@ -55,7 +58,7 @@ def open_storage(
     resolved = resolve_storage_url(url)
     parsed = _parse(resolved)
     if parsed.get_backend_name() == "journal":
-        return _open_journal(parsed)
+        return _open_journal(parsed, create=create)
     if parsed.get_backend_name() == "grpc":
         return _open_grpc(parsed)
     resolved = with_default_driver(resolved)
@@ -63,7 +66,7 @@ def open_storage(
     connect_url = parsed.render_as_string(hide_password=False)
     lock_path: Path | None = None
     if parsed.get_backend_name() == "sqlite":
-        if _prepare_sqlite(parsed):
+        if _prepare_sqlite(parsed, create=create):
             connect_url = _read_only_sqlite_url(parsed)
         else:
             lock_path = _creation_lock(Path(str(parsed.database)))
@@ -126,7 +129,7 @@ def _open_sql(
             return _retry_schema_race(create)
 
 
-def _open_journal(parsed: URL) -> BaseStorage:
+def _open_journal(parsed: URL, *, create: bool = True) -> BaseStorage:
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     path = parsed.database
@@ -135,7 +138,7 @@ def _open_journal(parsed: URL) -> BaseStorage:
             "A journal storage URL needs a file: journal:///relative/path.log or "
             "journal:////absolute/path.log."
         )
-    _prepare_sqlite(parsed)  # the same folder checks as a SQLite file
+    _prepare_sqlite(parsed, create=create)  # the same folder checks as a SQLite file
     return JournalStorage(JournalFileBackend(str(Path(path).expanduser())))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+import math
 import os
 from typing import Any, Protocol
 
@@ -131,6 +132,21 @@ def _per_sample(tree: Tree) -> str:
     )
 
 
+def _check_val_labels_seen(y_train: torch.Tensor, y_val: Tree) -> None:
+    """Refuse validation classes the model can never learn: none of their samples train."""
+    if not isinstance(y_val, torch.Tensor):
+        return
+    unseen = sorted(set(y_val.unique().tolist()) - set(y_train.unique().tolist()))
+    if unseen:
+        shown = ", ".join(str(label) for label in unseen[:20])
+        more = f" and {len(unseen) - 20} more" if len(unseen) > 20 else ""
+        raise ValueError(
+            f"The validation labels hold classes that no training sample has: {shown}{more}. "
+            "Every trial would score them wrong whatever it learned. Split the data so that "
+            "each class appears in the training set (bsopt.from_arrays stratifies by class)."
+        )
+
+
 @dataclass(frozen=True, repr=False)
 class TensorData:
     """A train/validation split held entirely as tensors.
@@ -178,6 +194,7 @@ class TensorData:
                     "would score perfectly without learning anything. Check the labels "
                     "(or use float targets for regression)."
                 )
+            _check_val_labels_seen(y, self.y_val)
 
     def __repr__(self) -> str:
         return (
@@ -385,6 +402,47 @@ def _standardise(x_tr: np.ndarray, x_va: np.ndarray) -> tuple[np.ndarray, np.nda
     return (x_tr - mean) / std, (x_va - mean) / std
 
 
+_MIN_SAMPLES = 10
+
+
+def _check_arrays(x: np.ndarray, y: np.ndarray, val_fraction: float) -> None:
+    """Refuse arrays that cannot be split: not numbers, too few samples, too rare a class."""
+    if len(x) < _MIN_SAMPLES:
+        raise ValueError(
+            f"from_arrays needs at least {_MIN_SAMPLES} samples to split into training and "
+            f"validation sets, but got {len(x)}. Pass more samples."
+        )
+    for part, array in (("x", x), ("y", y)):
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise ValueError(
+                f"{part} must hold numbers, but got dtype {array.dtype} (first value "
+                f"{str(array.flat[0])!r}). Convert it first, e.g. {part}.astype(np.float32), and "
+                "encode text categories as integers."
+            )
+    if not np.issubdtype(y.dtype, np.integer):
+        return
+    labels, counts = np.unique(y, return_counts=True)
+    rare = [int(label) for label, count in zip(labels, counts, strict=True) if count < 2]
+    if rare:
+        raise ValueError(
+            f"Every class needs at least 2 samples, one for each split, but class(es) "
+            f"{', '.join(map(str, rare[:20]))} have only 1. Add samples of them or drop them."
+        )
+    if not 0.0 < val_fraction < 1.0:
+        return  # refused by the split, with its own message
+    n_val = math.ceil(len(y) * val_fraction)
+    for split, n, fix in (
+        ("validation", n_val, "Raise val_fraction"),
+        ("training", len(y) - n_val, "Lower val_fraction"),
+    ):
+        if n < len(labels):
+            raise ValueError(
+                f"val_fraction={val_fraction} of {len(y)} samples leaves {n} {split} "
+                f"samples, fewer than the {len(labels)} classes, so some class would be "
+                f"missing from it. {fix} or pass more samples."
+            )
+
+
 def from_arrays(
     x: np.ndarray,
     y: np.ndarray,
@@ -409,6 +467,7 @@ def from_arrays(
         raise ValueError(
             f"x and y must have the same length, but got len(x)={len(x)} and len(y)={len(y)}."
         )
+    _check_arrays(x, y, val_fraction)
     x_tr, x_va, y_tr, y_va = _stratified_split(x, y, val_fraction, seed)
     if standardise:
         x_tr, x_va = _standardise(x_tr.astype(np.float64), x_va.astype(np.float64))

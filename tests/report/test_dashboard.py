@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+import http.client
 import importlib.util
 import json
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -215,3 +217,46 @@ def test_objective_names_keep_what_the_study_already_says(sqlite_url: str) -> No
     with pytest.warns(optuna.exceptions.ExperimentalWarning):
         named.set_metric_names(["my loss"])
     assert name_objectives(named, "validation loss") == ["my loss"]
+
+
+def _request(base: str, method: str, path: str, host: str) -> tuple[int, bytes]:
+    """A real HTTP request to ``base`` with ``host`` as its Host header."""
+    connection = http.client.HTTPConnection(urllib.parse.urlsplit(base).netloc, timeout=30)
+    try:
+        body = json.dumps({"study_name": "planted", "directions": ["minimize"]})
+        headers = {"Host": host, "Content-Type": "application/json"}
+        connection.request(method, path, body=body if method == "POST" else None, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_requests_for_a_foreign_host_are_refused(dashboard: str, stored: tuple[str, Path]) -> None:
+    """DNS rebinding: a page of evil.example resolved to 127.0.0.1 still sends its own Host."""
+    import optuna
+
+    url, _ = stored
+    port = urllib.parse.urlsplit(dashboard).port
+    before = optuna.get_all_study_names(url)
+    for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}"):
+        status, body = _request(dashboard, "GET", "/api/studies", host)
+        assert status == 403, host
+        assert b"is not this dashboard's address" in body
+        assert _request(dashboard, "POST", "/api/studies", host)[0] == 403
+        assert _request(dashboard, "DELETE", "/api/studies/1", host)[0] == 403
+    assert optuna.get_all_study_names(url) == before
+    for host in ("localhost", f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+        status, body = _request(dashboard, "GET", "/api/studies", host)
+        assert status == 200, host
+        assert [s["study_name"] for s in json.loads(body)["study_summaries"]] == ["mixed"]
+
+
+def test_allowed_hosts_are_the_bound_address_and_localhost() -> None:
+    from bsopt.report._dashboard import allowed_hosts
+
+    assert allowed_hosts("127.0.0.1", 8080) == {
+        "localhost", "localhost:8080", "127.0.0.1", "127.0.0.1:8080", "[::1]", "[::1]:8080"
+    }  # fmt: skip
+    assert {"10.1.2.3", "10.1.2.3:80"} <= allowed_hosts("10.1.2.3", 80)
+    assert {"[::1]:9", "[fe80::1]:9"} <= allowed_hosts("fe80::1", 9)

@@ -250,3 +250,22 @@ def test_the_html_verdict_is_rendered_from_the_findings_not_parsed(
     assert "Study <strong>a `b` *c* &lt;d&gt;</strong> (maximize value)" in page
     assert "<code>bsopt confirm</code>" in page
     assert f"Study **{name}** (maximize value)" in report.analysis.verdict
+
+
+def test_report_writes_never_follow_a_link_out_of_their_folder(
+    mixed_url: str, tmp_path: Path
+) -> None:
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("report.md", "report.html", "history.png"):
+        (out / name).symlink_to(outside)
+    argv = ["report", "--storage", mixed_url, "--study", "mixed", "--out", str(out)]
+    assert bsopt.cli.main(argv) == 0
+    assert outside.read_text() == "keep me"
+    for name in ("report.md", "report.html", "history.png"):
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > 100
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["report.md", "report.html", *(f"{name}.png" for name in PLOTS)]
+    )
