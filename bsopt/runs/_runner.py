@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import functools
 import importlib.util
 from pathlib import Path
 import pickle
@@ -121,6 +122,24 @@ class _Checked:
             ) from e
 
 
+def definition_name(build: object) -> str | None:
+    """The name a study definition is kept under: a built-in study's name or a study
+    script's file name (``None`` for another function, whose name is then not compared).
+
+    It is the same for ``bsopt run``, ``bsopt worker``, ``bsopt confirm`` and the worker
+    processes they start, which load the definition by its path.
+    """
+    if isinstance(build, functools.partial) and build.func is build_from_ref and build.args:
+        return _ref_name(str(build.args[0]))
+    if isinstance(build, _Checked):
+        return _ref_name(build.path)
+    return next((name for name, b in BUILTIN_STUDIES.items() if b is build), None)
+
+
+def _ref_name(ref: str) -> str:
+    return ref if ref in BUILTIN_STUDIES else Path(ref).name
+
+
 def build_from_ref(ref: str, *, seed: int) -> Objective:
     """Build the objective of a built-in study or study script; picklable for workers."""
     _, build = load_study_definition(ref)
@@ -164,8 +183,10 @@ def run(
     :func:`~bsopt.runs._workers.default_jobs`: one per core for CPU trials, up to 4, each with at
     least 5 of the trials left, and one process when ``build_objective`` cannot be sent to
     another process; ``heartbeat_interval`` and ``grace_period`` go to
-    :func:`~bsopt.open_storage`. A resumed study must have the same search space and
-    budget unless ``allow_space_change`` (see :func:`~bsopt.runs._study.check_definition`).
+    :func:`~bsopt.open_storage`. A resumed study must have the same definition (search
+    space, budget, study definition, data, model, metric and seed), and a study of plain
+    Optuna's trials is not adopted, unless ``allow_space_change`` (see
+    :func:`~bsopt.runs._study.check_definition`).
     The sampler is seeded with ``seed``; the settings are those of
     :class:`~bsopt.runs._session.RunSettings`.
     """

@@ -165,13 +165,15 @@ def open_study(
     ``settings.devices`` processes per trial (or, under ``torchrun``, this rank's part;
     ``None`` is returned on the ranks other than 0) unless ``spread`` is false. The study
     gets the objective's directions, the pruner ``settings.pruner`` in the budget's units
-    and a sampler seeded from ``settings.sampler_seed`` and ``worker``; its search space
-    and budget are checked against the stored ones (see
+    and a sampler seeded from ``settings.sampler_seed`` and ``worker``; its definition
+    (search space, budget, and the fingerprint of the study definition, data, model,
+    metric and seed) is checked against the stored one, before any trial trains (see
     :func:`~bsopt.runs._study.check_definition`).
 
     Raises:
         ValueError: ``create`` is false and the study does not exist or optimises another
-            direction; the study was created with another search space.
+            direction; the study was created with another definition, or holds trials that
+            bsopt did not make (unless ``settings.allow_space_change``).
     """
     objective = build_objective(seed=settings.seed)
     if spread and (settings.devices > 1 or launched_by_torchrun()):
@@ -202,8 +204,18 @@ def open_study(
         seed=settings.sampler_seed,
         worker=worker,
     )
+    # NOTE: imported here: the runner, which knows the built-in studies and the scripts,
+    # builds on this module.
+    from bsopt.runs._runner import definition_name
+
     try:
-        check_definition(study, objective, allow_change=settings.allow_space_change, echo=echo)
+        check_definition(
+            study,
+            objective,
+            name=definition_name(build_objective),
+            allow_change=settings.allow_space_change,
+            echo=echo,
+        )
     except Exception as e:
         raise_storage_fault(e, study)
         raise

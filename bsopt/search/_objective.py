@@ -22,9 +22,11 @@ import copy
 import dataclasses
 from dataclasses import KW_ONLY, dataclass, field, fields
 import functools
+import hashlib
 import logging
 import math
 import pickle
+import re
 import threading
 from typing import Any, Literal
 import warnings
@@ -39,7 +41,14 @@ from bsopt.core._budget import Budget
 from bsopt.core._space import Params, SearchSpace, SuggestFn, suggest_params
 from bsopt.core._stop import StopReason
 from bsopt.search._fair import FairReporter, retry_oom
-from bsopt.training._batch import Batch, batch_size_of, call_model, slice_batch
+from bsopt.training._batch import (
+    Batch,
+    batch_size_of,
+    call_model,
+    describe,
+    leaves,
+    slice_batch,
+)
 from bsopt.training._config import TrainConfig, resolve_device
 from bsopt.training._data import TrainingData
 from bsopt.training._distributed import (
@@ -369,13 +378,14 @@ def _scratch_trial(seed: int) -> optuna.Trial:
         logger.setLevel(level)
 
 
-def _preview_batch(data: TrainingData, n: int = 8) -> Batch | None:
-    """A few validation samples on the CPU, without starting DataLoader workers."""
-    x_val = getattr(data, "x_val", None)
+def _preview_batch(data: TrainingData, n: int = 8, *, split: str = "val") -> Batch | None:
+    """A few samples of ``split`` ("val" or "train") on the CPU, without starting DataLoader
+    workers."""
+    x_val = getattr(data, f"x_{split}", None)
     if x_val is not None:
-        y_val = data.y_val  # type: ignore[attr-defined]
+        y_val = getattr(data, f"y_{split}")
         return slice_batch((x_val, y_val), 0, n)
-    val = getattr(data, "val", None)
+    val = getattr(data, split, None)
     if val is None:
         return None
     from torch.utils.data import default_collate
@@ -383,6 +393,112 @@ def _preview_batch(data: TrainingData, n: int = 8) -> Batch | None:
     collate = getattr(data, "collate_fn", None) or default_collate
     items = [val[i] for i in range(min(n, len(val)))]
     return tuple(collate(items))
+
+
+# --- what a study's trials were trained on: kept with the study, compared on resume --------
+
+#: Rows of each split hashed into the definition: enough to tell another data set or another
+#: split apart, few enough to read at once from a data set on disk.
+_SAMPLE_ROWS = 16
+
+
+def data_fingerprint(data: TrainingData) -> dict[str, Any]:
+    """The data's name, its train and validation rows, its classes and a hash of its first
+    rows (``sample``: validation rows, and training rows where they are tensors, since a data
+    set on disk may transform its training items at random). A key is left out where it
+    cannot be known (no name, items that are not tensors)."""
+    name = getattr(data, "name", None)
+    described: dict[str, Any] = {"name": name} if isinstance(name, str) else {}
+    described |= {
+        "train_rows": int(data.n_train),
+        "val_rows": int(data.n_val),
+        "classes": data.n_classes,
+    }
+    sample = _sample_digest(data)
+    if sample is not None:
+        described["sample"] = sample
+    return described
+
+
+def _sample_digest(data: TrainingData) -> str | None:
+    splits = ("train", "val") if hasattr(data, "x_train") else ("val",)
+    digest = hashlib.sha256()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the same items from a data set that transforms at random
+        for split in splits:
+            batch = _preview_batch(data, _SAMPLE_ROWS, split=split)
+            if batch is None:
+                return None
+            try:
+                tensors = list(leaves(batch))
+            except TypeError:
+                return None  # a collate_fn of your own gives more than tensors
+            for path, tensor in tensors:
+                values = tensor.detach().cpu()
+                # Rounded: data standardised on another host may differ in the last bits.
+                if values.is_floating_point():
+                    values = torch.round(values.double(), decimals=6)
+                digest.update(f"{split}{path}:{tuple(values.shape)}:{tensor.dtype};".encode())
+                digest.update(values.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def model_fingerprint(model: nn.Module) -> dict[str, Any]:
+    """The model's class, its parameter count and a hash of its parameters' names, shapes
+    and dtypes (``shapes``)."""
+    shapes = ";".join(f"{n}:{tuple(p.shape)}:{p.dtype}" for n, p in model.named_parameters())
+    return {
+        "class": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "shapes": hashlib.sha256(shapes.encode()).hexdigest()[:16],
+    }
+
+
+# torch reports inputs that do not fit a layer as a RuntimeError naming shapes or sizes.
+_SHAPE_ERROR = re.compile(r"shape|size|dimension", re.IGNORECASE)
+
+
+def _model_input_size(model: nn.Module, inputs: Any) -> str:
+    """What the data gives each sample, and what the model's first linear layer takes."""
+    data_side = f"inputs {describe(inputs)}"
+    if isinstance(inputs, torch.Tensor) and inputs.ndim > 1:
+        data_side = f"{math.prod(inputs.shape[1:])} input features per sample ({data_side})"
+    first = next((m for m in model.modules() if isinstance(m, nn.Linear)), None)
+    if first is None or isinstance(first, nn.LazyLinear):
+        return f"the data has {data_side}"
+    return f"the model's first layer takes {first.in_features} features, the data has {data_side}"
+
+
+def _head_error(width: int, n_classes: int) -> ValueError:
+    return ValueError(
+        f"The model outputs {width} value(s) per sample, but the data has {n_classes} classes "
+        f"(labels 0 to {n_classes - 1}); a classifier needs one output per class. Give the "
+        f"model's last layer {n_classes} outputs (data.n_classes)."
+    )
+
+
+def _preview_output(model: nn.Module, batch: Batch, loss: LossFn, n_classes: int | None) -> Any:
+    """The model's output on a preview batch, after checking its shapes and its loss."""
+    try:
+        output = call_model(model, batch[0])
+    except RuntimeError as e:
+        if not _SHAPE_ERROR.search(str(e)):
+            raise
+        raise ValueError(
+            f"The model does not fit the data's input size: {_model_input_size(model, batch[0])}"
+            f" (torch: {e}). Build the model's first layer for the data, e.g. "
+            "nn.Linear(data.n_features, ...)."
+        ) from None
+    width = output.shape[-1] if isinstance(output, torch.Tensor) and output.ndim == 2 else None
+    if n_classes is not None and width is not None and 1 < width < n_classes:
+        raise _head_error(width, n_classes)
+    try:
+        check_loss_value(loss(output, batch[1]))
+    except IndexError:
+        if n_classes is None or width is None:
+            raise
+        raise _head_error(width, n_classes) from None
+    return output
 
 
 @dataclass(frozen=True, eq=False)
@@ -400,6 +516,7 @@ class Objective:
     _: KW_ONLY
     preflight: bool = True
     _recorded: set[str] = field(default_factory=set, init=False, repr=False)
+    _fingerprint: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not callable(self.build_model):
@@ -614,13 +731,13 @@ class Objective:
         batch = _preview_batch(self.data)
         with _exclusive_rng(), torch.random.fork_rng(devices=[]):
             model = self._build(params, self.seed)
+            self._remember(model)  # the study's fingerprint, without building it again
             if batch is None:
                 return
             batch_size_of(batch, where="validation batch")
             model.eval()
             with torch.no_grad():
-                output = call_model(model, batch[0])
-                check_loss_value(self.loss(output, batch[1]))
+                output = _preview_output(model, batch, self.loss, self.data.n_classes)
         width = output.shape[-1] if isinstance(output, torch.Tensor) and output.ndim > 1 else 1
         if self.metric.name == "roc_auc" and width > 2:
             raise ValueError(
@@ -628,6 +745,27 @@ class Objective:
                 "Use metric='roc_auc_ovr' (one-vs-rest) or 'roc_auc_ovo' (one-vs-one) to "
                 "state how to average over classes."
             )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What this objective's trials are trained on, besides the search space and budget:
+        ``data`` (:func:`data_fingerprint`), ``model`` (:func:`model_fingerprint` of the model
+        built once from sampled values, as the preflight does), ``metric`` and ``seed`` (the
+        objective's seed, which the built-in studies also split the data with). A study keeps
+        it and refuses another on resume (:func:`~bsopt.runs._study.check_definition`)."""
+        if not self._fingerprint:
+            params = self.params_of(_scratch_trial(self.seed))
+            with _exclusive_rng(), torch.random.fork_rng(devices=[]):
+                self._remember(self._build(params, self.seed))
+        return copy.deepcopy(self._fingerprint)
+
+    def _remember(self, model: nn.Module) -> None:
+        """Keep :meth:`fingerprint` of ``model``, built from the preflight's params."""
+        self._fingerprint.update(
+            data=data_fingerprint(self.data),
+            model=model_fingerprint(model),
+            metric=self.metric.name,
+            seed=self.seed,
+        )
 
     @property
     def probing(self) -> bool:

@@ -229,3 +229,27 @@ def test_confirm_reruns_do_not_count_towards_the_search_total(sqlite_url: str) -
 
     assert decide(study.trials, 7, me=None) == "stop"
     assert decide(study.trials, 8, me=None) == "run"
+
+
+def test_confirm_with_an_objective_of_another_seed_is_refused(sqlite_url: str) -> None:
+    def objective_with(seed: int) -> bsopt.Objective:
+        data = bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=seed)
+        return bsopt.make_objective(
+            bsopt.mlp_builder(data, hidden=(16,)), data,
+            space=bsopt.SearchSpace(batch_size=(8, 64)), budget=bsopt.Budget(1, evals=2),
+            device="cpu", seed=seed,
+        )  # fmt: skip
+
+    searched = objective_with(1)
+    study = bsopt.create_study("seeded", storage=sqlite_url, direction=searched.direction)
+    bsopt.optimize(study, searched, trials=2, show_progress_bar=False)
+    with pytest.raises(ValueError, match=r"study 'seeded' was created with another definition"
+                       ) as refused:  # fmt: skip
+        bsopt.confirm(study, objective_with(0), seeds=2, jobs=1)
+    lines = str(refused.value).splitlines()
+    assert "  seed (data split and training): 1 -> 0" in lines
+    assert any(line.startswith("  data: other rows (sample hash") for line in lines)
+    assert "build_objective(seed=1)" in lines[-1] and "allow_definition_change=True" in lines[-1]
+    assert len(study.trials) == 2  # nothing trained, nothing stored
+    # The objective of the study's own seed (its data split) confirms.
+    assert len(bsopt.confirm(study, objective_with(1), seeds=2, jobs=1).runs) >= 2
