@@ -8,8 +8,11 @@ from __future__ import annotations
 import argparse
 import atexit
 from collections.abc import Callable, Sequence
+import contextlib
 import functools
+import math
 import os
+import signal
 import sys
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -18,11 +21,12 @@ import optuna
 from bsopt.runs._runner import (
     BUILTIN_STUDIES,
     build_from_ref,
+    definition_name,
     load_study_definition,
     run_session,
 )
 from bsopt.runs._session import RunSettings, check_heartbeat
-from bsopt.runs._study import check_study_name, create_study, summary
+from bsopt.runs._study import check_study_name, create_study, signal_of, stop_signals, summary
 from bsopt.runs._workers import WorkerError, attach, serve_proxy, start_workers
 from bsopt.search._pruners import PRUNERS
 from bsopt.store import (
@@ -82,7 +86,7 @@ def _settings(args: argparse.Namespace, *, name: str) -> RunSettings:
         devices=args.devices,
         heartbeat_interval=interval,
         grace_period=grace,
-        allow_space_change=args.allow_space_change,
+        allow_space_change=args.allow_definition_change,
         show_progress_bar=not args.no_progress,
     )
 
@@ -118,9 +122,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _best_values(
+    trials: Sequence[optuna.trial.FrozenTrial], directions: Sequence[optuna.study.StudyDirection]
+) -> str:
+    """Each objective's best complete value (``n/a`` where none), joined by `` / ``; ``-``
+    when no trial is complete."""
+    done = [t.values for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        return "-"
+    best = []
+    for i, direction in enumerate(directions):
+        column = [v[i] for v in done if v is not None and len(v) > i and math.isfinite(v[i])]
+        pick = max if direction == optuna.study.StudyDirection.MAXIMIZE else min
+        best.append(f"{pick(column):.4f}" if column else "n/a")
+    return " / ".join(best)
+
+
 def _cmd_studies(args: argparse.Namespace) -> int:
     url = resolve_storage_url(args.storage)
-    storage = open_storage(url, heartbeat_interval=None)
+    # Listing reads only: a mistyped path is said, not created as an empty database.
+    storage = open_storage(url, heartbeat_interval=None, create=False)
     studies = storage.get_all_studies()
     print(f"Storage: {mask_url(url)}")
     if not studies:
@@ -132,17 +153,34 @@ def _cmd_studies(args: argparse.Namespace) -> int:
         trials = storage.get_all_trials(frozen._study_id, deepcopy=False)
         counts = {s: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
         direction = " ".join(d.name.lower() for d in frozen.directions)
-        values = [t.value for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        best = "-"
-        if values and len(frozen.directions) == 1:
-            pick = max if direction == "maximize" else min
-            best = f"{pick(v for v in values if v is not None):.4f}"
+        best = _best_values(trials, frozen.directions)
         st = optuna.trial.TrialState
         print(
             f"{frozen.study_name:<28} {direction:<10} {counts[st.COMPLETE]:>8} "
             f"{counts[st.PRUNED]:>7} {counts[st.FAIL]:>5} {counts[st.RUNNING]:>8}  {best}"
         )
     return 0
+
+
+_MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit
+
+
+def _seed(text: str) -> int:
+    with contextlib.suppress(ValueError):
+        if 0 <= (value := int(text)) <= _MAX_SEED:
+            return value
+    raise argparse.ArgumentTypeError(
+        f"the seed must be an integer in [0, 2**32 - 1], got {text!r}. Pass e.g. --seed 0."
+    )
+
+
+def _finite_float(text: str) -> float:
+    with contextlib.suppress(ValueError):
+        if math.isfinite(value := float(text)):
+            return value
+    raise argparse.ArgumentTypeError(
+        f"must be a finite number, got {text!r}. Pass the metric value to reach, e.g. 0.95."
+    )
 
 
 def _positive_float(text: str) -> float:
@@ -204,11 +242,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_confirm(args: argparse.Namespace) -> int:
     from bsopt.analysis._load import load_study
-    from bsopt.runs._confirm import confirm
+    from bsopt.runs._confirm import check_confirm_definition, confirm, definition_seed
 
     name, build = load_study_definition(args.study_ref)
     study = load_study(args.study if args.study is not None else name, storage=args.storage)
-    result = confirm(study, build(seed=args.seed), top=args.top, seeds=args.seeds, echo=print)
+    # The study's own seed: the reruns train on the data split the search did.
+    objective = build(seed=definition_seed(study, args.seed, echo=print))
+    allow = args.allow_definition_change
+    check_confirm_definition(study, objective, name=definition_name(build), allow_change=allow)
+    result = confirm(
+        study, objective, top=args.top, seeds=args.seeds, echo=print, jobs=args.jobs,
+        allow_definition_change=allow,
+    )  # fmt: skip
     print("\n" + result.verdict.replace("**", ""))
     return 0
 
@@ -258,7 +303,10 @@ def _add_session(p: argparse.ArgumentParser) -> None:
     _add_storage(p)
     _add_study(p)
     p.add_argument(
-        "--seed", type=int, default=0, help="the study definition's seed (data, training, sampler)"
+        "--seed",
+        type=_seed,
+        default=0,
+        help="the study definition's seed (data, training, sampler), in [0, 2**32 - 1]",
     )
 
 
@@ -304,9 +352,12 @@ def _add_run(p: argparse.ArgumentParser) -> None:
         help="a trial without heartbeat this long is failed and retried (default: 2 x heartbeat)",
     )
     p.add_argument(
-        "--allow-space-change",
+        "--allow-definition-change",
+        "--allow-space-change",  # its older name
+        dest="allow_definition_change",
         action="store_true",
-        help="resume a study although its search space or budget changed (else refused)",
+        help="resume a study although its definition changed (search space, budget, data, "
+        "model, metric, seed), or adopt trials that bsopt did not make (else refused)",
     )
 
 
@@ -355,7 +406,7 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--target",
-        type=float,
+        type=_finite_float,
         default=None,
         help="value for time to target (default: the worst per-batch-size best value)",
     )
@@ -376,6 +427,19 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 def _add_confirm(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=_positive_int, default=1, help="configurations per batch size")
     p.add_argument("--seeds", type=int, default=5, help="fresh-seed reruns per configuration")
+    p.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="processes training reruns at once, one torch thread each; default: one per "
+        "CPU core for CPU trials, one on a GPU",
+    )
+    p.add_argument(
+        "--allow-definition-change",
+        action="store_true",
+        help="confirm with a study definition other than the study's (else refused); the "
+        "seed is the study's own either way",
+    )
 
 
 AddOptions = Callable[[argparse.ArgumentParser], None]
@@ -499,19 +563,18 @@ def _guarded(
     action: Callable[[], int], *, debug: bool, trials_hint: str, storage: str | None = None
 ) -> int:
     try:
-        return action()
+        # SIGTERM (kill, timeout, Slurm, ...) and SIGHUP (a closed terminal) stop a run as
+        # Ctrl-C does: the same clean-up, the same one line, exit status 128 + the signal.
+        with stop_signals():
+            return action()
     except _USER_ERRORS as e:
         if debug:
             raise
         print(f"bsopt: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            "\nbsopt: interrupted. Finished trials are kept; the running one is marked "
-            f"failed (stop reason 'interrupted') and runs again first. {trials_hint}",
-            file=sys.stderr,
-        )
-        return 130
+    except KeyboardInterrupt as e:
+        _say_interrupted(signal_of(e), trials_hint)
+        return 128 + signal_of(e)
     except Exception as e:
         # A storage fault outside the trial loop (creating the study, the summary, ...).
         fault = storage_error(e, storage)
@@ -519,6 +582,19 @@ def _guarded(
             raise
         print(f"bsopt: error: {fault}", file=sys.stderr)
         return 2
+
+
+def _say_interrupted(signum: int, trials_hint: str) -> None:
+    """The one line after a stop signal (none where the terminal is gone, after SIGHUP)."""
+    name = signal.Signals(signum).name
+    start = "\n" if signum == signal.SIGINT else ""  # after the terminal's ^C
+    with contextlib.suppress(OSError):
+        print(
+            f"{start}bsopt: interrupted ({name}). Finished trials are kept; the running one is "
+            f"marked failed (stop reason 'interrupted') and runs again first. {trials_hint}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

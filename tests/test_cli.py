@@ -265,7 +265,11 @@ def test_resume_with_a_changed_space_is_refused_unless_allowed(
     capsys.readouterr()
     assert main(["run", str(changed), *args, "--trials", "2"]) == 2
     err = capsys.readouterr().err
-    assert "batch_size [8, 64] -> [128, 256]" in err and "--allow-space-change" in err
+    lines = err.splitlines()
+    assert "  batch_size [8, 64] -> [128, 256]" in lines
+    assert "  study definition: tiny.py -> changed.py" in lines
+    assert "--allow-definition-change" in lines[-1]
+    # --allow-space-change, the flag's older name, still works.
     assert main(["run", str(changed), *args, "--trials", "2", "--allow-space-change"]) == 0
     study = optuna.load_study(study_name="s", storage=sqlite_url)
     assert study.user_attrs["search_space"]["batch_size"] == [128, 256]

@@ -17,8 +17,11 @@ import datetime
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from types import FrameType
 from typing import Any, Literal
 
 import numpy as np
@@ -41,8 +44,11 @@ Direction = Literal["maximize", "minimize"]
 #: Optuna's RDB schema holds study names of up to 512 characters (PostgreSQL and MySQL
 #: refuse longer ones; SQLite would store them, so every storage gets the same rule).
 MAX_STUDY_NAME = 512
-#: Study user attributes that record what the study searches, compared on every resume.
-DEFINITION_KEYS = ("search_space", "budget")
+#: Study user attributes that record what the study is, compared on every resume: what it
+#: searches, and the fingerprint of what it trains on (see :func:`describe_definition`).
+DEFINITION_KEYS = ("search_space", "budget", "definition")
+#: How to go on with a study despite another definition.
+OVERRIDE = "--allow-definition-change (allow_space_change=True in Python)"
 INTERRUPTED = "interrupted"  # the value of bsopt.core._stop.StopReason.INTERRUPTED
 LOST_REASON = "lost: its worker stopped sending heartbeats; the study already had its total"
 
@@ -171,95 +177,357 @@ def n_finished(study: optuna.Study) -> int:
     return len(search_trials(study.get_trials(deepcopy=False, states=FINISHED)))
 
 
-# --- what the study searches: kept with it, compared on resume -----------------------------
+# --- what the study is: kept with it, compared on resume -----------------------------------
 
 
-def describe_definition(objective: object) -> dict[str, Any] | None:
-    """The JSON form of ``objective.space`` and ``objective.budget`` (``None`` without them)."""
+def describe_definition(objective: object, *, name: str | None = None) -> dict[str, Any] | None:
+    """What ``objective`` searches and trains on, as stored with a study (``None`` for an
+    objective without ``space`` and ``budget``).
+
+    ``search_space`` and ``budget`` are the JSON form of ``objective.space`` and
+    ``objective.budget``; ``definition`` is ``objective.fingerprint()`` (data, model, metric
+    and seed, see :meth:`~bsopt.Objective.fingerprint`) with ``study``, the built-in study's
+    name or the study script's file name, where ``name`` gives it.
+    """
     space = getattr(objective, "space", None)
     budget = getattr(objective, "budget", None)
     if not (dataclasses.is_dataclass(space) and dataclasses.is_dataclass(budget)):
         return None
     if isinstance(space, type) or isinstance(budget, type):
         return None
-    described = {"search_space": dataclasses.asdict(space), "budget": dataclasses.asdict(budget)}
+    described: dict[str, Any] = {
+        "search_space": dataclasses.asdict(space),
+        "budget": dataclasses.asdict(budget),
+    }
+    fingerprint = getattr(objective, "fingerprint", None)
+    if callable(fingerprint):
+        described["definition"] = ({"study": name} if name else {}) | dict(fingerprint())
     return dict(json.loads(json.dumps(described, default=repr)))
 
 
+#: How a difference in the stored ``definition`` reads, e.g. "data: 1437 train rows -> 800".
+_SAID = {
+    "definition.study": "study definition: {old} -> {new}",
+    "definition.data.name": "data: {old} -> {new}",
+    "definition.data.train_rows": "data: {old} train rows -> {new}",
+    "definition.data.val_rows": "data: {old} validation rows -> {new}",
+    "definition.data.classes": "data: {old} classes -> {new}",
+    "definition.data.sample": "data: other rows (sample hash {old} -> {new})",
+    "definition.model.class": "model: {old} -> {new}",
+    "definition.model.parameters": "model: {old} parameters -> {new}",
+    "definition.model.shapes": "model: other parameter shapes (hash {old} -> {new})",
+    "definition.metric": "metric: {old} -> {new}",
+    "definition.seed": "seed (data split and training): {old} -> {new}",
+}
+
+
 def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """One line per difference between a stored definition and a new one.
+
+    In the search space and budget a key on one side only is a difference too; in the
+    fingerprint (``definition``) only keys on both sides are compared, since a key is left
+    out where it cannot be known (a study script's name outside ``bsopt run``).
+    """
     if isinstance(old, dict) and isinstance(new, dict):
+        common = path.startswith("definition")
         found: list[str] = []
-        for key in sorted(set(old) | set(new), key=str):
+        # The fingerprint in its stored order (the study, data, model, ...), the rest sorted.
+        keys = [*old, *(k for k in new if k not in old)] if common else sorted({*old, *new})
+        for key in keys:
             where = f"{path}.{key}" if path else str(key)
-            if key not in old:
-                found.append(f"{where} added ({new[key]!r})")
-            elif key not in new:
-                found.append(f"{where} removed (was {old[key]!r})")
-            else:
+            shown = where.removeprefix("search_space.")
+            if key in old and key in new:
                 found.extend(_differences(old[key], new[key], where))
+            elif common:
+                continue
+            elif key not in old:
+                found.append(f"{shown} added ({new[key]!r})")
+            else:
+                found.append(f"{shown} removed (was {old[key]!r})")
         return found
-    return [] if old == new else [f"{path} {old!r} -> {new!r}"]
+    if old == new:
+        return []
+    if path in _SAID:
+        return [_SAID[path].format(old=old, new=new)]
+    return [f"{path.removeprefix('search_space.')} {old!r} -> {new!r}"]
+
+
+def definition_differences(stored: dict[str, Any], described: dict[str, Any]) -> list[str]:
+    """The differences of what is stored on both sides: search space, budget, fingerprint."""
+    found = [
+        line
+        for key in DEFINITION_KEYS
+        if key in stored and key in described
+        for line in _differences(stored[key], described[key], key)
+    ]
+    if any(" parameters -> " in line for line in found):
+        # Other shapes go without saying when the parameter count differs.
+        found = [line for line in found if not line.startswith("model: other parameter")]
+    return found
+
+
+def stored_definition(study: optuna.Study) -> dict[str, Any]:
+    """The definition kept with ``study``: the keys of :data:`DEFINITION_KEYS` it holds."""
+    attrs = study.user_attrs
+    return {k: attrs[k] for k in DEFINITION_KEYS if k in attrs}
+
+
+def _listed(differences: Sequence[str], most: int = 12) -> str:
+    lines = [f"  {d}" for d in differences[:most]]
+    if len(differences) > most:
+        lines.append(f"  ... and {len(differences) - most} more")
+    return "\n".join(lines)
+
+
+def definition_error(
+    study: optuna.Study, differences: Sequence[str], *, fix: str | None = None
+) -> ValueError:
+    """The refusal of another definition: one line per difference, then what to do."""
+    fingerprint = tuple(said.split("{")[0] for said in _SAID.values())
+    in_space = not any(d.startswith(fingerprint) for d in differences)
+    what = "search space or budget" if in_space else "definition"
+    return ValueError(
+        f"The study {study.study_name!r} was created with another {what} (stored -> now); "
+        f"its trials would not be comparable with new ones, and nothing was trained:\n"
+        f"{_listed(differences)}\n"
+        + (fix or f"Use another --study name, or pass {OVERRIDE} to continue it with the "
+           "new definition.")
+    )  # fmt: skip
 
 
 def check_definition(
     study: optuna.Study,
     objective: object,
     *,
+    name: str | None = None,
     allow_change: bool = False,
     echo: Callable[[str], None] | None = None,
 ) -> None:
-    """Keep the objective's search space and budget with ``study``; refuse another on resume.
+    """Keep the objective's definition with ``study``; refuse another on resume.
 
-    The first run stores them as the study user attributes ``search_space`` and ``budget``.
-    A later run with different ones would mix incomparable trials in one study (the sampler
-    and the pruner would learn from both), so it is refused with the difference, unless
-    ``allow_change`` (``--allow-space-change``), which stores the new definition.
+    The first run stores it (:func:`describe_definition`: the search space, the budget and
+    the fingerprint of the study definition ``name``, the data, the model, the metric and
+    the seed) as the study user attributes ``search_space``, ``budget`` and ``definition``.
+    A later run with a different one would mix incomparable trials in one study (the sampler,
+    the pruner, ``--trials`` and the analysis would count both), so it is refused with one
+    line per difference, unless ``allow_change`` (``--allow-definition-change``), which
+    stores the new definition. A study stored before bsopt kept the fingerprint gets it
+    now, and ``echo`` says so. A study holding finished trials that bsopt did not make (no
+    stored definition, no ``stop_reason`` on its trials: plain Optuna) is refused too, unless
+    ``allow_change`` adopts them.
 
     Raises:
-        ValueError: the stored definition differs and ``allow_change`` is false.
+        ValueError: the stored definition differs, or the study holds trials bsopt did not
+            make, and ``allow_change`` is false.
     """
-    described = describe_definition(objective)
+    # Read the trials before the attributes: a study whose first trial finished before this
+    # read had its definition stored before that trial started.
+    foreign = _foreign_trials(study)
+    described = describe_definition(objective, name=name)
     if described is None:
         return
-    attrs = study.user_attrs
-    stored = {k: attrs[k] for k in DEFINITION_KEYS if k in attrs}
-    if stored == described:
-        return
-    # Only what is stored is compared: a key not there yet (an older study, or another
-    # worker storing the definition this instant) is filled in below.
-    differences = [
-        d.removeprefix("search_space.")
-        for d in _differences(stored, {k: described[k] for k in stored})
-    ]
+    stored = stored_definition(study)
+    if not stored and foreign:
+        if not allow_change:
+            raise _foreign_error(study, foreign)
+        if echo is not None:
+            echo(f"bsopt: adopted the {foreign} finished trials of {study.study_name!r} that "
+                 "bsopt did not make into this definition, on request.")  # fmt: skip
+    differences = definition_differences(stored, described)
     if differences and not allow_change:
-        listed = "; ".join(differences[:8]) + ("; ..." if len(differences) > 8 else "")
-        raise ValueError(
-            f"The study {study.study_name!r} was created with another search space or "
-            f"budget: {listed}. Its trials would not be comparable with the new ones. Use "
-            "another --study name, or pass --allow-space-change (allow_space_change=True) "
-            "to continue it with the new definition."
-        )
+        raise definition_error(study, differences)
     if differences and echo is not None:
-        echo(f"Search space or budget changed on request: {'; '.join(differences)}.")
+        echo("bsopt: definition changed on request: " + "; ".join(differences) + ".")
+    if stored and "definition" not in stored and "definition" in described and echo is not None:
+        echo(
+            f"bsopt: the study {study.study_name!r} was stored before bsopt kept a study's data, "
+            "model, metric and seed; they are stored with it now, and later runs are checked "
+            "against them."
+        )
+    _store_definition(study, stored, described)
+
+
+def _foreign_trials(study: optuna.Study) -> int:
+    """Finished search trials without bsopt's ``stop_reason``: trials bsopt did not make."""
+    trials = search_trials(study.get_trials(deepcopy=False, states=FINISHED))
+    return sum("stop_reason" not in t.user_attrs for t in trials)
+
+
+def _foreign_error(study: optuna.Study, foreign: int) -> ValueError:
+    return ValueError(
+        f"The study {study.study_name!r} holds {foreign} finished trials that bsopt did not "
+        "make: no bsopt definition is stored with it, and its trials lack bsopt's attributes "
+        "(stop_reason). They would count toward --trials and mix with this experiment, so "
+        f"nothing was trained. Use a new --study name, or pass {OVERRIDE} to adopt its trials "
+        "into this definition."
+    )
+
+
+def _store_definition(
+    study: optuna.Study, stored: dict[str, Any], described: dict[str, Any]
+) -> None:
+    """Write what ``described`` adds to or changes in ``stored``, and nothing else."""
+    wanted = dict(described)
+    if "definition" in stored and "definition" in described:
+        # Keys a caller cannot know (the study's name, to a plain optimize()) are kept.
+        wanted["definition"] = stored["definition"] | described["definition"]
+    # The fingerprint first: a worker reading meanwhile never takes this study for one
+    # stored before bsopt kept it.
+    order = ("definition", *(k for k in wanted if k != "definition"))
+    changed = {k: wanted[k] for k in order if k in wanted and stored.get(k) != wanted[k]}
     try:
-        for key in DEFINITION_KEYS:
-            study.set_user_attr(key, described[key])
+        for key, value in changed.items():
+            study.set_user_attr(key, value)
     except Exception:
         # Workers started together all find no definition and store it at once; on a
         # database server all but one insert hits the unique key. The same definition
         # stored by another worker is what was wanted.
         attrs = study.user_attrs
-        if {k: attrs.get(k) for k in DEFINITION_KEYS} != described:
+        if any(attrs.get(k) != v for k, v in changed.items()):
             raise
+
+
+# --- stop signals: SIGINT, SIGTERM and SIGHUP stop a run as Ctrl-C does ---------------------
+
+#: Ctrl-C; kill, timeout, systemd, Slurm and Kubernetes; a closed terminal.
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal arrived; the run stops as after Ctrl-C. ``signum`` says which."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+def signal_of(interrupt: BaseException) -> int:
+    """The signal behind ``interrupt``: its ``signum``, else SIGINT (a plain Ctrl-C)."""
+    return int(getattr(interrupt, "signum", signal.SIGINT))
+
+
+class _StopSignals:
+    """The process's stop-signal handler and its state (Python runs it in the main thread).
+
+    A stop signal raises :class:`Interrupted` at once, unless ``deferred`` (Optuna creating
+    or recording a trial): then it is held and raised once the trial is stored, so a
+    finished result is never lost. After the first, signals are ignored: a second Ctrl-C
+    must not cut short the marking of the running trial.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0  # nested stop_signals()
+        self.previous: dict[int, Any] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.deferred = False
+        self.pending: int | None = None
+        self.raised = False
+
+    def active(self) -> bool:
+        return self.depth > 0 and threading.current_thread() is threading.main_thread()
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.raised:
+            return
+        if self.deferred:
+            self.pending = self.pending or signum
+            return
+        self.raised = True
+        raise Interrupted(signum)
+
+    def raise_pending(self) -> None:
+        if self.pending is not None and not self.raised:
+            signum, self.pending = self.pending, None
+            self.raised = True
+            raise Interrupted(signum)
+
+    def hold(self, interrupt: BaseException) -> None:
+        """Hold ``interrupt`` (it came as a trial ended) until Optuna has stored the trial."""
+        self.deferred, self.raised, self.pending = True, False, signal_of(interrupt)
+
+
+_SIGNALS = _StopSignals()
+
+
+@contextlib.contextmanager
+def stop_signals(*, forked: bool = False) -> Iterator[None]:
+    """Inside, SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` (a KeyboardInterrupt),
+    so each stops a run the way Ctrl-C does: the running trial marked and queued again.
+
+    Only signals at their default are taken: a handler of the caller's own, or SIGHUP
+    ignored under ``nohup``, is kept; the previous handlers return on exit. Nothing changes
+    outside the main thread. ``forked``: a worker forked mid-run forgets the parent's state.
+    """
+    state = _SIGNALS
+    if forked:
+        state.reset()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if state.depth == 0:
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+                state.previous[signum] = signal.signal(signum, state.handle)
+    state.depth += 1
+    try:
+        yield
+    finally:
+        state.depth -= 1
+        if state.depth == 0:
+            for signum, handler in state.previous.items():
+                signal.signal(signum, handler)
+            state.previous.clear()
+            state.reset()
+
+
+@contextlib.contextmanager
+def held_signals(*, hold: bool) -> Iterator[None]:
+    """Hold stop signals inside (``hold``: Optuna creating or recording a trial; a held one
+    is raised on a clean exit), or let them through (training, waiting; a held one too)."""
+    state = _SIGNALS
+    if not state.active():
+        yield
+        return
+    before, state.deferred = state.deferred, hold
+    try:
+        if not hold:
+            state.raise_pending()
+        yield
+    finally:
+        state.deferred = before
+    if not before:
+        state.raise_pending()
+
+
+def raise_held_signal(study: optuna.Study, trial: FrozenTrial) -> None:
+    """A trial callback: stop the run once a trial is stored, if a signal came meanwhile."""
+    if _SIGNALS.active():
+        _SIGNALS.raise_pending()
 
 
 # --- Ctrl-C: a clean message, the reason stored, the trial retried -------------------------
 
 
 class _HideInterrupts(logging.Filter):
-    # Optuna logs the interrupted trial with the whole stack; bsopt prints one line instead.
+    # Optuna logs the interrupted trial with the whole stack, then its value (None) on a
+    # second line; bsopt prints one line instead.
+    def __init__(self) -> None:
+        super().__init__()
+        self.numbers: set[str] = set()
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "KeyboardInterrupt" not in record.getMessage()
+        error = record.exc_info[0] if record.exc_info else None
+        text = record.getMessage()
+        if (error is not None and issubclass(error, KeyboardInterrupt)) or (
+            "KeyboardInterrupt" in text
+        ):
+            self.numbers.add(text.split(" ", 2)[1])
+            return False
+        return not (text.startswith("Trial ") and text.split(" ", 2)[1] in self.numbers)
 
 
 @contextlib.contextmanager
@@ -295,16 +563,26 @@ def running(study: optuna.Study, trials: int) -> Iterator[Interrupts]:
 
 
 class Interrupts:
-    """Wraps an objective to mark a trial cut short by Ctrl-C, then queues its retry."""
+    """Wraps an objective to mark a trial cut short by a stop signal, then queues its retry."""
 
     def __init__(self) -> None:
         self.trial_ids: list[int] = []
 
     def wrap(self, objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
         def interruptible(trial: optuna.Trial) -> Any:
+            value: Any = None
+            done = False
             try:
-                return objective(trial)
-            except KeyboardInterrupt:
+                with held_signals(hold=False):
+                    value = objective(trial)
+                    done = True
+                return value
+            except KeyboardInterrupt as e:
+                if done and _SIGNALS.active():
+                    # The signal came as the trial ended: Optuna stores its value first,
+                    # then raise_held_signal stops the run.
+                    _SIGNALS.hold(e)
+                    return value
                 self.trial_ids.append(trial._trial_id)
                 with contextlib.suppress(Exception):
                     trial.set_user_attr("stop_reason", INTERRUPTED)
@@ -544,14 +822,15 @@ def optimize(
 
     A bsopt objective's search space and budget are kept with the study and compared on
     every resume (see :func:`check_definition`; ``allow_space_change`` accepts a new one).
-    A trial cut short by Ctrl-C gets ``stop_reason`` "interrupted" and is queued again with
-    its params, so the resumed run trains it first. Once the total is reached, trials left
-    RUNNING by a dead worker are failed (see :func:`close_lost_trials`).
+    A trial cut short by Ctrl-C, SIGTERM or SIGHUP gets ``stop_reason`` "interrupted" and is
+    queued again with its params, so the resumed run trains it first. Once the total is
+    reached, trials left RUNNING by a dead worker are failed (see :func:`close_lost_trials`).
 
     Raises:
         StorageError: the storage failed mid-run (read-only, disk full, file deleted or
             damaged, server gone); finished trials are kept.
-        KeyboardInterrupt: after marking the running trial FAIL and queueing its retry.
+        KeyboardInterrupt: after marking the running trial FAIL and queueing its retry;
+            :class:`Interrupted` (its ``signum``) for SIGTERM and SIGHUP.
     """
     # NOTE: imported here because the loop lives with its gate in _workers, which builds
     # on this module.

@@ -10,13 +10,16 @@ its share of the CPU threads and one GPU, and one progress bar in the parent.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+import ipaddress
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
 import signal
+import socket
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Literal
 import warnings
@@ -30,10 +33,14 @@ from bsopt.runs._study import (
     check_definition,
     check_trials,
     echo_stderr,
+    held_signals,
     n_finished,
     quiet_interrupts,
+    raise_held_signal,
     running,
     search_trials,
+    signal_of,
+    stop_signals,
 )
 from bsopt.search._pruners import PrunerName
 from bsopt.store import mask_url, open_storage, resolve_storage_url, scrub, storage_error
@@ -147,7 +154,8 @@ class _ExactTotal:
                 self.blocked_by = [t.number for t in trials if t.state == TrialState.RUNNING]
                 return "stop"
             _fail_stale(study)
-            time.sleep(delay)
+            with held_signals(hold=False):  # waiting: no trial of this worker to lose
+                time.sleep(delay)
             delay = min(2 * delay, self.poll_interval)
 
     def wrap(self, objective: Callable[[optuna.Trial], Any]) -> Callable[[optuna.Trial], Any]:
@@ -266,7 +274,9 @@ def work(
     ``stop_reason`` "surplus: ..." and never trained. Returns the trials trained here.
 
     As in :func:`~bsopt.optimize`: the search space is checked against the study's, a
-    trial cut short by Ctrl-C is queued again, storage faults raise a one-line
+    trial cut short by Ctrl-C, SIGTERM or SIGHUP is queued again (in the main thread these
+    raise :class:`~bsopt.runs._study.Interrupted` in the objective or in a wait, and wait
+    while Optuna records a trial, so a finished result is kept), storage faults raise a one-line
     :class:`~bsopt.StorageError`, and at the total, trials of dead workers are failed.
     ``timeout`` (seconds) ends the run early; ``show_progress_bar`` shows one bar of the
     study's finished trials. With ``wait_for_running`` false, trials RUNNING elsewhere do
@@ -277,18 +287,24 @@ def work(
     if isinstance(poll_interval, bool) or not poll_interval > 0:
         raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}.")
     gate = _ExactTotal(trials, poll_interval=poll_interval, wait=wait_for_running)
-    with running(study, trials) as interrupts, _Progress(trials, show=show_progress_bar) as bar:
+    with (
+        stop_signals(),
+        running(study, trials) as interrupts,
+        _Progress(trials, show=show_progress_bar) as bar,
+    ):
         check_definition(study, objective, allow_change=allow_space_change, echo=echo_stderr)
         bar(study)
         while gate.settle(study, None) != "stop":
             try:
-                with quiet_interrupts():
+                # Stop signals reach the objective at once; in Optuna's creating and
+                # recording of a trial they wait until the trial is stored.
+                with quiet_interrupts(), held_signals(hold=True):
                     study.optimize(
                         interrupts.wrap(gate.wrap(objective)),
                         n_trials=None,
                         timeout=timeout,
                         catch=(*catch, _SurplusTrial),
-                        callbacks=[gate, bar, *callbacks],
+                        callbacks=[raise_held_signal, gate, bar, *callbacks],
                         show_progress_bar=False,
                     )
                 break
@@ -492,32 +508,52 @@ def _worker_main(
 ) -> None:
     """Entry point of one worker process: spawned (a fresh interpreter), or forked with
     the parent's ``inherited`` objective."""
+    _stop_with_parent()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA starts in this process
     import torch
 
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    signal.signal(signal.SIGINT, _interrupt_once)
     build = build_objective if inherited is None else lambda **_: inherited
+    # A stop signal (the terminal's, or the parent's forwarded one) marks the running trial
+    # as in the parent; later ones do not cut that short.
+    with stop_signals(forked=inherited is not None):
+        try:
+            attach(build, settings, worker=index, echo=None)
+        except KeyboardInterrupt as e:
+            # Optuna has marked the running trial FAIL; the parent prints the hint.
+            raise SystemExit(128 + signal_of(e)) from None
+        except Exception as e:
+            url = settings.storage
+            fault = storage_error(e, url)
+            text = str(fault) if fault is not None else scrub(f"{type(e).__name__}: {e}", url)
+            print(f"bsopt: worker {index}: error: {text}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+
+def _stop_with_parent() -> None:
+    """Have this worker get SIGTERM (and stop as after Ctrl-C) when its parent dies, even
+    by SIGKILL: Linux's PR_SET_PDEATHSIG, elsewhere a thread watching the parent's pid."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return
     try:
-        attach(build, settings, worker=index, echo=None)
-    except KeyboardInterrupt:
-        # Optuna has marked the running trial FAIL; the parent prints the hint.
-        raise SystemExit(130) from None
-    except Exception as e:
-        url = settings.storage
-        fault = storage_error(e, url)
-        text = str(fault) if fault is not None else scrub(f"{type(e).__name__}: {e}", url)
-        print(f"bsopt: worker {index}: error: {text}", file=sys.stderr)
-        raise SystemExit(1) from None
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM)) != 0:  # 1: PR_SET_PDEATHSIG
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    except (OSError, AttributeError, TypeError):
+        threading.Thread(target=_watch_parent, args=(parent.pid,), daemon=True).start()
+    if os.getppid() != parent.pid:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _interrupt_once(signum: int, frame: object) -> None:
-    # Ctrl-C in a terminal reaches the worker and the parent, which then signals it too:
-    # a second KeyboardInterrupt must not cut short Optuna marking the trial FAIL.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
+def _watch_parent(pid: int) -> None:
+    while os.getppid() == pid:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_workers(
@@ -557,7 +593,9 @@ def run_workers(
 
     Raises:
         WorkerError: a worker exited with an error (it printed its message).
-        KeyboardInterrupt: after asking the workers to stop; their running trials are FAIL.
+        KeyboardInterrupt: after passing Ctrl-C, SIGTERM or SIGHUP on to the workers
+            (:class:`~bsopt.runs._study.Interrupted` names which); their running trials are
+            FAIL and queued again. A worker also stops so when this process dies.
     """
     start_workers(build_objective, settings_of(locals()), objective=objective)
 
@@ -590,13 +628,17 @@ def start_workers(
         )
         for i in range(jobs)
     ]
-    for process in processes:
-        process.start()
-    try:
-        _watch(processes, one)
-    except KeyboardInterrupt:
-        _stop(processes)
-        raise
+    if inherited is None:
+        _start_resource_tracker()
+    # SIGTERM and SIGHUP stop the workers as Ctrl-C does; none outlives this process.
+    with stop_signals():
+        for process in processes:
+            process.start()
+        try:
+            _watch(processes, one)
+        except KeyboardInterrupt as e:
+            _stop(processes, signal_of(e))
+            raise
     failed = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode != 0]
     if failed:
         listed = ", ".join(f"worker {i} (exit {code})" for i, code in failed)
@@ -604,6 +646,23 @@ def start_workers(
             f"{len(failed)} of {jobs} workers failed: {listed}; their messages are above. "
             "Finished trials are kept: fix the cause and run the same command to resume."
         )
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker, which spawned workers share, deaf to SIGHUP.
+
+    It ignores SIGINT and SIGTERM but not SIGHUP: a closed terminal would kill it under the
+    workers, which then print its stack. An ignored signal stays ignored in the new process.
+    """
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        return
+    from multiprocessing import resource_tracker
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def _check_picklable(build_objective: Callable[..., Objective]) -> None:
@@ -634,11 +693,11 @@ def _watch(
         p.join()
 
 
-def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
-    """Stop workers after Ctrl-C: each marks its running trial FAIL before it exits."""
+def _stop(processes: Sequence[multiprocessing.process.BaseProcess], signum: int) -> None:
+    """Pass a stop signal on to the workers: each marks its running trial FAIL and exits."""
     for p in processes:
         if p.is_alive() and p.pid is not None:
-            os.kill(p.pid, signal.SIGINT)
+            os.kill(p.pid, signum)
     deadline = time.monotonic() + 15.0
     for p in processes:
         p.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -647,6 +706,14 @@ def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
             # Its trial stays RUNNING until the heartbeat grace period fails and retries it.
             p.kill()
             p.join()
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback only."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def serve_proxy(
@@ -679,8 +746,14 @@ def serve_proxy(
 
     # NOTE: get_storage adds Optuna's trial cache in front of the RDB, as the proxy expects.
     backend = get_storage(open_storage(url, heartbeat_interval=None))
-    echo(f"Serving {mask_url(url)} on grpc://{host}:{port} (Ctrl-C stops).")
-    echo(f"Workers: bsopt worker STUDY --storage grpc://{host}:{port} --study NAME --trials N")
+    # A wildcard address listens on every address, but workers cannot connect to it.
+    everywhere = host in ("0.0.0.0", "::", "")
+    address = f"grpc://{socket.gethostname() if everywhere else host}:{port}"
+    where = f"{address} (every address of this host)" if everywhere else address
+    echo(f"Serving {mask_url(url)} on {where} (Ctrl-C stops).")
+    if not _loopback(host):
+        echo(f"Warning: bound to {host}; anyone who can reach it can edit this storage.")
+    echo(f"Workers: bsopt worker STUDY --storage {address} --study NAME --trials N")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:

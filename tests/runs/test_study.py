@@ -2,15 +2,25 @@ from __future__ import annotations
 
 from collections import Counter
 import logging
+import os
 from pathlib import Path
+import signal
 import threading
+import time
 
 import optuna
 from optuna.trial import TrialState
 import pytest
 
 import bsopt
-from bsopt.runs._study import browse_hint, close_lost_trials
+from bsopt.runs._study import (
+    Interrupted,
+    browse_hint,
+    close_lost_trials,
+    quiet_interrupts,
+    signal_of,
+    stop_signals,
+)
 
 
 def test_resume_reaches_the_total_instead_of_adding(
@@ -216,16 +226,60 @@ def test_resume_with_another_search_space_is_refused_with_the_difference(
         device="cpu",
     )
     with pytest.raises(
-        ValueError,
-        match=r"study 'space' was created with another search space or budget: "
-        r"batch_grid 'pow2' -> 'int'; batch_size \[8, 64\] -> \[128, 256\].*"
-        r"--allow-space-change",
-    ):
+        ValueError, match=r"study 'space' was created with another search space or budget"
+    ) as refused:
         bsopt.optimize(study, wider, trials=2, show_progress_bar=False)
+    lines = str(refused.value).splitlines()
+    assert lines[1:3] == ["  batch_grid 'pow2' -> 'int'", "  batch_size [8, 64] -> [128, 256]"]
+    assert "--allow-definition-change (allow_space_change=True in Python)" in lines[-1]
     assert len(study.trials) == 1  # nothing ran
     bsopt.optimize(study, wider, trials=2, show_progress_bar=False, allow_space_change=True)
     assert study.user_attrs["search_space"]["batch_size"] == [128, 256]
     assert len(study.trials) == 2
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed")
+def test_trials_bsopt_did_not_make_are_refused_unless_adopted(
+    sqlite_url: str, tiny_objective: bsopt.Objective
+) -> None:
+    study = bsopt.create_study("plain", storage=sqlite_url)
+    for value in (0.5, 0.6):
+        study.tell(study.ask(X), value)  # plain Optuna: no stored definition, no stop_reason
+    with pytest.raises(
+        ValueError,
+        match=r"study 'plain' holds 2 finished trials that bsopt did not make.*count toward "
+        r"--trials.*Use a new --study name, or pass --allow-definition-change "
+        r"\(allow_space_change=True in Python\)",
+    ):
+        bsopt.optimize(study, tiny_objective, trials=3, show_progress_bar=False)
+    assert len(study.trials) == 2 and "search_space" not in study.user_attrs
+    ran = bsopt.optimize(
+        study, tiny_objective, trials=3, show_progress_bar=False, allow_space_change=True
+    )
+    assert ran == 1 and study.user_attrs["definition"]["data"]["train_rows"] == 320
+
+
+def test_a_fresh_study_with_queued_trials_is_not_refused(
+    sqlite_url: str, tiny_objective: bsopt.Objective
+) -> None:
+    study = bsopt.create_study("queued", storage=sqlite_url)
+    study.enqueue_trial({"lr": 0.01})  # queued trials are bsopt's to train, not foreign
+    assert bsopt.optimize(study, tiny_objective, trials=1, show_progress_bar=False) == 1
+    assert study.trials[0].params["lr"] == 0.01
+
+
+def test_a_plain_optimize_keeps_the_stored_study_name(
+    sqlite_url: str, tiny_objective: bsopt.Objective
+) -> None:
+    from bsopt.runs._study import check_definition
+
+    study = bsopt.create_study("named", storage=sqlite_url)
+    check_definition(study, tiny_objective, name="tiny.py")
+    bsopt.optimize(study, tiny_objective, trials=1, show_progress_bar=False)  # no name here
+    assert study.user_attrs["definition"]["study"] == "tiny.py"
+    with pytest.raises(ValueError, match=r"another definition") as refused:
+        check_definition(study, tiny_objective, name="other.py")
+    assert "  study definition: tiny.py -> other.py" in str(refused.value).splitlines()
 
 
 # --- names ----------------------------------------------------------------------------------
@@ -309,3 +363,95 @@ def test_browse_hint_never_puts_a_password_on_the_command_line(
     monkeypatch.setenv("BSOPT_STORAGE", url)
     assert "bsopt dashboard   (it reads the URL from $BSOPT_STORAGE)" in browse_hint(url)
     assert browse_hint("sqlite:///x.db") == "Browse it:  optuna-dashboard sqlite:///x.db"
+
+
+# --- stop signals: SIGTERM and SIGHUP do what Ctrl-C does -----------------------------------
+
+
+def _signal_at(call: int, signum: int, objective: object) -> object:
+    """An objective that receives ``signum`` mid-trial on its ``call``-th trial."""
+    calls = {"n": 0}
+
+    def signalled(trial: optuna.Trial) -> float:
+        calls["n"] += 1
+        value = objective(trial)  # type: ignore[operator]
+        if calls["n"] == call:
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the handler raises before this ends
+        return float(value)
+
+    return signalled
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_mid_trial_is_handled_as_ctrl_c(
+    signum: int, sqlite_url: str, tiny_objective: bsopt.Objective
+) -> None:
+    if signal.getsignal(signum) != signal.SIG_DFL:
+        pytest.skip(f"{signal.Signals(signum).name} is handled or ignored here (nohup?)")
+    study = bsopt.create_study("term", storage=sqlite_url, seed=1)
+    signalled = _signal_at(2, signum, _cheap(tiny_objective))
+    with pytest.raises(Interrupted) as raised:
+        bsopt.optimize(study, signalled, trials=4, show_progress_bar=False)  # type: ignore[arg-type]
+    assert raised.value.signum == signum and signal_of(raised.value) == signum
+    assert [t.state for t in study.trials] == [
+        TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING
+    ]  # fmt: skip
+    assert study.trials[1].user_attrs["stop_reason"] == "interrupted"
+    assert study.trials[2].params == study.trials[1].params  # queued again
+    assert signal.getsignal(signum) == signal.SIG_DFL  # the default is back
+
+
+def test_a_signal_while_optuna_records_a_finished_trial_waits_for_the_record(
+    sqlite_url: str, tiny_objective: bsopt.Objective, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from optuna.study import _optimize
+
+    tell = _optimize._tell_with_warning
+
+    def signal_then_tell(**kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)  # lands inside Optuna's recording
+        return tell(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_optimize, "_tell_with_warning", signal_then_tell)
+    study = bsopt.create_study("tell", storage=sqlite_url)
+    with pytest.raises(Interrupted):
+        bsopt.optimize(study, _cheap(tiny_objective), trials=3, show_progress_bar=False)  # type: ignore[arg-type]
+    (trial,) = study.trials
+    assert trial.state == TrialState.COMPLETE and trial.value is not None  # not lost
+
+
+def test_stop_signals_keep_the_callers_handlers_and_ignore_a_second_signal() -> None:
+    def own(signum: int, frame: object) -> None:
+        pass
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    signal.signal(signal.SIGUSR1, own)
+    try:
+        with stop_signals():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+            with pytest.raises(Interrupted, match="SIGTERM"):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            os.kill(os.getpid(), signal.SIGTERM)  # a second signal: ignored while stopping
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+
+
+def test_an_interrupted_trial_leaves_no_optuna_warning(caplog: pytest.LogCaptureFixture) -> None:
+    study = optuna.create_study()
+
+    def interrupted(trial: optuna.Trial) -> float:
+        trial.suggest_float("x", 0, 1)
+        raise Interrupted(signal.SIGTERM)
+
+    optuna.logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING), quiet_interrupts(), pytest.raises(Interrupted):
+            study.optimize(interrupted)
+    finally:
+        optuna.logging.disable_propagation()
+    assert caplog.text == ""  # neither the stack nor "Trial 0 failed with value None."

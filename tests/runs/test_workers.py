@@ -36,6 +36,7 @@ class Sleepy(bsopt.Objective):
         params = self.space.suggest(trial)
         if os.environ.get("TINY_FAIL"):
             raise RuntimeError("objective broke on purpose")
+        trial.set_user_attr("suggested", True)  # its parameters are all drawn
         time.sleep(float(os.environ["TINY_SLEEP"]))
         trial.set_user_attr("pid", os.getpid())
         return params.lr
@@ -71,8 +72,15 @@ def tiny_script(tmp_path: Path) -> Path:
     return path
 
 
-def bsopt_process(*args: str, sleep: float | None = None, **env: str) -> subprocess.Popen[str]:
-    """``bsopt ARGS`` in a new process, one torch thread, output captured."""
+def bsopt_process(
+    *args: str,
+    sleep: float | None = None,
+    split_stderr: bool = False,
+    new_session: bool = False,
+    **env: str,
+) -> subprocess.Popen[str]:
+    """``bsopt ARGS`` in a new process, one torch thread, output captured (stderr apart with
+    ``split_stderr``; ``new_session``: its own process group, as a terminal's job)."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **env}
     environment.pop("BSOPT_STORAGE", None)
     if sleep is not None:
@@ -80,9 +88,10 @@ def bsopt_process(*args: str, sleep: float | None = None, **env: str) -> subproc
     return subprocess.Popen(
         [sys.executable, "-m", "bsopt", *args],
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE if split_stderr else subprocess.STDOUT,
         text=True,
         env=environment,
+        start_new_session=new_session,
     )
 
 
@@ -353,7 +362,13 @@ def _kill_a_worker_mid_trial(
         "--trials", str(trials), "--heartbeat", "1", "--grace", str(grace), sleep=120,
     )  # fmt: skip
     try:
-        wait_for(lambda: _running(url, name), timeout=120, what="the victim's trial to start")
+        # Killed once its parameters are drawn: killed while drawing, its retry would draw
+        # the missing ones afresh.
+        wait_for(
+            lambda: any(t.user_attrs.get("suggested") for t in _running(url, name)),
+            timeout=120,
+            what="the victim's trial to start",
+        )
     finally:
         victim.kill()  # SIGKILL: no clean-up, the trial stays RUNNING
         victim.communicate()
@@ -586,6 +601,30 @@ def test_proxy_serves_workers_over_grpc(tmp_path: Path) -> None:
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_proxy_on_every_address_warns_and_names_this_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("grpc")
+    served: list[tuple[str, int]] = []
+
+    def serve(storage: object, *, host: str, port: int) -> None:
+        served.append((host, port))
+
+    monkeypatch.setattr(optuna.storages, "run_grpc_proxy_server", serve)
+    url = f"sqlite:///{tmp_path / 'open.db'}"
+    assert bsopt.cli.main(["proxy", "--storage", url, "--host", "0.0.0.0", "--port", "13001"]) == 0
+    out = capsys.readouterr().out
+    assert served == [("0.0.0.0", 13001)]
+    warnings = [line for line in out.splitlines() if line.startswith("Warning")]
+    assert warnings == [
+        "Warning: bound to 0.0.0.0; anyone who can reach it can edit this storage."
+    ]
+    assert "grpc://0.0.0.0" not in out  # no host can connect to that address
+    assert f"bsopt worker STUDY --storage grpc://{socket.gethostname()}:13001 " in out
+    assert bsopt.cli.main(["proxy", "--storage", url, "--port", "13001"]) == 0
+    assert "Warning" not in capsys.readouterr().out  # the loopback default: no warning
 
 
 def test_proxy_refuses_a_journal_storage(
