@@ -22,7 +22,7 @@ from bsopt.runs._study import (
     raise_storage_fault,
 )
 from bsopt.search._pruners import PrunerName, check_pruner_name, make_pruner
-from bsopt.store import mask_url, open_storage, resolve_storage_url
+from bsopt.store import StorageError, mask_url, open_storage, resolve_storage_url
 
 if TYPE_CHECKING:  # torch and the trainer load when a study is built, not to parse --help
     from bsopt.search._objective import Objective
@@ -191,6 +191,12 @@ def open_study(
         heartbeat_interval=settings.heartbeat_interval,
         grace_period=settings.grace_period,
     )
+    if getattr(storage, "read_only", False):
+        raise StorageError(
+            f"The storage {mask_url(url)!r} can only be read: its file or folder is "
+            "read-only (or immutable), so no trial could be stored. Make both writable, or "
+            "pass a writable --storage."
+        )
     directions = list(objective.directions)
     if not create:
         _check_existing(storage, settings.study_name, directions, url)

@@ -72,13 +72,19 @@ class SQLStorage(RDBStorage):
         super().__setstate__(state)
         self._setup()
 
+    @property
+    def read_only(self) -> bool:
+        """Whether this is a SQLite file opened read-only (its file or folder cannot be
+        written): reading works, no trial can be stored."""
+        return self.engine.name == "sqlite" and "mode=ro" in self.url
+
     def _setup(self) -> None:
         self._queue = threading.local()
         # Closing at exit checkpoints SQLite's WAL into the database file even when the
         # command line ends without the interpreter's teardown (see _cli.console_main).
         atexit.register(_dispose, weakref.ref(self.engine))
         if self.engine.name == "sqlite":
-            read_only = "mode=ro" in self.url
+            read_only = self.read_only
 
             def on_connect(connection: Any, record: Any) -> None:
                 _sqlite_settings(connection, read_only=read_only)

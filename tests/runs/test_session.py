@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from pathlib import Path
+import subprocess
 
 import pytest
 
@@ -87,3 +89,30 @@ def test_open_study_creates_loads_and_refuses_a_missing_study(sqlite_url: str) -
 def test_a_public_keyword_reaches_the_worker(sqlite_url: str) -> None:
     with pytest.raises(ValueError, match=r"poll_interval must be > 0 seconds, got -1"):
         bsopt.attach_worker(synthetic, study_name="s", trials=1, poll_interval=-1)
+
+
+def test_a_read_only_storage_is_refused_before_any_trial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An immutable file (chattr +i): even root cannot write it, so it opens read-only.
+    database = tmp_path / "frozen.db"
+    url = f"sqlite:///{database}"
+    assert bsopt.cli.main(["run", "synthetic", "--trials", "1", "--storage", url,
+                           "--no-progress", "--jobs", "1"]) == 0  # fmt: skip
+    bsopt.store.close_connections(bsopt.open_storage(url))
+    for leftover in (database.with_name("frozen.db-wal"), database.with_name("frozen.db-shm")):
+        leftover.unlink(missing_ok=True)
+    before = database.read_bytes()
+    if subprocess.run(["chattr", "+i", str(database)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (needs root and a file system with it)")
+    try:
+        capsys.readouterr()
+        code = bsopt.cli.main(["run", "synthetic", "--trials", "3", "--storage", url,
+                               "--no-progress", "--jobs", "1"])  # fmt: skip
+        err = capsys.readouterr().err
+    finally:
+        subprocess.run(["chattr", "-i", str(database)], check=True)
+    assert code == 2
+    assert "can only be read: its file or folder is read-only (or immutable)" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert database.read_bytes() == before
