@@ -134,7 +134,8 @@ class TrialRunner:
         wall = time.perf_counter() - t0
         (trial,) = study.get_trials(deepcopy=False)
         assert trial.state == optuna.trial.TrialState.COMPLETE, trial.state
-        assert trial.number == 0 and trial.params["batch_size"] == BATCH_SIZE, trial.params
+        batch = 2 ** trial.params["log2_batch_size"]
+        assert trial.number == 0 and batch == BATCH_SIZE, trial.params
         assert len(trial.intermediate_values) == EVALS
         attrs = trial.user_attrs
         self.n_attrs = len(attrs)

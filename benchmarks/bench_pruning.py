@@ -54,7 +54,7 @@ def run_one(pruner_name: str, seed: int, trials: int) -> dict[str, float]:
         "wall": wall,
         "best": study.best_value,
         "pruned": float(sum(t.state == TrialState.PRUNED for t in finished)),
-        "best_bs": float(study.best_params["batch_size"]),
+        "best_bs": float(2 ** study.best_params["log2_batch_size"]),
     }
 
 

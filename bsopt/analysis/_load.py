@@ -14,9 +14,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt.core._attrs import CONFIRM_ATTR
+from bsopt.core._space import EXPONENT_PARAM, batch_size_from_params
 from bsopt.store import mask_url, open_storage, resolve_storage_url
 
-SEARCHED_BATCH = "log2_batch_size"
+#: The searched batch-size exponent, which the analysis reports as ``batch_size``.
+SEARCHED_BATCH = EXPONENT_PARAM
 
 
 def load_study(study: optuna.Study | str, *, storage: str | None = None) -> optuna.Study:
@@ -44,11 +46,15 @@ def load_study(study: optuna.Study | str, *, storage: str | None = None) -> optu
 
 
 def trial_batch_size(trial: FrozenTrial) -> int | None:
-    """The effective batch size a trial trained with, or ``None`` if it never drew one."""
-    if "batch_size" in trial.params:
-        return int(trial.params["batch_size"])
-    if SEARCHED_BATCH in trial.params:
-        return int(2 ** trial.params[SEARCHED_BATCH])
+    """The effective batch size a trial trained with, or ``None`` if it never drew one.
+
+    From its parameters (``2 ** log2_batch_size``, or ``batch_size`` on the ``"int"`` grid and
+    in studies that stored both), else from its user attributes (a plain Optuna trial that
+    reported through bsopt's fair reporter, say).
+    """
+    from_params = batch_size_from_params(trial.params)
+    if from_params is not None:
+        return from_params
     for key in ("batch_size", "effective_batch_size"):
         value = trial.user_attrs.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -4,20 +4,26 @@
 Optuna trial for values and returns a frozen :class:`Params`, the plain record the trainer
 and the model builder receive.
 
-Batch size on powers of two
----------------------------
+Batch size on powers of two: one parameter
+------------------------------------------
 Optuna's ``IntDistribution`` refuses ``log=True`` together with ``step``, and a suggested value
 cannot be replaced afterwards (RDB storages insert each parameter once). So on the default
 powers-of-two grid the sampler searches the exponent ``log2_batch_size`` (an ordered integer,
-every value equally likely before the sampler learns), and the value trained with is stored as
-the parameter ``batch_size`` through a single-point distribution. Consequences:
+every value equally likely before the sampler learns), and that exponent is the trial's only
+batch-size parameter. Why the exponent, and not another single ``batch_size`` parameter:
 
-* ``trial.params["batch_size"]`` is always the batch size actually used, under the same name
-  on every grid, for the analysis, ``study.best_params`` and the dashboard's tables;
-* the sampler models only ``log2_batch_size`` (single-point distributions are not searched),
-  so nothing is counted twice;
-* importance evaluators and Optuna's plots see the searched ``log2_batch_size``; bsopt's
-  analysis reports it under the name ``batch_size``.
+* ``suggest_int("batch_size", low, high, log=True)`` is ordered but tries every integer, not
+  only powers of two, and its value cannot be rounded after the sampler chose it;
+* ``suggest_categorical("batch_size", [16, 32, ...])`` keeps the values but loses their
+  order: TPE, fANOVA and Optuna's plots treat the choices as unrelated labels;
+* the exponent is ordered and evenly spaced on the log scale the batch size lives on, so TPE,
+  every importance evaluator, Optuna's plots and optuna-dashboard treat it as the ordered
+  dimension it is, and ``study.best_params`` names the batch size once.
+
+The batch size itself is ``2 ** log2_batch_size``: :func:`batch_size_from_params` reads it
+from stored parameters, bsopt's analysis and report label it ``batch_size``, and the objective
+stores it as the user attribute ``effective_batch_size``. Studies written before this also
+hold a single-point ``batch_size`` parameter beside the exponent; it is read, never searched.
 
 With ``batch_grid="int"`` the sampler searches ``batch_size`` itself, log-scaled.
 """
@@ -49,11 +55,14 @@ _LR_SCHEDULES = LR_SCHEDULES
 _BATCH_SCHEDULES = BATCH_SCHEDULES
 # Shown in the fix of a range given as something other than numbers.
 _EXAMPLE_RANGES = {"batch_size": "16, 256", "lr": "1e-4, 1e-1", "weight_decay": "1e-5, 1e-2"}
+#: The batch size's parameter: the value itself (``"int"`` grid), or its exponent (``"pow2"``).
+BATCH_PARAM = "batch_size"
+EXPONENT_PARAM = "log2_batch_size"
 # Parameter names bsopt itself may store; a user's own searched names must differ.
 RESERVED_NAMES = frozenset(
     {
-        "batch_size",
-        "log2_batch_size",
+        BATCH_PARAM,
+        EXPONENT_PARAM,
         "lr",
         "base_lr",
         "lr_scaling",
@@ -306,11 +315,39 @@ class SearchSpace:
     def _suggest_batch_size(self, trial: optuna.Trial) -> int:
         low, high = self.batch_size
         if self.batch_grid == "int":
-            return trial.suggest_int("batch_size", low, high, log=True)
-        exponent = trial.suggest_int("log2_batch_size", int(math.log2(low)), int(math.log2(high)))
-        used = 2**exponent
-        # A single-point distribution records the used value without searching it again.
-        return trial.suggest_int("batch_size", used, used, log=True)
+            return trial.suggest_int(BATCH_PARAM, low, high, log=True)
+        # NOTE: the exponent is the one batch-size parameter (see the module docstring); a
+        # second, single-point ``batch_size`` would show as a 0.00 importance beside it.
+        low_exp, high_exp = int(math.log2(low)), int(math.log2(high))
+        return 2 ** trial.suggest_int(EXPONENT_PARAM, low_exp, high_exp)
+
+
+def batch_size_from_params(params: Mapping[str, Any]) -> int | None:
+    """The batch size stored trial ``params`` trained with, or ``None`` if they hold none.
+
+    ``batch_size`` (the ``"int"`` grid, and the record older studies kept beside the exponent)
+    is the value itself; ``log2_batch_size`` alone (the powers-of-two grid) means
+    ``2 ** log2_batch_size``.
+    """
+    value, exponent = params.get(BATCH_PARAM), params.get(EXPONENT_PARAM)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
+        return 2 ** int(exponent)
+    return None
+
+
+def shown_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` as people read them: the batch size once, as ``batch_size``, in place of
+    the exponent ``log2_batch_size`` (older studies hold both; the value is shown once)."""
+    batch = batch_size_from_params(params)
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if name in (BATCH_PARAM, EXPONENT_PARAM):
+            out.setdefault(BATCH_PARAM, batch)
+        else:
+            out[name] = value
+    return out
 
 
 def _as_range(name: str, value: Any) -> Any:

@@ -29,6 +29,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from bsopt.core._attrs import CONFIRM_ATTR
+from bsopt.core._space import batch_size_from_params, shown_params
 from bsopt.search._pruners import default_pruner
 from bsopt.store import (
     STORAGE_ENV,
@@ -865,8 +866,7 @@ def summary(study: optuna.Study, *, storage_url: str | None = None) -> str:
         names = study.metric_names or []
         label = f"{names[0]} " if names else ""
         lines.append(f"Best trial #{best.number}: {label}{best.value:.4f}")
-        shown = {k: v for k, v in best.params.items() if k != "log2_batch_size"}
-        for key, value in shown.items():
+        for key, value in shown_params(best.params).items():
             text = f"{value:.4g}" if isinstance(value, float) else str(value)
             lines.append(f"  {key:<14} {text}")
         if "samples_per_second" in attrs:
@@ -880,7 +880,8 @@ def summary(study: optuna.Study, *, storage_url: str | None = None) -> str:
         lines.append(f"{len(front)} Pareto-optimal trials (value 1, value 2):")
         for t in front[:10]:
             values = ", ".join(f"{v:.4g}" for v in t.values)
-            lines.append(f"  #{t.number:<4} batch_size {t.params.get('batch_size')}: {values}")
+            batch = batch_size_from_params(t.params)
+            lines.append(f"  #{t.number:<4} batch_size {batch}: {values}")
     else:
         lines.append("No completed trial yet.")
     resolved = resolve_storage_url(storage_url)

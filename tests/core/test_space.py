@@ -6,6 +6,7 @@ import optuna
 import pytest
 
 from bsopt import Params, SearchSpace
+from bsopt.core._space import batch_size_from_params, shown_params
 
 
 def _ask(space: SearchSpace, url: str, n: int) -> optuna.Study:
@@ -22,8 +23,9 @@ def test_pow2_batch_size_is_stored_as_the_value_used(sqlite_url: str) -> None:
     reloaded = optuna.load_study(study_name=study.study_name, storage=sqlite_url)
     seen = set()
     for trial in reloaded.trials:
-        bs = trial.params["batch_size"]
-        assert bs == 2 ** trial.params["log2_batch_size"]
+        bs = 2 ** trial.params["log2_batch_size"]
+        assert "batch_size" not in trial.params  # the exponent is the one batch-size param
+        assert batch_size_from_params(trial.params) == bs
         assert trial.value == bs  # what suggest() returned is what was stored
         seen.add(bs)
     assert seen == {16, 32, 64, 128, 256}
@@ -41,7 +43,8 @@ def test_int_grid_searches_batch_size_on_a_log_scale(sqlite_url: str) -> None:
     values = [t.params["batch_size"] for t in study.trials]
     assert all(10 <= v <= 300 for v in values)
     assert any(not math.log2(v).is_integer() for v in values)
-    assert study.trials[0].distributions["batch_size"].log
+    dist = study.trials[0].distributions["batch_size"]
+    assert isinstance(dist, optuna.distributions.IntDistribution) and dist.log
 
 
 def test_lr_and_dropout_stay_in_range(sqlite_url: str) -> None:
@@ -53,8 +56,25 @@ def test_lr_and_dropout_stay_in_range(sqlite_url: str) -> None:
 
 def test_fixed_dimensions_are_recorded(sqlite_url: str) -> None:
     trial = _ask(SearchSpace(batch_size=(32, 32), dropout=(0.0, 0.0)), sqlite_url, 1).trials[0]
-    assert trial.params["batch_size"] == 32
+    assert trial.params["log2_batch_size"] == 5 and "batch_size" not in trial.params
+    assert batch_size_from_params(trial.params) == 32
     assert trial.params["dropout"] == 0.0
+
+
+def test_batch_size_from_params_reads_every_stored_form() -> None:
+    assert batch_size_from_params({"log2_batch_size": 6, "lr": 0.1}) == 64
+    assert batch_size_from_params({"batch_size": 48}) == 48  # the "int" grid
+    # Studies written before kept a single-point batch_size beside the exponent.
+    assert batch_size_from_params({"log2_batch_size": 6, "batch_size": 64}) == 64
+    assert batch_size_from_params({"lr": 0.1}) is None
+
+
+def test_shown_params_name_the_batch_size_once_in_place_of_the_exponent() -> None:
+    new = {"log2_batch_size": 5, "lr": 0.01}
+    old = {"batch_size": 32, "dropout": 0.1, "log2_batch_size": 5}
+    assert list(shown_params(new).items()) == [("batch_size", 32), ("lr", 0.01)]
+    assert list(shown_params(old).items()) == [("batch_size", 32), ("dropout", 0.1)]
+    assert shown_params({"batch_size": 48, "lr": 0.01}) == {"batch_size": 48, "lr": 0.01}
 
 
 def test_batch_sizes_lists_the_grid() -> None:
@@ -128,7 +148,7 @@ def test_coupled_space_stores_base_lr_and_the_rule(sqlite_url: str) -> None:
         trial = study.ask()
         params = space.suggest(trial)
         alpha = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}[trial.params["lr_scaling"]]
-        expected = trial.params["base_lr"] * (trial.params["batch_size"] / 64) ** alpha
+        expected = trial.params["base_lr"] * (2 ** trial.params["log2_batch_size"] / 64) ** alpha
         assert params.lr == pytest.approx(expected)
         assert "lr" not in trial.params
         study.tell(trial, 0.0)

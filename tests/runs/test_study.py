@@ -90,7 +90,7 @@ def test_summary_names_best_params_and_where_data_live(
     text = bsopt.runs.summary(study, storage_url=sqlite_url)
     best = study.best_trial
     assert f"Best trial #{best.number}: validation accuracy {best.value:.4f}" in text
-    assert f"batch_size     {best.params['batch_size']}" in text
+    assert f"batch_size     {2 ** best.params['log2_batch_size']}" in text
     assert "log2_batch_size" not in text
     assert f"optuna-dashboard {sqlite_url}" in text
 

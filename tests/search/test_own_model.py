@@ -60,7 +60,7 @@ def test_cnn_with_batchnorm_on_digits_images(sqlite_url: str) -> None:
         assert trial.state == TrialState.COMPLETE
         assert trial.value is not None and trial.value > 0.85  # two epochs of a small CNN
         assert trial.user_attrs["samples_seen"] == 2 * images.n_train
-        assert trial.user_attrs["accumulation_steps"] == trial.params["batch_size"] // 16
+        assert trial.user_attrs["accumulation_steps"] == 2 ** trial.params["log2_batch_size"] // 16
 
 
 def _regression(n: int = 600, noise: float = 0.1) -> bsopt.TensorData:

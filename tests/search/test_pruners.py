@@ -75,7 +75,7 @@ def test_hyperband_runs_several_brackets_with_mixed_batch_sizes(
     trials = study.trials
     brackets = {pruner._get_bracket_id(study, t) for t in trials}
     assert pruner._n_brackets == 3 and len(brackets) >= 2
-    assert len({t.params["batch_size"] for t in trials}) >= 3
+    assert len({t.params["log2_batch_size"] for t in trials}) >= 3
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert pruned, "Hyperband should stop some of 14 trials"
     grid = set(budget.grid(tiny_data.n_train).points)

@@ -255,7 +255,7 @@ def test_params_are_identical_on_both_ranks_and_the_lr_follows_the_global_batch(
     assert zero == one  # every field, the float lr bit for bit (JSON keeps repr)
     for trial, params in zip(study.trials, zero, strict=True):
         attrs = trial.user_attrs
-        batch = trial.params["batch_size"]
+        batch = 2 ** trial.params["log2_batch_size"]
         assert params["batch_size"] == batch == attrs["effective_batch_size"]
         # Linear coupling on the *global* batch, reference 32 (the middle of 16..64).
         assert attrs["lr"] == pytest.approx(trial.params["base_lr"] * batch / 32, rel=1e-12)
@@ -474,7 +474,7 @@ def test_bsopt_run_digits_on_two_devices(tmp_path: Path) -> None:
     assert len(finished) == len(study.trials) == 2
     for trial in finished:
         assert trial.user_attrs["world_size"] == 2
-        batch = trial.params["batch_size"]
+        batch = 2 ** trial.params["log2_batch_size"]
         assert trial.user_attrs["per_device_micro_batch_size"] * 2 == batch
         assert trial.user_attrs["samples_seen"] % 1437 == 0 or trial.state == TrialState.PRUNED
 

@@ -142,7 +142,7 @@ def test_oom_mid_trial_is_recovered_with_the_same_effective_batch(
     attrs = trial.user_attrs
     assert trial.state == TrialState.COMPLETE
     assert attrs["oom_retries"] == 2  # 64 -> 32 -> 16
-    assert attrs["effective_batch_size"] == trial.params["batch_size"] == 64
+    assert attrs["effective_batch_size"] == 2 ** trial.params["log2_batch_size"] == 64
     assert (attrs["micro_batch_size"], attrs["accumulation_steps"]) == (16, 4)
     assert attrs["stop_reason"] == "completed"
     assert attrs["optimizer_steps"] == reference.user_attrs["optimizer_steps"] == 12

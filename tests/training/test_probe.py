@@ -237,7 +237,7 @@ def test_objective_probes_once_per_study_and_trials_accumulate_beyond_it(
         attrs = trial.user_attrs
         assert trial.state == optuna.trial.TrialState.COMPLETE
         assert attrs["probed_micro_batch_size"] == 59 and attrs["oom_retries"] == 0
-        effective = trial.params["batch_size"]
+        effective = 2 ** trial.params["log2_batch_size"]
         assert attrs["effective_batch_size"] == effective
         assert attrs["micro_batch_size"] == min(59, effective)
         assert attrs["accumulation_steps"] == math.ceil(effective / 59)
