@@ -75,7 +75,8 @@ def build_objective(*, seed: int = 0) -> bsopt.LoopObjective:
 
     def objective(trial: optuna.Trial) -> float:
         params = SPACE.suggest(trial)
-        trial_seed = seed + trial.number
+        # From the params, not the trial's number: a --jobs N rerun trains each alike.
+        trial_seed = bsopt.search.trial_seed(seed, trial.params)
         torch.manual_seed(trial_seed)
         reporter = bsopt.TransformersReporter(
             trial,

@@ -36,7 +36,8 @@ from bsopt.runs._study import (
     stored_definition,
 )
 
-#: Confirm seeds start here, far from the search's (the objective's seed + trial number).
+#: Confirm seeds start here (the search's are hashes of the objective's seed and a trial's
+#: params; see bsopt.search.trial_seed).
 CONFIRM_SEED_BASE = 1_000_000
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
         ObjectiveOptions,
         make_objective,
         params_from_trial,
+        trial_seed,
     )
     from bsopt.search._pruners import make_pruner
 
@@ -26,6 +27,7 @@ _LAZY = {
     "ObjectiveOptions": "bsopt.search._objective",
     "make_objective": "bsopt.search._objective",
     "params_from_trial": "bsopt.search._objective",
+    "trial_seed": "bsopt.search._objective",
     "make_pruner": "bsopt.search._pruners",
 }
 __getattr__, __dir__ = attach(__name__, _LAZY)
@@ -39,4 +41,5 @@ __all__ = [
     "make_pruner",
     "params_from_trial",
     "retry_oom",
+    "trial_seed",
 ]

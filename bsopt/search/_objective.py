@@ -16,13 +16,14 @@ sampled values.
 from __future__ import annotations
 
 import atexit
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import contextlib
 import copy
 import dataclasses
 from dataclasses import KW_ONLY, dataclass, field, fields
 import functools
 import hashlib
+import json
 import logging
 import math
 import pickle
@@ -135,6 +136,31 @@ def time_to_target(
     return total * (1.0 + min(shortfall, 1.0)), False
 
 
+def _canonical(value: object) -> object:
+    """A parameter value as it is hashed: floats rounded to 12 significant digits (a value
+    read back from any storage hashes alike), other JSON values as they are."""
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return repr(value)
+
+
+def trial_seed(seed: int, params: Mapping[str, object]) -> int:
+    """The training seed of a trial with the Optuna ``params`` in an objective of ``seed``.
+
+    A stable hash (SHA-256, not Python's salted ``hash``) of ``seed`` and the params sorted by
+    name, reduced to ``[0, 2**31 - 1]``. It does not depend on the trial's number, which with
+    ``--jobs N`` depends on which worker asked first: a rerun of a seeded study trains each
+    configuration it proposes again with the same seed. Two trials with identical params (an
+    enqueued retry of a failed trial, say) get the same seed, so a retry reproduces the run.
+    """
+    canonical = [[name, _canonical(params[name])] for name in sorted(params)]
+    text = json.dumps(["bsopt trial seed", int(seed), canonical], separators=(",", ":"))
+    digest = hashlib.sha256(text.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 2**31
+
+
 def result_attrs(result: TrainResult, params: Params, seed: int) -> dict[str, object]:
     """The user attributes stored for a trial, by name."""
     schedule: dict[str, object] = {
@@ -198,8 +224,9 @@ class ObjectiveOptions(TrainConfig):
     The training options (``budget``, ``metric``, ``direction``, ``loss``, ``device``,
     ``seed``, ``amp``, ``micro_batch_size``, ``clip_grad_norm``, ``divergence_factor``,
     ``measure_noise_scale``, ``noise_every``) are those of
-    :class:`~bsopt.training.TrainConfig`, which documents them; ``seed`` is trial 0's seed
-    (trial ``n`` uses ``seed + n`` for initialisation and shuffling), and
+    :class:`~bsopt.training.TrainConfig`, which documents them; ``seed`` is the objective's
+    seed (each trial initialises and shuffles with a seed hashed from it and the trial's
+    params, :func:`trial_seed`, stored as the user attribute ``seed``), and
     ``micro_batch_size`` defaults to the probed one when probing. The others:
 
     Args:
@@ -934,7 +961,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | Sequence[float]:
         self._record_metric(trial.study)
         params = self.params_of(trial)
-        seed = self.seed + trial.number
+        seed = trial_seed(self.seed, trial.params)
         options = self.options
         devices = options.devices
         # The micro-batch is per device: the global batch is shared by the ranks first.
@@ -1029,10 +1056,12 @@ class Objective:
     ) -> tuple[nn.Module, TrainResult]:
         """Train a stored trial's configuration again; returns the model and its result.
 
-        The params are rebuilt from the trial (:meth:`params_of`), the seed is the trial's
-        (or ``seed``), and the micro-batch the one it trained with, so on the CPU the
-        result's ``value`` equals the stored value of a completed ``goal="metric"`` trial.
-        The whole budget is trained without pruning, also for a trial that was pruned.
+        The params are rebuilt from the trial (:meth:`params_of`), the seed is the one the
+        trial stored (or ``seed``), and the micro-batch the one it trained with, so on the
+        CPU the result's ``value`` equals the stored value of a completed ``goal="metric"``
+        trial. The whole budget is trained without pruning, also for a trial that was pruned.
+        A trial stored without a seed (by an older version) gets that version's rule: the
+        objective's seed plus the trial number.
         """
         params = self.params_of(trial)
         attrs = trial.user_attrs

@@ -24,11 +24,12 @@ def test_trials_store_params_and_costs(sqlite_url: str, tiny_objective: bsopt.Ob
     assert [t.state for t in stored] == [TrialState.COMPLETE] * 4
     for t in stored:
         attrs = t.user_attrs
-        assert attrs["effective_batch_size"] == t.params["batch_size"]
+        assert attrs["effective_batch_size"] == 2 ** t.params["log2_batch_size"]
         assert attrs["lr"] == pytest.approx(t.params["lr"])
         assert attrs["samples_seen"] == 2 * 320
         assert attrs["stop_reason"] == "completed"
-        assert attrs["seed"] == t.number
+        # Derived from the params, not the trial number: reruns of a --jobs N study match.
+        assert attrs["seed"] == bsopt.search.trial_seed(tiny_objective.seed, t.params)
         assert attrs["samples_per_second"] > 0
         assert attrs["device"] == "cpu"
         assert sorted(t.intermediate_values) == [160, 320, 480, 640]
@@ -46,7 +47,7 @@ def test_a_clearly_worse_trial_of_another_batch_size_is_pruned(
     bsopt.optimize(study, tiny_objective, trials=3, show_progress_bar=False)
     good, _, bad = study.trials
     assert good.state == TrialState.COMPLETE and bad.state == TrialState.PRUNED
-    assert bad.params["batch_size"] == 64 and good.params["batch_size"] == 8
+    assert bad.params["log2_batch_size"] == 6 and good.params["log2_batch_size"] == 3
     assert bad.user_attrs["stop_reason"] == "pruned"
     assert bad.user_attrs["samples_seen"] == 160  # pruned at the first shared step
     assert set(bad.intermediate_values) <= set(good.intermediate_values)
