@@ -214,6 +214,7 @@ class _Progress:
         self.show = show
         self.bar = tqdm(total=total, disable=not show, unit="trial", dynamic_ncols=True)
         self.baseline: int | None = None
+        self.shown: tuple[int, int, int] | None = None
         self.level = optuna.logging.get_verbosity()
 
     def __enter__(self) -> _Progress:
@@ -240,12 +241,16 @@ class _Progress:
             self.bar.reset(total=max(0, self.total - done))
             if done:
                 self.bar.set_description(f"{done} finished before")
-        self.bar.update(max(0, min(done, self.total) - self.baseline - self.bar.n))
-        self.bar.set_postfix(
-            running=sum(s == TrialState.RUNNING for s in states),
-            failed=sum(s == TrialState.FAIL for s in states),
-            refresh=False,
+        shown = (
+            min(done, self.total) - self.baseline,
+            sum(s == TrialState.RUNNING for s in states),
+            sum(s == TrialState.FAIL for s in states),
         )
+        if shown == self.shown:
+            return  # redrawn only on a change: a log file gets one line per change
+        self.shown = shown
+        self.bar.update(max(0, shown[0] - self.bar.n))
+        self.bar.set_postfix(running=shown[1], failed=shown[2], refresh=False)
         self.bar.refresh()
 
 

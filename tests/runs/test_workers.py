@@ -647,3 +647,20 @@ def test_default_jobs_uses_the_cores_for_cpu_trials_only() -> None:
     assert default_jobs(cpu, 30, cpus=1) == 1
     assert default_jobs(types.SimpleNamespace(device=torch.device("cuda", 0)), 30, cpus=8) == 1
     assert default_jobs(object(), 30, cpus=8) == 1  # a loop that names no device
+
+
+def test_the_progress_bar_counts_this_runs_trials_and_redraws_only_on_a_change(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bsopt.runs._workers import _Progress
+
+    earlier, running = trial(0, C), trial(1, R)
+    with _Progress(3, show=True) as progress:
+        progress.update([earlier, running])  # one finished before this run
+        capsys.readouterr()
+        for _ in range(5):
+            progress.update([earlier, running])  # a poll that finds nothing new
+        assert capsys.readouterr().err == ""
+        progress.update([earlier, trial(1, C), trial(2, R)])
+        assert progress.bar.n == 1 and progress.bar.total == 2
+        assert "running=1" in capsys.readouterr().err
