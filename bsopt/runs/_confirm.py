@@ -178,9 +178,8 @@ def confirm(
         for k in range(seeds)
     ]
     pending = [(trial, seed) for _, trial, seed in plan if (trial.number, seed) not in done]
-    trained = iter(
-        _train_all(pending, objective, retrain, len(loaded.directions), jobs=jobs)
-    )
+    retrainer = _Retrainer(objective, retrain, len(loaded.directions))
+    trained = iter(_train_all(pending, retrainer, jobs=jobs))
     runs: list[ConfirmRun] = []
     for b, trial, seed in plan:
         stored = done.get((trial.number, seed))
@@ -341,52 +340,45 @@ class _Rerun:
     intermediate: dict[int, float]
 
 
-def _train_rerun(
-    trial: FrozenTrial,
-    seed: int,
-    objective: _Retrainable | None,
-    retrain: Retrain | None,
-    n_objectives: int,
-) -> _Rerun:
-    """Train ``trial`` again with ``seed``; touches no storage, so it can run anywhere."""
-    if retrain is not None:
-        returned = float(retrain(trial, seed))
-        return _Rerun([returned] if math.isfinite(returned) else None, {}, {})
-    from bsopt.search._objective import result_attrs
+@dataclass(frozen=True)
+class _Retrainer:
+    """Trains one rerun from ``objective`` or ``retrain``; touches no storage, so it can
+    run in any process."""
 
-    assert objective is not None  # _check_confirm_args: exactly one of the two
-    _, result = objective.retrain(trial, seed=seed)
-    params = objective.params_of(trial)  # type: ignore[attr-defined]
-    return _Rerun(
-        _values_of(objective, n_objectives, result),
-        dict(result_attrs(result, params, seed)),
-        {int(step): float(v) for step, v in result.history if math.isfinite(v)},
-    )
+    objective: _Retrainable | None
+    retrain: Retrain | None
+    n_objectives: int
+
+    def __call__(self, task: tuple[FrozenTrial, int]) -> _Rerun:
+        trial, seed = task
+        if self.retrain is not None:
+            returned = float(self.retrain(trial, seed))
+            return _Rerun([returned] if math.isfinite(returned) else None, {}, {})
+        from bsopt.search._objective import result_attrs
+
+        assert self.objective is not None  # _check_confirm_args: exactly one of the two
+        _, result = self.objective.retrain(trial, seed=seed)
+        params = self.objective.params_of(trial)  # type: ignore[attr-defined]
+        return _Rerun(
+            _values_of(self.objective, self.n_objectives, result),
+            dict(result_attrs(result, params, seed)),
+            {int(step): float(v) for step, v in result.history if math.isfinite(v)},
+        )
 
 
-def _train_in_worker(
-    trial: FrozenTrial,
-    seed: int,
-    objective: _Retrainable | None,
-    retrain: Retrain | None,
-    n_objectives: int,
-) -> _Rerun:
+def _in_worker(retrainer: _Retrainer, task: tuple[FrozenTrial, int]) -> _Rerun:
     # Workers share the cores: torch's default of one thread per core in each would fight.
     import torch
 
     torch.set_num_threads(1)
-    return _train_rerun(trial, seed, objective, retrain, n_objectives)
+    return retrainer(task)
 
 
 def _train_all(
-    pending: Sequence[tuple[FrozenTrial, int]],
-    objective: _Retrainable | None,
-    retrain: Retrain | None,
-    n_objectives: int,
-    *,
-    jobs: int | None,
+    pending: Sequence[tuple[FrozenTrial, int]], retrainer: _Retrainer, *, jobs: int | None
 ) -> Iterator[_Rerun]:
     """The reruns of ``pending``, in order, each as soon as it and those before it are done."""
+    objective = retrainer.objective
     if jobs is None:
         from bsopt.runs._workers import TRIALS_PER_WORKER, default_jobs
 
@@ -394,8 +386,7 @@ def _train_all(
         reruns = len(pending) * TRIALS_PER_WORKER
         jobs = default_jobs(objective, reruns) if objective is not None else 1
     if jobs == 1 or len(pending) < 2:
-        for trial, seed in pending:
-            yield _train_rerun(trial, seed, objective, retrain, n_objectives)
+        yield from map(retrainer, pending)
         return
     from joblib import Parallel, delayed
 
@@ -408,28 +399,24 @@ def _train_all(
         import multiprocessing
 
         global _INHERITED
-        _INHERITED = objective
-        tasks = [(trial, seed, n_objectives) for trial, seed in pending]
+        _INHERITED = retrainer
         try:
             with multiprocessing.get_context("fork").Pool(n_jobs) as pool:
-                yield from pool.imap(_train_inherited, tasks)  # in order, as each is done
+                yield from pool.imap(_inherited, pending)  # in order, as each is done
         finally:
             _INHERITED = None
         return
     parallel = Parallel(n_jobs=n_jobs, return_as="generator")
-    yield from parallel(
-        delayed(_train_in_worker)(trial, seed, objective, retrain, n_objectives)
-        for trial, seed in pending
-    )
+    yield from parallel(delayed(_in_worker)(retrainer, task) for task in pending)
 
 
-# The objective forked confirm workers inherit from their parent (set only while they run).
-_INHERITED: _Retrainable | None = None
+# What forked confirm workers inherit from their parent (set only while they run).
+_INHERITED: _Retrainer | None = None
 
 
-def _train_inherited(task: tuple[FrozenTrial, int, int]) -> _Rerun:
-    trial, seed, n_objectives = task
-    return _train_in_worker(trial, seed, _INHERITED, None, n_objectives)
+def _inherited(task: tuple[FrozenTrial, int]) -> _Rerun:
+    assert _INHERITED is not None  # set by _train_all before the pool forks
+    return _in_worker(_INHERITED, task)
 
 
 def _store_rerun(loaded: optuna.Study, trial: FrozenTrial, seed: int, rerun: _Rerun) -> int:
