@@ -252,7 +252,7 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     check_confirm_definition(study, objective, name=definition_name(build), allow_change=allow)
     result = confirm(
         study, objective, top=args.top, seeds=args.seeds, echo=print, jobs=args.jobs,
-        allow_definition_change=allow,
+        allow_definition_change=allow, show_progress_bar=True,
     )  # fmt: skip
     print("\n" + result.verdict.replace("**", ""))
     return 0
@@ -425,8 +425,10 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 
 def _add_confirm(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--top", type=_positive_int, default=1, help="configurations per batch size")
-    p.add_argument("--seeds", type=int, default=5, help="fresh-seed reruns per configuration")
+    p.add_argument(
+        "--top", type=_positive_int, default=3, help="best configurations per batch size"
+    )
+    p.add_argument("--seeds", type=int, default=3, help="fresh-seed reruns per configuration")
     p.add_argument(
         "--jobs",
         type=_positive_int,

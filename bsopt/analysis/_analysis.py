@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 import math
 import statistics
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from bsopt.analysis._fits import CriticalBatchFit, LrFit, fit_critical_batch, fit_lr_scaling
 from bsopt.analysis._load import (
     complete_trials,
+    confirm_reruns,
     finite,
     first_step_at,
     is_confirm_run,
@@ -34,7 +35,16 @@ from bsopt.analysis._load import (
     trial_noise_scale,
     trial_value,
 )
-from bsopt.analysis._stats import CONFIDENCE, t_interval, welch_interval
+from bsopt.analysis._stats import (
+    CONFIDENCE,
+    Difference,
+    difference_of,
+    estimate_interval,
+    grouped_estimate,
+    holm,
+    t_interval,
+    welch_interval,
+)
 from bsopt.analysis._text import Table, line, markdown, markdown_table
 from bsopt.core._attrs import CONFIRM_ATTR
 
@@ -54,13 +64,21 @@ class BatchSizeStats:
     (and the training seconds they took at that trial's throughput) any of its trials needed
     to reach the target value.
 
-    The comparison with the best batch size: ``compared`` are the values compared (the
-    ``top_k`` best search values, or the :func:`~bsopt.confirm` reruns when the analysis
-    uses them), ``interval`` the t-interval of their mean, ``difference`` the difference of
-    means to the best batch size's (this minus best) with its Welch ``difference_interval``,
-    and ``status`` one of ``"best"``, ``"worse"`` (the interval excludes 0 on the worse side),
-    ``"tie"`` (it holds 0, or lies on the better side), ``"too few"`` (fewer than two values
-    on a side) or ``""`` (no completed trial). ``confirm_values`` are its reruns' values.
+    The comparison with the leader (the batch size the search selected): ``compared`` are
+    the values compared, ``interval`` the t-interval of their mean, ``difference`` the
+    difference of means to the leader's (this minus the leader's) with its Welch
+    ``difference_interval``.
+
+    With :func:`~bsopt.confirm` reruns (``basis == "confirm"``) the values are the reruns,
+    the mean is that of its rerun configurations (each the mean of its seeds), and
+    ``status`` is a test, Holm-corrected across the batch sizes compared (``p_value``, the
+    adjusted p): ``"leader"``, ``"worse"``, ``"better"`` (the reruns contradict the search's
+    choice), ``"tie"`` (the data cannot separate it), ``"not rerun"`` or ``"too few"``.
+
+    Without reruns the values are the ``top_k`` best search values: they chose the leader,
+    so they cannot also test it, and ``status`` is ``"leader"`` or ``"untested"``.
+    ``""``: no completed trial. ``confirm_values`` are its reruns' values, ``confirm_groups``
+    the same by configuration (``confirm_of``: the search trials rerun).
     """
 
     batch_size: int
@@ -83,8 +101,10 @@ class BatchSizeStats:
     difference: float | None = None
     difference_interval: tuple[float, float] | None = None
     status: str = ""
+    p_value: float | None = None
     confirm_values: tuple[float, ...] = ()
     confirm_of: tuple[int, ...] = ()
+    confirm_groups: tuple[tuple[float, ...], ...] = ()
 
     @property
     def compared_mean(self) -> float | None:
@@ -314,18 +334,31 @@ def _all_stats(
 def _against_leader(
     per_batch: list[BatchSizeStats], maximize: bool, confidence: float
 ) -> tuple[list[BatchSizeStats], BatchSizeStats | None, str]:
-    """``(per_batch, leader, basis)``: the values compared (the confirm reruns when two batch
-    sizes or more have two, else the top search values) with their intervals, the leader,
-    and each batch size's difference to it."""
-    reran = sum(1 for s in per_batch if len(s.confirm_values) >= 2)
-    basis = "confirm" if reran >= 2 else "search"
+    """``(per_batch, leader, basis)``: the leader the search selects, and each batch size
+    against it. The reruns test it (``basis == "confirm"``) when the leader and another
+    batch size have reruns with a spread; the search values, which chose it, cannot."""
+    leader = _leader(per_batch, maximize)
+    estimates = {s.batch_size: grouped_estimate(s.confirm_groups) for s in per_batch}
+    tested = leader is not None and estimates[leader.batch_size] is not None
+    basis = "search"
+    if tested and sum(e is not None for e in estimates.values()) >= 2:
+        basis = "confirm"
     if basis == "confirm":
-        per_batch = [replace(s, compared=s.confirm_values) for s in per_batch]
-    per_batch = [
-        replace(s, interval=t_interval(s.compared, confidence=confidence)) for s in per_batch
-    ]
-    leader = _leader(per_batch, basis, maximize)
-    per_batch = _compared(per_batch, leader, maximize, confidence)
+        per_batch = [
+            replace(
+                s,
+                compared=s.confirm_values,
+                interval=estimate_interval(e, confidence=confidence) if e else None,
+            )
+            for s in per_batch
+            for e in (estimates[s.batch_size],)
+        ]
+        per_batch = _tested(per_batch, estimates, leader, maximize, confidence)
+    else:
+        per_batch = [
+            replace(s, interval=t_interval(s.compared, confidence=confidence)) for s in per_batch
+        ]
+        per_batch = _described(per_batch, leader, confidence)
     leader = next((s for s in per_batch if leader and s.batch_size == leader.batch_size), None)
     return per_batch, leader, basis
 
@@ -344,14 +377,14 @@ def _enough(
 
 
 def _search_and_reruns(study: optuna.Study) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
-    """Every search trial (any state), and the completed confirm reruns with a value."""
-    all_trials = study.get_trials(deepcopy=False)
+    """Every search trial (any state), and the completed confirm reruns with a value (from
+    the linked confirm study, and any older ones stored in the search study)."""
     reruns = [
         t
-        for t in all_trials
-        if is_confirm_run(t) and t.state == TrialState.COMPLETE and trial_value(t) is not None
+        for t in confirm_reruns(study, states=(TrialState.COMPLETE,))
+        if trial_value(t) is not None
     ]
-    return [t for t in all_trials if not is_confirm_run(t)], reruns
+    return [t for t in study.get_trials(deepcopy=False) if not is_confirm_run(t)], reruns
 
 
 def _by_batch(
@@ -425,11 +458,14 @@ def _batch_stats(
     )
     values = [v for t in done if (v := trial_value(t)) is not None]
     top = values[:top_k]
+    # Search trials only: reruns may run several to a core, at another speed.
     speeds = [
-        v
-        for t in group + reruns
-        if (v := finite(t.user_attrs.get("samples_per_second"))) is not None
+        v for t in group if (v := finite(t.user_attrs.get("samples_per_second"))) is not None
     ]
+    by_config: dict[int, list[float]] = {}
+    for t in reruns:
+        if (v := trial_value(t)) is not None:
+            by_config.setdefault(int(t.user_attrs[CONFIRM_ATTR]), []).append(v)
     fastest = _to_target(group, target, maximize)
     return BatchSizeStats(
         batch_size=b,
@@ -449,61 +485,97 @@ def _batch_stats(
         seconds_to_target=fastest[1] if fastest else None,
         compared=tuple(top),
         confirm_values=tuple(v for t in reruns if (v := trial_value(t)) is not None),
-        confirm_of=tuple(sorted({int(t.user_attrs[CONFIRM_ATTR]) for t in reruns})),
+        confirm_of=tuple(sorted(by_config)),
+        confirm_groups=tuple(tuple(by_config[n]) for n in sorted(by_config)),
     )
 
 
-def _leader(per_batch: list[BatchSizeStats], basis: str, maximize: bool) -> BatchSizeStats | None:
-    """The best single search value, or the best mean of confirm reruns. An exact tie goes to
-    the cheaper batch size (then the smaller one)."""
+def _leader(per_batch: list[BatchSizeStats], maximize: bool) -> BatchSizeStats | None:
+    """The batch size of the best search value: the search selects, reruns test. An exact
+    tie goes to the cheaper batch size (then the smaller one)."""
     order = _order(maximize)
-
-    def score(s: BatchSizeStats) -> float | None:
-        return s.compared_mean if basis == "confirm" else s.best
-
-    candidates = [s for s in per_batch if score(s) is not None]
+    candidates = [s for s in per_batch if s.best is not None]
     if not candidates:
         return None
-    top_score = min(order(score(s) or 0.0) for s in candidates)
-    level = [s for s in candidates if order(score(s) or 0.0) == top_score]
+    top_score = min(order(s.best or 0.0) for s in candidates)
+    level = [s for s in candidates if order(s.best or 0.0) == top_score]
     return min(level, key=lambda s: (cost(s, level)[0], s.batch_size))
 
 
-def _compared(
-    per_batch: list[BatchSizeStats],
-    leader: BatchSizeStats | None,
-    maximize: bool,
-    confidence: float,
+def _described(
+    per_batch: list[BatchSizeStats], leader: BatchSizeStats | None, confidence: float
 ) -> list[BatchSizeStats]:
-    """Each batch size with its difference to the leader, that difference's Welch interval
-    and its status."""
+    """Each batch size's top search values against the leader's, as description only: the
+    same values chose the leader, so an interval here is no test (status ``"untested"``)."""
     out = []
     for s in per_batch:
         if leader is None or not s.compared:
             out.append(s)
-            continue
-        if s is leader:
-            out.append(replace(s, status="best"))
-            continue
-        diff = statistics.fmean(s.compared) - statistics.fmean(leader.compared)
-        interval = welch_interval(s.compared, leader.compared, confidence=confidence)
-        if interval is None:
-            status = "tie" if diff == 0 else "too few"
+        elif s.batch_size == leader.batch_size:
+            out.append(replace(s, status="leader"))
         else:
-            worse_side = interval[1] < 0 if maximize else interval[0] > 0
-            status = "worse" if worse_side else "tie"
-        out.append(replace(s, difference=diff, difference_interval=interval, status=status))
+            out.append(
+                replace(
+                    s,
+                    difference=statistics.fmean(s.compared) - statistics.fmean(leader.compared),
+                    difference_interval=welch_interval(
+                        s.compared, leader.compared, confidence=confidence
+                    ),
+                    status="untested",
+                )
+            )
+    return out
+
+
+def _tested(
+    per_batch: list[BatchSizeStats],
+    estimates: dict[int, Any],
+    leader: BatchSizeStats | None,
+    maximize: bool,
+    confidence: float,
+) -> list[BatchSizeStats]:
+    """Each rerun batch size against the leader's reruns: Welch's test of the difference of
+    their means, Holm-corrected over the batch sizes compared."""
+    if leader is None:
+        return per_batch
+    base = estimates[leader.batch_size]
+    diffs: dict[int, Difference] = {
+        b: difference_of(e, base, confidence=confidence)
+        for b, e in estimates.items()
+        if e is not None and b != leader.batch_size
+    }
+    adjusted = dict(zip(diffs, holm([d.p_value for d in diffs.values()]), strict=True))
+    alpha = 1 - confidence
+    out = []
+    for s in per_batch:
+        b = s.batch_size
+        if b == leader.batch_size:
+            out.append(replace(s, status="leader"))
+            continue
+        if b not in diffs:
+            status = "not rerun" if len(s.confirm_values) < 2 else "too few"
+            out.append(replace(s, status=status if s.best is not None else ""))
+            continue
+        d, p = diffs[b], adjusted[b]
+        status = "tie"
+        if p < alpha:
+            status = "better" if (d.value > 0) == maximize else "worse"
+        out.append(
+            replace(
+                s, difference=d.value, difference_interval=d.interval, status=status, p_value=p
+            )
+        )
     return out
 
 
 def _ties(
     per_batch: list[BatchSizeStats], leader: BatchSizeStats | None
 ) -> tuple[tuple[int, ...], int | None, str | None]:
-    """``(tied, recommended, cost_basis)``: the batch sizes tied with the leader (itself
-    included), the cheapest of them by measured cost, and which cost that was."""
+    """``(tied, recommended, cost_basis)``: the batch sizes the reruns cannot separate from
+    the leader (itself included), the cheapest of them by measured cost, and which cost."""
     if leader is None:
         return (), None, None
-    level = [s for s in per_batch if s.status in ("best", "tie")]
+    level = [s for s in per_batch if s.status in ("leader", "tie")]
     tied = tuple(s.batch_size for s in level)
     if len(level) <= 1:
         return tied, leader.batch_size, None

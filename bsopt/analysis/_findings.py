@@ -38,13 +38,18 @@ class StudyCounts:
 class Headline:
     """The verdict's first sentence.
 
+    The search selects the ``leader`` (its best value); only confirm reruns test it.
+
     ``kind``: ``"no trial"`` (nothing completed, no leader), ``"too few"`` (a leader, but too
     few trials to trust it: ``short_of`` is the ``min_trials`` its completed trials fall
-    short of, ``alone`` says no other batch size completed one), ``"tie"`` (the data cannot
-    separate ``leader`` from ``tied_with``; ``by_cost`` lists the tied batch sizes cheapest
-    first when ``cost_basis`` names a cost they all have) or ``"best"`` (a clear winner).
-    ``value`` is the leader's best search value, or the mean of its confirm runs with
-    ``half_width`` the half width of that mean's t-interval.
+    short of, ``alone`` says no other batch size completed one), ``"leading"`` (selected by
+    the search, not yet tested), ``"tie"`` (the reruns cannot separate ``leader`` from
+    ``tied_with``; ``by_cost`` lists the tied batch sizes cheapest first when ``cost_basis``
+    names a cost they all have), ``"contradicted"`` (the reruns put ``better`` above the
+    leader) or ``"best"`` (every other batch size rerun is worse). ``value`` is the
+    leader's best search value, or the mean of its confirm runs with ``half_width`` the
+    half width of that mean's t-interval; ``untested`` lists batch sizes with search
+    values but no reruns to compare (``"best"`` is then best among those rerun).
     """
 
     kind: str
@@ -57,19 +62,24 @@ class Headline:
     tied_with: tuple[int, ...] = ()
     by_cost: tuple[BatchSizeStats, ...] = ()
     cost_basis: str | None = None
+    better: tuple[int, ...] = ()
+    untested: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class Comparison:
     """One batch size against the leader: the difference of means (this minus the leader's),
-    its Welch interval, the status (``"worse"``, ``"tie"``, ``"too few"``), and its completed
-    trials when they are fewer than ``min_trials`` (``few``; ``None`` otherwise)."""
+    its Welch interval, the status (``"worse"``, ``"better"``, ``"tie"``, ``"untested"``,
+    ``"too few"``, ``"not rerun"``), the Holm-adjusted p-value of a tested difference, and
+    its completed trials when they are fewer than ``min_trials`` (``few``)."""
 
     batch_size: int
     status: str
     difference: float | None
     interval: tuple[float, float] | None
     few: int | None
+    p_value: float | None = None
+    n_trials: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,7 @@ class Comparisons:
     completed trial; those left out of a confirm comparison for want of reruns."""
 
     against: int
+    against_trials: int
     basis: str
     top_k: int
     items: tuple[Comparison, ...]
@@ -172,17 +183,19 @@ def _headline(a: BatchSizeAnalysis, leader: BatchSizeStats) -> Headline:
 
     value = leader.best
     half = None
-    if a.basis == "confirm":
-        value = leader.compared_mean or 0.0
-        half = (leader.interval[1] - value) if leader.interval else None
-    kind = "best"
+    if a.basis == "confirm" and leader.interval is not None:
+        low, high = leader.interval
+        value, half = (low + high) / 2, (high - low) / 2
+    others = _others(a, leader)
+    better = tuple(s.batch_size for s in others if s.status == "better")
+    kind = "leading"
     short_of = None
     if not a.enough_data:
         kind = "too few"
         if leader.n_complete < a.min_trials and len(leader.confirm_values) < 2:
             short_of = a.min_trials
-    elif len(a.tied) > 1:
-        kind = "tie"
+    elif a.basis == "confirm":
+        kind = "contradicted" if better else "tie" if len(a.tied) > 1 else "best"
     by_cost: tuple[BatchSizeStats, ...] = ()
     if kind == "tie" and a.cost_basis is not None and a.recommended_batch_size is not None:
         group = [a.stats(b) for b in a.tied]
@@ -194,10 +207,14 @@ def _headline(a: BatchSizeAnalysis, leader: BatchSizeStats) -> Headline:
         value,
         half,
         short_of=short_of,
-        alone=not _others(a, leader),
+        alone=not others,
         tied_with=tuple(b for b in a.tied if b != leader.batch_size),
         by_cost=by_cost,
         cost_basis=a.cost_basis,
+        better=better,
+        untested=tuple(
+            s.batch_size for s in others if a.basis == "confirm" and s.status == "not rerun"
+        ),
     )
 
 
@@ -215,11 +232,14 @@ def _comparisons(a: BatchSizeAnalysis, leader: BatchSizeStats) -> Comparisons | 
             s.difference,
             s.difference_interval,
             None if s.n_complete >= a.min_trials or a.basis == "confirm" else s.n_complete,
+            s.p_value,
+            s.n_complete,
         )
         for s in ranked
     )
     return Comparisons(
         leader.batch_size,
+        leader.n_complete,
         a.basis,
         a.top_k,
         items,
@@ -268,7 +288,7 @@ def _study_line(c: StudyCounts) -> Line:
         strong(c.study_name),
         f" ({c.direction} {c.metric}): {c.total} trials — {states}",
         f", {c.running} running or waiting" if c.running else "",
-        f"; {plural(c.n_confirm, 'confirm rerun')} beside them" if c.n_confirm else "",
+        f"; {plural(c.n_confirm, 'confirm rerun')} kept apart from them" if c.n_confirm else "",
         ".",
     )
 
@@ -316,19 +336,45 @@ def _headline_line(f: Findings) -> Line:
             " which batch size is best: " + "; ".join(missing) + ". Leading so far — best "
             "batch size for this model: ",
             *_leading(f, s),
-            ". Run more trials before trusting this.",
+            ". Run more trials, then test the leader with ",
+            code("bsopt confirm"),
+            ".",
         )
     if h.kind == "tie":
         return _tie_line(f, s)
-    return line("Best batch size for this model: ", *_leading(f, s), ".")
+    if h.kind == "leading":
+        return line(
+            "Leading in the search: ",
+            *_leading(f, s),
+            ". Not yet tested: the values that selected it cannot also test it; ",
+            code("bsopt confirm"),
+            " retrains the best configurations of each batch size with fresh seeds and "
+            "tests the leader against the others.",
+        )
+    if h.kind == "contradicted":
+        return line(
+            strong("Not settled"),
+            f": the search selected {s.batch_size}, but in the confirm reruns "
+            f"{names(h.better)} did better (Holm-adjusted p < {1 - f.confidence:.2g}), so no "
+            "batch size is named best. Rerun with more trials at those batch sizes, then "
+            "confirm again. The search's leader: ",
+            *_leading(f, s),
+            ".",
+        )
+    among = f" among those rerun ({names(h.untested)} not rerun)" if h.untested else ""
+    return line(
+        f"Best batch size for this model{among}: ",
+        *_leading(f, s),
+        f"; every other batch size rerun is worse (Holm-adjusted p < {1 - f.confidence:.2g}).",
+    )
 
 
 def _tie_line(f: Findings, leader: BatchSizeStats) -> Line:
     h = f.headline
     head = line(
         strong("Tie"),
-        f": the data cannot separate {leader.batch_size} from {names(h.tied_with)} (the "
-        f"{f.level} intervals of their differences hold 0). ",
+        f": the confirm reruns cannot separate {leader.batch_size} from {names(h.tied_with)} "
+        f"(Holm-adjusted p ≥ {1 - f.confidence:.2g}). ",
     )
     if h.by_cost and h.cost_basis is not None:
         basis = h.cost_basis
@@ -352,27 +398,26 @@ def _tie_line(f: Findings, leader: BatchSizeStats) -> Line:
 
 
 def _comparison_lines(c: Comparisons, f: Findings) -> list[Line]:
+    tested = c.basis == "confirm"
     what = (
-        "the confirm reruns' means"
-        if c.basis == "confirm"
-        else f"the mean of each batch size's top-{c.top_k} search values"
+        "the mean of each batch size's rerun configurations, Welch tests Holm-corrected "
+        f"over {plural(sum(i.p_value is not None for i in c.items), 'comparison')}"
+        if tested
+        else f"the mean of each batch size's top-{c.top_k} search values, a description "
+        "only: these values chose the leader"
     )
-    parts = []
-    for item in c.items:
-        few = f", only {plural(item.few, 'trial')}" if item.few is not None else ""
-        if item.status == "too few" or item.difference is None:
-            parts.append(f"{item.batch_size}: too few values to compare{few}")
-            continue
-        span = ""
-        if item.interval is not None:
-            low, high = (difference(v, f.fraction, signed=True, unit=False) for v in item.interval)
-            span = f" [{low}, {high}]"
-        word = {"worse": "worse", "tie": "cannot be separated"}.get(item.status, item.status)
-        gap = difference(item.difference, f.fraction, signed=True)
-        parts.append(f"{item.batch_size} {gap}{span} — {word}{few}")
+    parts = [_comparison_part(item, f) for item in c.items]
+    # Reruns test the configurations the search found; a batch size it sampled far less
+    # may have worse ones because it was tuned less, not because it is worse.
+    tuned_less = [
+        (i.batch_size, i.n_trials)
+        for i in c.items
+        if i.status in ("worse", "better")
+        and 2 * min(i.n_trials, c.against_trials) < max(i.n_trials, c.against_trials)
+    ]
     lines = [
         line(
-            f"Each batch size against {c.against} ({what}, {f.level} Welch intervals): "
+            f"Each batch size against {c.against} ({what}; {f.level} intervals): "
             + "; ".join(parts)
             + "."
         )
@@ -389,7 +434,7 @@ def _comparison_lines(c: Comparisons, f: Findings) -> list[Line]:
                 + "."
             )
         )
-    if c.basis == "confirm" and c.not_rerun:
+    if tested and c.not_rerun:
         lines.append(
             line(
                 f"Not compared (no confirm reruns, or fewer than two): {names(c.not_rerun)}; ",
@@ -397,16 +442,32 @@ def _comparison_lines(c: Comparisons, f: Findings) -> list[Line]:
                 " with them included compares them too.",
             )
         )
-    if c.basis == "search":
+    if tested and tuned_less:
         lines.append(
             line(
-                "These are the best of many trials, which flatters the winner; ",
-                code("bsopt confirm"),
-                " reruns the top configurations with fresh seeds and gives mean ± interval "
-                "per batch size.",
+                "Tuned unevenly: "
+                + "; ".join(f"{b} had {plural(n, 'completed trial')}" for b, n in tuned_less)
+                + f", {c.against} had {c.against_trials}. The reruns compare the "
+                "configurations the search found, so the batch size it tuned less may look "
+                "worse than it is; more trials there would tell.",
             )
         )
     return lines
+
+
+def _comparison_part(item: Comparison, f: Findings) -> str:
+    few = f", only {plural(item.few, 'trial')}" if item.few is not None else ""
+    if item.status in ("too few", "not rerun") or item.difference is None:
+        return f"{item.batch_size}: too few values to compare{few}"
+    span = ""
+    if item.interval is not None:
+        low, high = (difference(v, f.fraction, signed=True, unit=False) for v in item.interval)
+        span = f" [{low}, {high}]"
+    gap = difference(item.difference, f.fraction, signed=True)
+    if item.p_value is None:
+        return f"{item.batch_size} {gap}{span}{few}"
+    word = {"tie": "cannot be separated"}.get(item.status, item.status)
+    return f"{item.batch_size} {gap}{span} — {word} (adjusted p = {item.p_value:.2g}){few}"
 
 
 def _lr_lines(fit: LrFit | None) -> list[Line]:

@@ -13,7 +13,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bsopt.core._attrs import CONFIRM_ATTR
+from bsopt.core._attrs import (
+    CONFIRM_ATTR,
+    CONFIRM_STUDY_ATTR,
+    CONFIRM_STUDY_SUFFIX,
+    confirm_study_name,
+)
 from bsopt.core._space import EXPONENT_PARAM, batch_size_from_params
 from bsopt.store import mask_url, open_storage, resolve_storage_url
 
@@ -127,6 +132,36 @@ def is_confirm_run(trial: FrozenTrial) -> bool:
     statistics (importance, best per batch size, the lr fit) and used by the verdict instead.
     """
     return CONFIRM_ATTR in trial.user_attrs
+
+
+def linked_confirm_study(study: optuna.Study) -> optuna.Study | None:
+    """The study holding ``study``'s confirm reruns (named ``<study>:confirm`` in the same
+    storage, with the study attribute ``confirm_of_study`` naming ``study``), if any.
+
+    Reruns live apart from the search so that ``best_trial``, Optuna's plots and
+    importance, the dashboard and a resumed sampler never take a rerun for a search trial.
+    """
+    if study.study_name.endswith(CONFIRM_STUDY_SUFFIX):
+        return None
+    storage = study._storage  # the storage the study was loaded from: no second connection
+    try:
+        linked = optuna.load_study(
+            study_name=confirm_study_name(study.study_name), storage=storage
+        )
+    except KeyError:
+        return None
+    return linked if linked.user_attrs.get(CONFIRM_STUDY_ATTR) == study.study_name else None
+
+
+def confirm_reruns(
+    study: optuna.Study, *, states: Sequence[TrialState] | None = None
+) -> list[FrozenTrial]:
+    """``study``'s confirm reruns: those of its linked confirm study, and those that older
+    versions of bsopt stored in the search study itself."""
+    inside = [t for t in study.get_trials(deepcopy=False, states=states) if is_confirm_run(t)]
+    linked = linked_confirm_study(study)
+    apart = linked.get_trials(deepcopy=False, states=states) if linked is not None else []
+    return inside + [t for t in apart if is_confirm_run(t)]
 
 
 def complete_trials(study: optuna.Study) -> list[FrozenTrial]:

@@ -10,3 +10,12 @@ from __future__ import annotations
 CONFIRM_ATTR = "confirm_of"
 # A confirm rerun's user attribute: the training seed it used.
 CONFIRM_SEED_ATTR = "confirm_seed"
+# The study attribute of a confirm study: the name of the search study its reruns repeat.
+CONFIRM_STUDY_ATTR = "confirm_of_study"
+# The confirm study of search study NAME is NAME + this suffix, in the same storage.
+CONFIRM_STUDY_SUFFIX = ":confirm"
+
+
+def confirm_study_name(search_study: str) -> str:
+    """The name of the study that holds the confirm reruns of ``search_study``."""
+    return search_study + CONFIRM_STUDY_SUFFIX

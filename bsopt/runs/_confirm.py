@@ -1,11 +1,14 @@
 """How sure is the verdict? Retrain the best configurations with fresh seeds.
 
 The best trial of each batch size is the best of many noisy draws, so its value flatters it
-(the winner's curse). :func:`confirm` retrains the top configurations of every batch size
-with ``seeds`` fresh seeds each, stores those runs in the study beside the search, marked with
-the user attribute ``confirm_of`` (the number of the trial repeated) and ``confirm_seed``, and
-returns the analysis that now compares the reruns: mean ± t-interval per batch size. The
-search statistics (importance, best per batch size, the lr fit) leave the reruns out.
+(the winner's curse), and the values that chose the leader cannot also test it.
+:func:`confirm` retrains the top configurations of every batch size with ``seeds`` fresh
+seeds each and stores those runs in their own study, ``<study>:confirm`` in the same storage
+(study attribute ``confirm_of_study``; each run marked with the user attributes
+``confirm_of``, the number of the trial repeated, and ``confirm_seed``). The search study is
+left as it was: its best trial, Optuna's plots and importance, the dashboard and a resumed
+sampler never see a rerun. It returns the analysis that now tests the search's leader
+against the others on the reruns.
 
 Running it again does only the runs still missing, so an interrupted confirm resumes.
 """
@@ -23,12 +26,18 @@ from optuna.trial import FrozenTrial, TrialState
 from bsopt.analysis._analysis import BatchSizeAnalysis, analyze_batch_sizes
 from bsopt.analysis._load import (
     complete_trials,
-    is_confirm_run,
+    confirm_reruns,
+    linked_confirm_study,
     load_study,
     trial_batch_size,
     trial_value,
 )
-from bsopt.core._attrs import CONFIRM_ATTR, CONFIRM_SEED_ATTR
+from bsopt.core._attrs import (
+    CONFIRM_ATTR,
+    CONFIRM_SEED_ATTR,
+    CONFIRM_STUDY_ATTR,
+    confirm_study_name,
+)
 from bsopt.runs._study import (
     definition_differences,
     definition_error,
@@ -51,7 +60,7 @@ Retrain = Callable[[FrozenTrial, int], float]
 @dataclass(frozen=True)
 class ConfirmRun:
     """One rerun: the trial it repeats, its batch size and seed, its value (``None`` when it
-    did not complete) and the number it got in the study."""
+    did not complete) and its number in the confirm study."""
 
     of: int
     batch_size: int
@@ -125,17 +134,18 @@ def confirm(
     study: optuna.Study | str,
     objective: _Retrainable | None = None,
     *,
-    top: int = 1,
-    seeds: int = 5,
+    top: int = 3,
+    seeds: int = 3,
     retrain: Retrain | None = None,
     batch_sizes: Sequence[int] | None = None,
     storage: str | None = None,
     echo: Callable[[str], None] | None = None,
     jobs: int | None = 1,
     allow_definition_change: bool = False,
+    show_progress_bar: bool = False,
 ) -> ConfirmResult:
     """Retrain the ``top`` configurations of each batch size with ``seeds`` fresh seeds,
-    store the runs in the study, and analyse with them.
+    store the runs in the study's confirm study, and test the search's leader with them.
 
     Args:
         study: a study, or the name of one in ``storage``.
@@ -156,11 +166,14 @@ def confirm(
         allow_definition_change: confirm with an ``objective`` whose definition (data,
             model, metric, seed; see :func:`check_confirm_definition`) differs from the
             study's; otherwise that is refused before any rerun trains.
+        show_progress_bar: a progress bar of the reruns (``echo`` lines print above it).
 
-    Each rerun is a COMPLETE trial (FAIL if it diverged) with the repeated trial's params and
-    the user attributes ``confirm_of`` and ``confirm_seed``. The search statistics leave them
-    out; :func:`~bsopt.analyze_batch_sizes` compares them as soon as two batch sizes have two
-    reruns each. Reruns already stored (same trial, same seed) are not trained again.
+    Each rerun is a COMPLETE trial (FAIL if it diverged) of the study
+    ``<study>:confirm`` (see :func:`open_confirm_study`) with the repeated trial's params and
+    the user attributes ``confirm_of`` and ``confirm_seed``; the search study is not
+    written to. :func:`~bsopt.analyze_batch_sizes` of the search study finds them and tests
+    the leader on them as soon as it and another batch size have reruns with a spread.
+    Reruns already stored (same trial, same seed) are not trained again.
 
     Raises:
         ValueError: neither or both of ``objective`` and ``retrain``; ``top`` or ``seeds``
@@ -178,26 +191,37 @@ def confirm(
         for k in range(seeds)
     ]
     pending = [(trial, seed) for _, trial, seed in plan if (trial.number, seed) not in done]
+    reruns = open_confirm_study(loaded) if pending else None
     retrainer = _Retrainer(objective, retrain, len(loaded.directions))
     trained = iter(_train_all(pending, retrainer, jobs=jobs))
     runs: list[ConfirmRun] = []
-    for b, trial, seed in plan:
-        stored = done.get((trial.number, seed))
-        if stored is not None:
-            value = trial_value(stored)
-            runs.append(ConfirmRun(trial.number, b, seed, value, stored.number, False))
-            continue
-        rerun = next(trained)  # in plan order, as each finishes
-        number = _store_rerun(loaded, trial, seed, rerun)
-        value_of = rerun.values[0] if rerun.values is not None else None
-        runs.append(ConfirmRun(trial.number, b, seed, value_of, number, True))
-        if echo is not None:
-            shown = f"{value_of:.4g}" if value_of is not None else "failed (diverged)"
-            echo(
-                f"[{len(runs)}/{len(plan)}] batch {b}: trial #{trial.number} with seed "
-                f"{seed}: {shown}"
-            )
+    with _bar(len(pending), show=show_progress_bar) as bar:
+        say = bar.write if show_progress_bar else echo
+        for b, trial, seed in plan:
+            stored = done.get((trial.number, seed))
+            if stored is not None:
+                value = trial_value(stored)
+                runs.append(ConfirmRun(trial.number, b, seed, value, stored.number, False))
+                continue
+            rerun = next(trained)  # in plan order, as each finishes
+            assert reruns is not None  # opened above whenever something is pending
+            number = _store_rerun(reruns, trial, seed, rerun)
+            value_of = rerun.values[0] if rerun.values is not None else None
+            runs.append(ConfirmRun(trial.number, b, seed, value_of, number, True))
+            bar.update(1)
+            if echo is not None and say is not None:
+                shown = f"{value_of:.4g}" if value_of is not None else "failed (diverged)"
+                say(
+                    f"[{len(runs)}/{len(plan)}] batch {b}: trial #{trial.number} with seed "
+                    f"{seed}: {shown}"
+                )
     return ConfirmResult(tuple(runs), analyze_batch_sizes(loaded))
+
+
+def _bar(total: int, *, show: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not show, unit="rerun", desc="confirm", dynamic_ncols=True)
 
 
 def _load_checked(
@@ -323,12 +347,51 @@ def _chosen(
 
 
 def _stored_reruns(loaded: optuna.Study) -> dict[tuple[int, int], FrozenTrial]:
-    """The reruns already in the study by (trial repeated, seed): a resumed confirm skips them."""
+    """The reruns already stored by (trial repeated, seed): a resumed confirm skips them."""
     done: dict[tuple[int, int], FrozenTrial] = {}
-    for t in loaded.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-        if is_confirm_run(t) and CONFIRM_SEED_ATTR in t.user_attrs:
+    for t in confirm_reruns(loaded, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if CONFIRM_SEED_ATTR in t.user_attrs:
             done[(int(t.user_attrs[CONFIRM_ATTR]), int(t.user_attrs[CONFIRM_SEED_ATTR]))] = t
     return done
+
+
+#: Study attributes a confirm study copies from its search study, so that the dashboard and
+#: the report name its metric as the search's.
+_SHARED_ATTRS = ("metric", "metric_unit", "goal", "objective_names")
+
+
+def open_confirm_study(search: optuna.Study) -> optuna.Study:
+    """The study holding ``search``'s reruns (``<name>:confirm``), created on first use.
+
+    Raises:
+        ValueError: a study of that name exists and holds something else.
+    """
+    linked = linked_confirm_study(search)
+    if linked is not None:
+        return linked
+    name = confirm_study_name(search.study_name)
+    storage = search._storage
+    try:
+        optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        pass
+    else:
+        raise ValueError(
+            f"The storage holds a study named {name!r} that is not the confirm study of "
+            f"{search.study_name!r} (no study attribute {CONFIRM_STUDY_ATTR}="
+            f"{search.study_name!r}); confirm stores its reruns under that name. Rename or "
+            "delete that study (optuna delete-study --study-name ...), then confirm again."
+        )
+    created = optuna.create_study(
+        study_name=name, storage=storage, directions=search.directions, load_if_exists=True
+    )
+    for key in _SHARED_ATTRS:
+        if key in search.user_attrs:
+            created.set_user_attr(key, search.user_attrs[key])
+    if search.metric_names is not None:
+        created.set_metric_names(search.metric_names)
+    created.set_user_attr(CONFIRM_STUDY_ATTR, search.study_name)
+    return created
 
 
 @dataclass(frozen=True)
@@ -419,10 +482,10 @@ def _inherited(task: tuple[FrozenTrial, int]) -> _Rerun:
     return _in_worker(_INHERITED, task)
 
 
-def _store_rerun(loaded: optuna.Study, trial: FrozenTrial, seed: int, rerun: _Rerun) -> int:
-    """Store ``rerun`` of ``trial`` in the study; its trial number."""
+def _store_rerun(reruns: optuna.Study, trial: FrozenTrial, seed: int, rerun: _Rerun) -> int:
+    """Store ``rerun`` of search trial ``trial`` in the confirm study; its number there."""
     attrs = {**rerun.attrs, CONFIRM_ATTR: trial.number, CONFIRM_SEED_ATTR: seed}
-    loaded.add_trial(
+    reruns.add_trial(
         optuna.trial.create_trial(
             state=TrialState.COMPLETE if rerun.values is not None else TrialState.FAIL,
             values=rerun.values,
@@ -432,4 +495,4 @@ def _store_rerun(loaded: optuna.Study, trial: FrozenTrial, seed: int, rerun: _Re
             intermediate_values=rerun.intermediate,
         )
     )
-    return loaded.get_trials(deepcopy=False)[-1].number
+    return reruns.get_trials(deepcopy=False)[-1].number

@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib.util
 import math
 from pathlib import Path
+import statistics
 from types import ModuleType
 
 import numpy as np
 import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 import pytest
+from scipy import stats
 
 import bsopt
 from bsopt.analysis._findings import verdict_lines
@@ -267,9 +269,12 @@ def test_batch_size_analysis_of_a_mixed_study(mixed_url: str) -> None:
     s64 = by_size[64]
     assert s64.seconds_to_target == pytest.approx((s64.samples_to_target or 0) / 8000)
     verdict = analysis.verdict
-    assert verdict.startswith("Best batch size for this model: **64**")
+    # The search selects the leader; the same values cannot also test it.
+    assert verdict.startswith("Leading in the search: **64**")
+    assert "Not yet tested" in verdict and "Best batch size" not in verdict
     assert "Each batch size against 64" in verdict and "1 running or waiting" in verdict
-    assert {s.status for s in by_size.values()} == {"best", "worse"}
+    assert {s.status for s in by_size.values()} == {"leader", "untested"}
+    assert all(s.p_value is None for s in by_size.values())
     assert "Gradient noise scale: not recorded" in verdict
     assert "| 64 |" in analysis.to_markdown()
 
@@ -303,14 +308,43 @@ def _planted(
             )
 
 
+def _reruns(study: optuna.Study, values: dict[int, list[float]]) -> None:
+    """Confirm reruns of each batch size's best search trial, stored where confirm stores
+    them (the linked study ``<name>:confirm``)."""
+    from bsopt.runs._confirm import open_confirm_study
+
+    reruns = open_confirm_study(study)
+    for exponent, vals in values.items():
+        ranked = [
+            t
+            for t in study.trials
+            if t.params["log2_batch_size"] == exponent and t.value is not None
+        ]
+        best = max(ranked, key=lambda t: t.value or 0.0)
+        for k, v in enumerate(vals):
+            reruns.add_trial(
+                optuna.trial.create_trial(
+                    value=v,
+                    params=best.params,
+                    distributions=best.distributions,
+                    user_attrs={**best.user_attrs, "confirm_of": best.number, "confirm_seed": k},
+                )
+            )
+
+
 def test_the_verdict_calls_differences_within_the_spread_a_tie(sqlite_url: str) -> None:
     study = optuna.create_study(storage=sqlite_url, study_name="tie", direction="maximize")
     _planted(study, {4: [0.90, 0.86, 0.82], 5: [0.89, 0.85, 0.81]})
+    _reruns(study, {4: [0.90, 0.86, 0.82], 5: [0.89, 0.85, 0.81]})
     analysis = bsopt.analyze_batch_sizes(study)
+    assert analysis.basis == "confirm"
     assert analysis.best_batch_size == 16 and analysis.tied == (16, 32)
     assert analysis.stats(32).status == "tie"
     assert analysis.stats(32).difference == pytest.approx(-0.01)
-    assert analysis.verdict.startswith("**Tie**: the data cannot separate 16 from 32")
+    # Welch's t with 4 degrees of freedom, one comparison (Holm leaves p as it is).
+    t = 0.01 / (2 * 0.04**2 / 3) ** 0.5
+    assert analysis.stats(32).p_value == pytest.approx(2 * stats.t.sf(t, 4))
+    assert analysis.verdict.startswith("**Tie**: the confirm reruns cannot separate 16 from 32")
     # No throughput stored: the tie cannot be broken, and the verdict says so.
     assert analysis.cost_basis is None and analysis.recommended_batch_size == 16
     assert "No cost was measured for all of them" in analysis.verdict
@@ -322,15 +356,13 @@ def _exact_tie(url: str) -> optuna.Study:
     study = optuna.create_study(storage=url, study_name="exact", direction="maximize")
     study.set_user_attr("metric", "accuracy")
     acc = 352 / 360
-    _planted(
-        study,
-        {
-            5: [acc, acc - 1 / 360, acc - 2 / 360],
-            6: [acc, acc - 1 / 360, acc - 2 / 360],
-            7: [0.90, 0.89, 0.88],
-        },
-        speed={5: 4000.0, 6: 7000.0, 7: 9000.0},
-    )
+    values = {
+        5: [acc, acc - 1 / 360, acc - 2 / 360],
+        6: [acc, acc - 1 / 360, acc - 2 / 360],
+        7: [0.90, 0.89, 0.88],
+    }
+    _planted(study, values, speed={5: 4000.0, 6: 7000.0, 7: 9000.0})
+    _reruns(study, values)
     return study
 
 
@@ -342,12 +374,12 @@ def test_an_exact_tie_names_the_cheaper_batch_size(sqlite_url: str) -> None:
     assert analysis.best_batch_size == 64 and analysis.recommended_batch_size == 64
     assert analysis.cost_basis == "samples/s"
     verdict = analysis.verdict
-    assert verdict.startswith("**Tie**: the data cannot separate 64 from 32")
+    assert verdict.startswith("**Tie**: the confirm reruns cannot separate 64 from 32")
     assert "The cheaper choice is **64** by measured cost (64: 7,000 samples/s; 32: 4,000" in (
         verdict
     )
     assert analysis.stats(128).status == "worse" and "128 −8.5 pp [" in verdict
-    assert "32 0 pp [−0.63, +0.63] — cannot be separated" in verdict
+    assert "32 0 pp [−0.63, +0.63] — cannot be separated (adjusted p = 1)" in verdict
 
 
 def test_every_batch_size_is_compared_with_the_best(sqlite_url: str) -> None:
@@ -355,17 +387,15 @@ def test_every_batch_size_is_compared_with_the_best(sqlite_url: str) -> None:
     study = optuna.create_study(storage=sqlite_url, study_name="all", direction="maximize")
     study.set_user_attr("metric", "accuracy")
     study.set_user_attr("metric_unit", "fraction")
-    _planted(
-        study,
-        {
-            4: [0.965, 0.955, 0.950],
-            5: [0.975, 0.962, 0.955],
-            6: [0.978, 0.965, 0.955],
-            7: [0.974, 0.963, 0.956],
-            8: [0.90, 0.89, 0.885],
-        },
-        speed={4: 2000.0, 5: 3000.0, 6: 5000.0, 7: 8000.0, 8: 12000.0},
-    )
+    values = {
+        4: [0.965, 0.955, 0.950],
+        5: [0.975, 0.962, 0.955],
+        6: [0.978, 0.965, 0.955],
+        7: [0.974, 0.963, 0.956],
+        8: [0.90, 0.89, 0.885],
+    }
+    _planted(study, values, speed={4: 2000.0, 5: 3000.0, 6: 5000.0, 7: 8000.0, 8: 12000.0})
+    _reruns(study, values)
     analysis = bsopt.analyze_batch_sizes(study)
     assert analysis.best_batch_size == 64
     assert set(analysis.tied) == {16, 32, 64, 128}
@@ -377,9 +407,31 @@ def test_every_batch_size_is_compared_with_the_best(sqlite_url: str) -> None:
 def test_a_clear_winner_is_named_without_a_tie(sqlite_url: str) -> None:
     study = optuna.create_study(storage=sqlite_url, study_name="clear", direction="maximize")
     _planted(study, {5: [0.95, 0.949, 0.948], 6: [0.90, 0.899, 0.897]})
+    assert bsopt.analyze_batch_sizes(study).findings.headline.kind == "leading"
+    _reruns(study, {5: [0.95, 0.949, 0.948], 6: [0.90, 0.899, 0.897]})
     analysis = bsopt.analyze_batch_sizes(study)
     assert analysis.tied == (32,) and analysis.stats(64).status == "worse"
     assert analysis.verdict.startswith("Best batch size for this model: **32**")
+    assert "every other batch size rerun is worse (Holm-adjusted p < 0.05)" in analysis.verdict
+    # The reruns live in their own study: the search study is as it was.
+    assert len(study.trials) == 6 and study.best_trial.number == 0
+
+
+def test_holm_corrects_across_the_comparisons(sqlite_url: str) -> None:
+    # Each of 16 and 64 alone is worse than 32 at p < 0.05, but not after Holm's correction.
+    study = optuna.create_study(storage=sqlite_url, study_name="holm", direction="maximize")
+    search = {4: [0.90, 0.89, 0.88], 5: [0.95, 0.94, 0.93], 6: [0.90, 0.89, 0.88]}
+    _planted(study, search)
+    lead = [0.950, 0.940, 0.930, 0.945, 0.935]
+    _reruns(study, {5: lead, 4: [v - 0.0135 for v in lead], 6: [v - 0.0125 for v in lead]})
+    analysis = bsopt.analyze_batch_sizes(study)
+    raw = {b: analysis.stats(b).p_value for b in (16, 64)}
+    p16 = 2 * stats.t.sf(0.0135 / (2 * statistics.variance(lead) / 5) ** 0.5, 8)
+    p64 = 2 * stats.t.sf(0.0125 / (2 * statistics.variance(lead) / 5) ** 0.5, 8)
+    assert p16 < p64 < 0.05 < 2 * p16
+    # Holm: the smaller p times 2, the larger times 1 but never below the one before.
+    assert raw[16] == pytest.approx(2 * p16) and raw[64] == pytest.approx(max(2 * p16, p64))
+    assert analysis.stats(16).status == analysis.stats(64).status == "tie"
 
 
 @pytest.mark.parametrize(
@@ -407,7 +459,8 @@ def test_percentage_points_only_for_fractions(
     assert f"64 {gap} [" in analysis.verdict
 
 
-def test_confirm_reruns_replace_the_search_values_in_the_verdict(sqlite_url: str) -> None:
+def test_reruns_that_contradict_the_search_leave_it_unsettled(sqlite_url: str) -> None:
+    # Reruns stored in the search study itself, as bsopt did before confirm studies.
     study = optuna.create_study(storage=sqlite_url, study_name="conf", direction="maximize")
     study.set_user_attr("metric", "accuracy")
     _planted(study, {5: [0.98, 0.95, 0.94], 6: [0.975, 0.96, 0.955], 7: [0.9, 0.89]})
@@ -416,17 +469,18 @@ def test_confirm_reruns_replace_the_search_values_in_the_verdict(sqlite_url: str
         _planted(study, {exponent: vals}, user_attrs={"confirm_of": of})
     analysis = bsopt.analyze_batch_sizes(study)
     assert analysis.basis == "confirm" and analysis.n_confirm == 9
-    # The search's best (0.98 at 32) loses to 64 once both are rerun with fresh seeds.
-    assert analysis.best_batch_size == 64 and analysis.tied == (64,)
+    # The search selected 32 (0.98, a lucky trial); its reruns lose to 64's.
+    assert analysis.best_batch_size == 32 and analysis.stats(64).status == "better"
     s32, s64 = analysis.stats(32), analysis.stats(64)
     assert s32.n_complete == 3 and s32.best == 0.98  # reruns stay out of the search figures
     assert s32.compared == (0.970, 0.966, 0.972, 0.968, 0.969) and s32.confirm_of == (0,)
     assert s64.compared_mean == pytest.approx(0.9745)
     assert s64.interval is not None and s64.interval[0] < 0.9745 < s64.interval[1]
+    assert analysis.findings.headline.kind == "contradicted"
     assert analysis.verdict.startswith(
-        "Best batch size for this model: **64** (validation accuracy 0.9745 ± "
+        "**Not settled**: the search selected 32, but in the confirm reruns 64 did better"
     )
-    assert "mean of 4 confirm runs with fresh seeds" in analysis.verdict
+    assert "Best batch size" not in analysis.verdict
     assert "8 trials — 8 complete" in analysis.verdict and "9 confirm reruns" in analysis.verdict
     assert "Not compared (no confirm reruns, or fewer than two): 128" in analysis.verdict
     importances = bsopt.param_importances(study, min_trials=2)
@@ -486,20 +540,19 @@ def test_analysis_options_are_validated(mixed_url: str) -> None:
     assert "[16, 32, 64, 128, 256]" in str(e.value)
 
 
-#: The whole verdict of the exact-tie study, word for word as bsopt wrote it before the
-#: verdict became data (findings) rendered as text: a change of wording shows up here.
+#: The whole verdict of the exact-tie study, word for word: a change of wording shows up
+#: here.
 EXACT_TIE_VERDICT = (
-    "**Tie**: the data cannot separate 64 from 32 (the 95% intervals of their differences hold "
-    "0). The cheaper choice is **64** by measured cost (64: 7,000 samples/s; 32: 4,000 "
-    "samples/s). Leading value: **64** (validation accuracy 0.9778, trial #3, best of 3 "
-    "completed trials, lr 0.01).\n\n"
+    "**Tie**: the confirm reruns cannot separate 64 from 32 (Holm-adjusted p ≥ 0.05). The "
+    "cheaper choice is **64** by measured cost (64: 7,000 samples/s; 32: 4,000 samples/s). "
+    "Leading value: **64** (validation accuracy 0.975 ± 0.69 pp, mean of 3 confirm runs with "
+    "fresh seeds, ± the 95% t-interval, lr 0.01).\n\n"
     "Study **exact** (maximize validation accuracy): 9 trials — 9 complete, 0 pruned, 0 "
-    "failed.\n\n"
-    "Each batch size against 64 (the mean of each batch size's top-3 search values, 95% Welch "
-    "intervals): 32 0 pp [−0.63, +0.63] — cannot be separated; 128 −8.5 pp [−11, −6.2] — "
-    "worse.\n\n"
-    "These are the best of many trials, which flatters the winner; `bsopt confirm` reruns the "
-    "top configurations with fresh seeds and gives mean ± interval per batch size.\n\n"
+    "failed; 9 confirm reruns kept apart from them.\n\n"
+    "Each batch size against 64 (the mean of each batch size's rerun configurations, Welch "
+    "tests Holm-corrected over 2 comparisons; 95% intervals): 32 0 pp [−0.63, +0.63] — cannot "
+    "be separated (adjusted p = 1); 128 −8.5 pp [−11, −6.2] — worse (adjusted p = "
+    "0.0054).\n\n"
     "Best lr scales as batch^0.00 over 3 batch sizes (log-log fit): consistent with no "
     "coupling (the best lr does not move with the batch size) (95% interval [0.00, 0.00] "
     "excludes the other rules).\n\n"
@@ -519,7 +572,7 @@ def test_the_verdict_is_the_findings_in_words(sqlite_url: str) -> None:
     head = findings.headline
     assert head.kind == "tie" and head.leader is not None and head.leader.batch_size == 64
     assert head.tied_with == (32,) and [s.batch_size for s in head.by_cost] == [64, 32]
-    assert head.cost_basis == "samples/s" and head.value == pytest.approx(352 / 360)
+    assert head.cost_basis == "samples/s" and head.value == pytest.approx(351 / 360)
     assert findings.comparisons is not None
     assert [(c.batch_size, c.status) for c in findings.comparisons.items] == [
         (32, "tie"),
@@ -528,5 +581,19 @@ def test_the_verdict_is_the_findings_in_words(sqlite_url: str) -> None:
     assert findings.study.total == 9 and findings.level == "95%"
     # The same paragraphs as plain text: no Markdown markers.
     paragraphs = [plain(p) for p in verdict_lines(findings)]
-    assert paragraphs[0].startswith("Tie: the data cannot separate 64 from 32")
+    assert paragraphs[0].startswith("Tie: the confirm reruns cannot separate 64 from 32")
     assert "\n\n".join(paragraphs) == EXACT_TIE_VERDICT.replace("**", "").replace("`", "")
+
+
+def test_a_batch_size_tuned_less_is_flagged_when_found_worse(sqlite_url: str) -> None:
+    study = optuna.create_study(storage=sqlite_url, study_name="uneven", direction="maximize")
+    _planted(study, {5: [0.95 - 0.001 * i for i in range(8)], 6: [0.93, 0.92, 0.91]})
+    _reruns(study, {5: [0.950, 0.951, 0.949], 6: [0.930, 0.931, 0.929]})
+    analysis = bsopt.analyze_batch_sizes(study)
+    assert analysis.stats(64).status == "worse"
+    assert "Tuned unevenly: 64 had 3 completed trials, 32 had 8." in analysis.verdict
+    # Sampled alike: no such caveat.
+    even = optuna.create_study(storage=sqlite_url, study_name="even", direction="maximize")
+    _planted(even, {5: [0.95, 0.949, 0.948], 6: [0.93, 0.92, 0.91]})
+    _reruns(even, {5: [0.950, 0.951, 0.949], 6: [0.930, 0.931, 0.929]})
+    assert "Tuned unevenly" not in bsopt.analyze_batch_sizes(even).verdict

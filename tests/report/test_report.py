@@ -58,9 +58,9 @@ def test_report_renders_a_study_with_pruned_failed_and_running_trials(
     assert page.count('src="data:image/png;base64,') == len(PLOTS)
     assert "<script" not in page and "http://" not in page and "https://" not in page
     assert '<div class="verdict" id="verdict">' in page
-    # 30 noisy trials cannot separate 64 from its neighbours; the tie is broken by cost.
-    assert "<strong>Tie</strong>: the data cannot separate 64 from 32 and 128" in page
-    assert "The cheaper choice is <strong>128</strong>" in page
+    # The search selects 64; without confirm reruns nothing tests it.
+    assert "Leading in the search: <strong>64</strong>" in page
+    assert "Not yet tested" in page and "<code>bsopt confirm</code>" in page
     assert "<th>PED-ANOVA</th>" in page and "<td>batch_size</td>" in page
     summary = report.markdown.read_text("utf-8")
     assert "## Verdict" in summary and report.analysis.verdict in summary
@@ -83,7 +83,7 @@ def test_cli_report_attaches_the_note_and_the_plots(
     args += ["--attach", "--artifacts", str(tmp_path / "artifacts")]
     assert bsopt.cli.main(args) == 0
     out = capsys.readouterr().out
-    assert "Tie: the data cannot separate 64 from 32 and 128" in out  # no Markdown bold
+    assert "Leading in the search: 64 (" in out  # no Markdown bold
     assert f"Report: {tmp_path / 'r' / 'report.html'}" in out
     assert "Attached the verdict as the study note and 5 plots" in out
     study = optuna.load_study(study_name="mixed", storage=mixed_url)
@@ -91,7 +91,7 @@ def test_cli_report_attaches_the_note_and_the_plots(
     note = get_note_from_system_attrs(system_attrs, None)
     assert study.metric_names == ["validation accuracy"]  # not "Objective 0" in the dashboard
     assert note["body"].startswith("## bsopt verdict: mixed")
-    assert "**Tie**: the data cannot separate 64" in note["body"]
+    assert "Leading in the search: **64**" in note["body"]
     metas = get_all_artifact_meta(study)
     assert sorted(m.filename for m in metas) == sorted(f"bsopt-{n}.png" for n in PLOTS)
     assert all(m.mimetype == "image/png" for m in metas)

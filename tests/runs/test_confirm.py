@@ -1,4 +1,5 @@
-"""bsopt.confirm: reruns with fresh seeds, stored in the study, and the verdict they give."""
+"""bsopt.confirm: reruns with fresh seeds, stored in their own study, and the verdict they
+give."""
 
 from __future__ import annotations
 
@@ -44,58 +45,91 @@ def _retrain(trial: FrozenTrial, seed: int) -> float:
     return TRUE_MEAN[batch] + offset
 
 
-def test_confirm_turns_the_verdict_into_mean_and_interval(sqlite_url: str) -> None:
+def test_confirm_tests_the_search_leader_and_leaves_the_search_study_alone(
+    sqlite_url: str,
+) -> None:
     study = _planted(sqlite_url)
-    assert bsopt.analyze_batch_sizes(study).best_batch_size == 32  # the winner's curse
+    before = bsopt.analyze_batch_sizes(study)
+    assert before.best_batch_size == 32  # the winner's curse: one lucky trial
+    assert before.findings.headline.kind == "leading"  # selected, not tested
+    best_before = study.best_trial.number
     calls: list[tuple[int, int]] = []
 
     def retrain(trial: FrozenTrial, seed: int) -> float:
         calls.append((trial.number, seed))
         return _retrain(trial, seed)
 
-    result = bsopt.confirm(study, retrain=retrain, seeds=5)
+    result = bsopt.confirm(study, retrain=retrain, top=1, seeds=5)
     # The best trial of each batch size (#0 at 32, #3 at 64), five fresh seeds each.
     assert sorted({n for n, _ in calls}) == [0, 3] and len(calls) == 10
     assert {s for _, s in calls} == {confirm_seed(n, k) for n in (0, 3) for k in range(5)}
     assert all(run.new for run in result.runs) and len(result.runs) == 10
     analysis = result.analysis
     assert analysis.basis == "confirm" and analysis.n_confirm == 10
-    assert analysis.best_batch_size == 64 and analysis.tied == (64,)
+    # The search selected 32; the reruns test it, and 64 does better.
+    assert analysis.best_batch_size == 32 and analysis.stats(64).status == "better"
     s64 = analysis.stats(64)
     assert s64.compared_mean == pytest.approx(0.975)
     # The 95% t-interval with 4 degrees of freedom, by hand.
     values = [0.975 + o for o in (-0.002, 0.001, 0.0, 0.002, -0.001)]
     half = stats.t.ppf(0.975, 4) * statistics.stdev(values) / 5**0.5
     assert s64.interval == pytest.approx((0.975 - half, 0.975 + half))
-    assert analysis.stats(32).status == "worse"
     assert result.verdict.startswith(
-        f"Best batch size for this model: **64** (validation accuracy 0.975 ± {100 * half:.2g} pp"
+        "**Not settled**: the search selected 32, but in the confirm reruns 64 did better"
     )
-    # Stored in the study, marked, with the repeated trial's params.
-    stored = optuna.load_study(study_name="planted", storage=sqlite_url).trials
-    reruns = [t for t in stored if "confirm_of" in t.user_attrs]
-    assert len(reruns) == 10 and len(stored) == 16
-    assert {t.user_attrs["confirm_of"] for t in reruns} == {0, 3}
-    assert all(t.params == stored[t.user_attrs["confirm_of"]].params for t in reruns)
+    # Stored in their own study, marked, with the repeated trial's params.
+    search = optuna.load_study(study_name="planted", storage=sqlite_url)
+    reruns = optuna.load_study(study_name="planted:confirm", storage=sqlite_url)
+    assert reruns.user_attrs["confirm_of_study"] == "planted"
+    assert reruns.user_attrs["metric"] == "accuracy" and reruns.directions == search.directions
+    assert len(reruns.trials) == 10 and {t.user_attrs["confirm_of"] for t in reruns.trials} == {
+        0,
+        3,
+    }
+    assert all(t.params == search.trials[t.user_attrs["confirm_of"]].params for t in reruns.trials)
+    # The search study is as it was: trials, best trial, Optuna's importance.
+    assert len(search.trials) == 6 and search.best_trial.number == best_before
+    assert set(optuna.importance.get_param_importances(search)) <= {"log2_batch_size", "lr"}
     # The search statistics leave them out.
     assert analysis.stats(32).best == 0.98 and analysis.stats(32).n_complete == 3
 
 
+def test_confirm_names_a_best_batch_size_when_the_reruns_separate_it(sqlite_url: str) -> None:
+    study = _planted(sqlite_url)
+
+    def lucky_was_right(trial: FrozenTrial, seed: int) -> float:
+        batch = int(2 ** trial.params["log2_batch_size"])
+        return _retrain(trial, seed) + (0.02 if batch == 32 else 0.0)
+
+    result = bsopt.confirm(study, retrain=lucky_was_right, top=1, seeds=5)
+    assert result.analysis.stats(64).status == "worse"
+    assert result.verdict.startswith("Best batch size for this model: **32** (")
+
+
+def test_a_confirm_study_name_taken_by_another_study_is_refused(sqlite_url: str) -> None:
+    study = _planted(sqlite_url)
+    optuna.create_study(storage=sqlite_url, study_name="planted:confirm")
+    with pytest.raises(ValueError, match="holds a study named 'planted:confirm' that is not"):
+        bsopt.confirm(study, retrain=_retrain, top=1, seeds=2)
+    assert len(study.trials) == 6
+
+
 def test_confirm_again_trains_only_what_is_missing(sqlite_url: str) -> None:
     study = _planted(sqlite_url)
-    bsopt.confirm(study, retrain=_retrain, seeds=3)
+    bsopt.confirm(study, retrain=_retrain, top=1, seeds=3)
     calls: list[int] = []
 
     def counting(trial: FrozenTrial, seed: int) -> float:
         calls.append(seed)
         return _retrain(trial, seed)
 
-    again = bsopt.confirm(study, retrain=counting, seeds=3)
+    again = bsopt.confirm(study, retrain=counting, top=1, seeds=3)
     assert calls == [] and not any(run.new for run in again.runs) and len(again.runs) == 6
-    more = bsopt.confirm(study, retrain=counting, seeds=4)
+    more = bsopt.confirm(study, retrain=counting, top=1, seeds=4)
     assert sorted(calls) == [confirm_seed(0, 3), confirm_seed(3, 3)]
     assert sum(run.new for run in more.runs) == 2
-    assert len(study.trials) == 6 + 8
+    reruns = optuna.load_study(study_name="planted:confirm", storage=sqlite_url)
+    assert len(study.trials) == 6 and len(reruns.trials) == 8
 
 
 def test_a_rerun_that_fails_is_stored_as_failed(sqlite_url: str) -> None:
@@ -104,9 +138,10 @@ def test_a_rerun_that_fails_is_stored_as_failed(sqlite_url: str) -> None:
     def diverges_at_32(trial: FrozenTrial, seed: int) -> float:
         return float("nan") if trial.params["log2_batch_size"] == 5 else _retrain(trial, seed)
 
-    result = bsopt.confirm(study, retrain=diverges_at_32, seeds=2)
+    result = bsopt.confirm(study, retrain=diverges_at_32, top=1, seeds=2)
     assert [r.value for r in result.runs if r.batch_size == 32] == [None, None]
-    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    reruns = optuna.load_study(study_name="planted:confirm", storage=sqlite_url)
+    failed = [t for t in reruns.trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == 2 and all(t.user_attrs["confirm_of"] == 0 for t in failed)
     assert result.analysis.basis == "search"  # one batch size with reruns: nothing to compare
 
@@ -121,10 +156,10 @@ def test_confirm_with_a_real_objective_on_sqlite(
     bsopt.optimize(study, tiny_objective, trials=6, show_progress_bar=False)
     tops = top_trials(study, 1)
     lines: list[str] = []
-    result = bsopt.confirm(study, tiny_objective, seeds=2, echo=lines.append)
+    result = bsopt.confirm(study, tiny_objective, top=1, seeds=2, echo=lines.append)
     assert len(result.runs) == 2 * len(tops) and len(lines) == len(result.runs)
     assert lines[0].startswith(f"[1/{len(result.runs)}] batch ")
-    reloaded = optuna.load_study(study_name="tiny-confirm", storage=sqlite_url)
+    reloaded = optuna.load_study(study_name="tiny-confirm:confirm", storage=sqlite_url)
     reruns = [t for t in reloaded.trials if "confirm_of" in t.user_attrs]
     assert len(reruns) == len(result.runs)
     for t in reruns:
@@ -147,14 +182,14 @@ def test_reruns_in_worker_processes_store_what_one_process_would(
         study = bsopt.create_study("jobs", storage=url, direction=tiny_objective.direction, seed=0)
         bsopt.optimize(study, tiny_objective, trials=6, show_progress_bar=False)
         lines: list[str] = []
-        result = bsopt.confirm(study, tiny_objective, seeds=2, echo=lines.append, jobs=jobs)
+        result = bsopt.confirm(study, tiny_objective, top=1, seeds=2, echo=lines.append, jobs=jobs)
         assert [line.split(":")[0] for line in lines] == [
             f"[{i}/{len(result.runs)}] batch {run.batch_size}"
             for i, run in enumerate(result.runs, 1)
         ]  # one line per rerun, in the plan's order, as each is stored
         stored[jobs] = [
             (t.user_attrs["confirm_of"], t.user_attrs["confirm_seed"], t.value)
-            for t in optuna.load_study(study_name="jobs", storage=url).trials
+            for t in optuna.load_study(study_name="jobs:confirm", storage=url).trials
             if "confirm_of" in t.user_attrs
         ]
     assert len(stored[1]) >= 2 and stored[2] == stored[1]
@@ -165,7 +200,7 @@ def test_an_own_retrain_runs_in_spawned_workers_with_the_same_results(tmp_path: 
     results = []
     for jobs in (1, 2):
         study = _planted(f"sqlite:///{tmp_path / f'own{jobs}.db'}")
-        result = bsopt.confirm(study, retrain=_retrain, seeds=3, jobs=jobs)
+        result = bsopt.confirm(study, retrain=_retrain, top=1, seeds=3, jobs=jobs)
         results.append([(run.of, run.seed, run.value) for run in result.runs])
     assert len(results[0]) == 6 and results[1] == results[0]
 
@@ -216,8 +251,8 @@ def test_cli_confirm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_confirm_reruns_do_not_count_towards_the_search_total(sqlite_url: str) -> None:
     study = _planted(sqlite_url)  # 6 finished search trials
-    bsopt.confirm(study, retrain=_retrain, seeds=2)  # + 4 reruns
-    assert len(study.trials) == 10
+    bsopt.confirm(study, retrain=_retrain, top=1, seeds=2)  # 4 reruns, in planted:confirm
+    assert len(study.trials) == 6
     ran = bsopt.optimize(
         study,
         lambda trial: trial.suggest_float("lr", 1e-3, 1e-1),
