@@ -147,6 +147,7 @@ class BatchSizeAnalysis:
     confidence: float = CONFIDENCE
     min_trials: int = 3
     top_k: int = 3
+    target_is_default: bool = False
 
     @property
     def unit(self) -> str:
@@ -271,6 +272,7 @@ def analyze_batch_sizes(
     ``noise_scale_interval``) when trials recorded one (its absence is stated, not an error).
     """
     _check_options(min_trials, top_k, confidence)
+    default_target = target is None
     study = load_study(study, storage=storage)
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     trials, reruns = _search_and_reruns(study)
@@ -292,6 +294,7 @@ def analyze_batch_sizes(
         enough_data=_enough(per_batch, leader, min_trials),
         lr_fit=fit_lr_scaling(lr_points, confidence=confidence),
         target=target,
+        target_is_default=default_target,
         tied=tied,
         recommended_batch_size=recommended,
         cost_basis=cost_basis,

@@ -109,7 +109,8 @@ class Findings:
     lr_fit: LrFit | None = None
     throughput: tuple[BatchSizeStats, BatchSizeStats] | None = None  # fastest, slowest
     target: float | None = None
-    quickest: BatchSizeStats | None = None  # fewest samples to the target
+    quickest: tuple[BatchSizeStats, ...] = ()  # fewest samples to the target (ties: all)
+    target_is_default: bool = False
     critical_batch: CriticalBatchFit | None = None
     noise_scale: float | None = None
     noise_scale_trials: int = 0
@@ -161,11 +162,13 @@ def find(a: BatchSizeAnalysis) -> Findings:
             else None
         ),
         target=a.target,
-        quickest=(
-            min(reached, key=lambda s: s.samples_to_target or 0)
-            if a.target is not None and reached
-            else None
+        quickest=tuple(
+            s
+            for s in reached
+            if a.target is not None
+            and s.samples_to_target == min(r.samples_to_target or 0 for r in reached)
         ),
+        target_is_default=a.target_is_default,
         critical_batch=a.critical_batch,
         noise_scale=a.noise_scale,
         noise_scale_trials=a.noise_scale_trials,
@@ -273,8 +276,8 @@ def verdict_lines(f: Findings) -> list[Line]:
                 f"slowest {slowest.batch_size} at {slowest.samples_per_second:,.0f}."
             )
         )
-    if f.quickest is not None and f.target is not None:
-        lines.append(_target_line(f.quickest, leader, f.target, f.study.metric))
+    if f.quickest and f.target is not None:
+        lines.append(_target_line(f.quickest, leader, f.target, f))
     if f.critical_batch is not None:
         lines.append(_critical_line(f.critical_batch))
     lines.append(_noise_line(f, leader.batch_size))
@@ -297,10 +300,10 @@ def _leading(f: Findings, s: BatchSizeStats) -> tuple[Span, ...]:
     """The leader ``s`` and its value: ``**64** (validation accuracy 0.95, ..., lr 0.01)``."""
     h = f.headline
     if h.basis == "confirm":
-        spread = f" ± {difference(h.half_width, f.fraction)}" if h.half_width is not None else ""
         about = (
-            f"{h.value:.4g}{spread}, mean of {plural(len(s.compared), 'confirm run')} "
-            f"with fresh seeds, ± the {f.level} t-interval"
+            f"{h.value:.4g}{_spread(h.value, h.half_width, f.fraction)}, mean of "
+            f"{plural(len(s.confirm_of), 'configuration')} rerun with fresh seeds "
+            f"({plural(len(s.compared), 'run')}), {f.level} t-interval"
         )
     else:
         about = (
@@ -309,6 +312,16 @@ def _leading(f: Findings, s: BatchSizeStats) -> tuple[Span, ...]:
         )
     lr = f", lr {s.best_lr:.3g})" if s.best_lr is not None else ")"
     return line(strong(str(s.batch_size)), f" ({f.study.metric} {about}{lr}")
+
+
+def _spread(value: float | None, half: float | None, fraction: bool) -> str:
+    """`` ± 0.7 pp``, or the interval clipped to [0, 1] when a fraction's would leave it."""
+    if value is None or half is None:
+        return ""
+    if fraction and (value - half < 0 or value + half > 1):
+        low, high = max(0.0, value - half), min(1.0, value + half)
+        return f" [{low:.4g}, {high:.4g}]"
+    return f" ± {difference(half, fraction)}"
 
 
 def _headline_line(f: Findings) -> Line:
@@ -504,16 +517,25 @@ def _lr_lines(fit: LrFit | None) -> list[Line]:
 
 
 def _target_line(
-    quickest: BatchSizeStats, leader: BatchSizeStats, target: float, metric: str
+    quickest: tuple[BatchSizeStats, ...], leader: BatchSizeStats, target: float, f: Findings
 ) -> Line:
-    text = (
-        f"Time to target ({metric} {target:.4g}): fewest samples at "
-        f"{quickest.batch_size} ({quickest.samples_to_target:,}"
+    why = (
+        ", the worst of the batch sizes' best values: a level each of them reached at least "
+        "once; --target sets another"
+        if f.target_is_default
+        else ""
     )
-    if quickest.seconds_to_target is not None:
-        text += f", {quickest.seconds_to_target:.2g} s of training"
+    first = quickest[0]
+    where = names([s.batch_size for s in quickest])
+    each = " each" if len(quickest) > 1 else ""
+    text = (
+        f"Time to target ({f.study.metric} {target:.4g}{why}): fewest samples at {where} "
+        f"({first.samples_to_target:,}{each}"
+    )
+    if len(quickest) == 1 and first.seconds_to_target is not None:
+        text += f", {first.seconds_to_target:.2g} s of training"
     text += ")"
-    if leader.samples_to_target is not None and quickest is not leader:
+    if leader.samples_to_target is not None and leader not in quickest:
         text += f"; {leader.batch_size} needed {leader.samples_to_target:,}"
     return line(text + ".")
 
@@ -548,9 +570,15 @@ def _noise_line(f: Findings, best: int) -> Line:
         low, high = f.noise_scale_range
         kind = "range over trials" if f.noise_scale_trials > 1 else "interval"
         where += f"; {kind} {low:,.0f}–{high:,.0f}"
-    relation = "below" if best < f.noise_scale else "at or above"
+    low, high = f.noise_scale_range or (f.noise_scale, f.noise_scale)
+    if low <= best <= high and low < high:
+        relation = (
+            f"{best} lies within that range, so the data do not place it above or below B_noise"
+        )
+    else:
+        side = "below" if best < low else "above"
+        relation = f"{best} is {side} it"
     return line(
-        f"Gradient noise scale B_noise ≈ {f.noise_scale:,.0f} ({where}); the best batch "
-        f"size {best} is {relation} it (batches well above B_noise buy little per extra "
-        "sample)."
+        f"Gradient noise scale B_noise ≈ {f.noise_scale:,.0f} ({where}); the leading batch "
+        f"size {relation} (batches well above B_noise buy little per extra sample)."
     )

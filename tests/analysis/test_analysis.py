@@ -503,9 +503,64 @@ def test_the_noise_scale_is_shown_next_to_the_best_batch_size(sqlite_url: str) -
     assert analysis.noise_scale == pytest.approx(153.0)  # median of 151, 153, 155
     assert analysis.noise_scale_trials == 3
     assert (
-        "B_noise ≈ 153 (median of 3 trials; range over trials 151–155); the best batch size "
-        "64 is below it" in analysis.verdict
+        "B_noise ≈ 153 (median of 3 trials; range over trials 151–155); the leading batch "
+        "size 64 is below it" in analysis.verdict
     )
+
+
+def test_a_batch_size_within_the_noise_scales_range_is_not_placed(sqlite_url: str) -> None:
+    # Issue 22: "B_noise ≈ 182 ... 64 is below it" while the range over trials held 64.
+    study = optuna.create_study(storage=sqlite_url, study_name="range", direction="maximize")
+    dist = {"log2_batch_size": IntDistribution(4, 8), "lr": FloatDistribution(1e-3, 1e-1)}
+    for i, scale in enumerate([33.0, 182.0, 457.0]):
+        for exponent in (4, 6):
+            study.add_trial(
+                optuna.trial.create_trial(
+                    value=0.8 + 0.01 * i + (0.1 if exponent == 6 else 0.0),
+                    params={"log2_batch_size": exponent, "lr": 0.01},
+                    distributions=dist,
+                    user_attrs={"noise_scale": scale},
+                )
+            )
+    verdict = bsopt.analyze_batch_sizes(study).verdict
+    assert "range over trials 33–457" in verdict
+    assert "64 lies within that range, so the data do not place it" in verdict
+    assert "is below it" not in verdict
+
+
+def test_equal_samples_to_target_are_not_ranked(sqlite_url: str) -> None:
+    study = optuna.create_study(storage=sqlite_url, study_name="eq", direction="maximize")
+    study.set_user_attr("metric", "accuracy")
+    dist = {"log2_batch_size": IntDistribution(4, 8), "lr": FloatDistribution(1e-3, 1e-1)}
+    for exponent, curve in [(4, {100: 0.5, 200: 0.9}), (5, {100: 0.6, 200: 0.91}),
+                            (6, {100: 0.5, 200: 0.6, 300: 0.92})] * 3:  # fmt: skip
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=max(curve.values()),
+                params={"log2_batch_size": exponent, "lr": 0.01},
+                distributions=dist,
+                intermediate_values=curve,
+            )
+        )
+    verdict = bsopt.analyze_batch_sizes(study).verdict
+    # 16 and 32 both reach the default target (0.9, the worst best value) at 200 samples.
+    assert "fewest samples at 16 and 32 (200 each)" in verdict
+    assert "the worst of the batch sizes' best values" in verdict
+    assert "64 needed 300" in verdict
+    given = bsopt.analyze_batch_sizes(study, target=0.5).verdict
+    assert "(validation accuracy 0.5):" in given and "worst of" not in given
+
+
+def test_an_interval_of_a_fraction_is_clipped_to_its_range(sqlite_url: str) -> None:
+    # Issue 22: a transformers study printed an accuracy interval of ±300 pp.
+    study = optuna.create_study(storage=sqlite_url, study_name="clip", direction="maximize")
+    study.set_user_attr("metric", "accuracy")
+    study.set_user_attr("metric_unit", "fraction")
+    _planted(study, {5: [0.9, 0.5, 0.2], 6: [0.3, 0.2, 0.1]})
+    _reruns(study, {5: [1.0, 0.2], 6: [0.1, 0.15]})
+    verdict = bsopt.analyze_batch_sizes(study).verdict
+    assert "(validation accuracy 0.6 [0, 1], mean of 1 configuration rerun" in verdict
+    assert "±" not in verdict.split(".")[0]
 
 
 def test_a_multi_objective_study_is_judged_on_its_first_objective(sqlite_url: str) -> None:
@@ -545,8 +600,8 @@ def test_analysis_options_are_validated(mixed_url: str) -> None:
 EXACT_TIE_VERDICT = (
     "**Tie**: the confirm reruns cannot separate 64 from 32 (Holm-adjusted p ≥ 0.05). The "
     "cheaper choice is **64** by measured cost (64: 7,000 samples/s; 32: 4,000 samples/s). "
-    "Leading value: **64** (validation accuracy 0.975 ± 0.69 pp, mean of 3 confirm runs with "
-    "fresh seeds, ± the 95% t-interval, lr 0.01).\n\n"
+    "Leading value: **64** (validation accuracy 0.975 ± 0.69 pp, mean of 1 configuration "
+    "rerun with fresh seeds (3 runs), 95% t-interval, lr 0.01).\n\n"
     "Study **exact** (maximize validation accuracy): 9 trials — 9 complete, 0 pruned, 0 "
     "failed; 9 confirm reruns kept apart from them.\n\n"
     "Each batch size against 64 (the mean of each batch size's rerun configurations, Welch "

@@ -168,7 +168,7 @@ def test_confirm_with_a_real_objective_on_sqlite(
         assert t.user_attrs["seed"] == t.user_attrs["confirm_seed"] >= CONFIRM_SEED_BASE
     if len(tops) >= 2:
         assert result.analysis.basis == "confirm"
-        assert "confirm runs with fresh seeds" in result.verdict
+        assert "rerun with fresh seeds" in result.verdict
 
 
 @pytest.mark.slow
