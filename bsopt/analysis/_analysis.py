@@ -148,6 +148,8 @@ class BatchSizeAnalysis:
     min_trials: int = 3
     top_k: int = 3
     target_is_default: bool = False
+    objectives: tuple[str, ...] = ()
+    pareto: tuple[tuple[int, int], ...] = ()
 
     @property
     def unit(self) -> str:
@@ -295,6 +297,8 @@ def analyze_batch_sizes(
         lr_fit=fit_lr_scaling(lr_points, confidence=confidence),
         target=target,
         target_is_default=default_target,
+        objectives=tuple(study.metric_names or ()) if len(study.directions) > 1 else (),
+        pareto=_pareto(study),
         tied=tied,
         recommended_batch_size=recommended,
         cost_basis=cost_basis,
@@ -376,6 +380,19 @@ def _enough(
         leader is not None
         and (leader.n_complete >= min_trials or len(leader.confirm_values) >= 2)
         and len(with_complete) >= 2
+    )
+
+
+def _pareto(study: optuna.Study) -> tuple[tuple[int, int], ...]:
+    """``(trial number, batch size)`` of a multi-objective study's Pareto-optimal search
+    trials (Optuna's ``best_trials``); empty for one objective."""
+    if len(study.directions) < 2:
+        return ()
+    front = [t for t in study.best_trials if not is_confirm_run(t)]
+    return tuple(
+        (t.number, b)
+        for t in sorted(front, key=lambda t: t.number)
+        if (b := trial_batch_size(t)) is not None
     )
 
 

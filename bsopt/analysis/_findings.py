@@ -32,6 +32,8 @@ class StudyCounts:
     running: int  # running or waiting
     total: int
     n_confirm: int
+    objectives: tuple[str, ...] = ()  # a multi-objective study's, in order
+    pareto: tuple[tuple[int, int], ...] = ()  # (trial, batch size) on its Pareto front
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,8 @@ def find(a: BatchSizeAnalysis) -> Findings:
         running=c.get("RUNNING", 0) + c.get("WAITING", 0),
         total=sum(c.values()),
         n_confirm=a.n_confirm,
+        objectives=a.objectives,
+        pareto=a.pareto,
     )
     leader = a.stats(a.best_batch_size) if a.best_batch_size is not None else None
     if leader is None or (leader.best is None and not leader.confirm_values):
@@ -261,6 +265,8 @@ def _comparisons(a: BatchSizeAnalysis, leader: BatchSizeStats) -> Comparisons | 
 def verdict_lines(f: Findings) -> list[Line]:
     """The verdict as paragraphs: the headline, the counts, then each finding in turn."""
     lines = [_headline_line(f), _study_line(f.study)]
+    if f.study.pareto:
+        lines.append(_pareto_line(f.study))
     leader = f.headline.leader
     if leader is None:
         return lines
@@ -293,6 +299,17 @@ def _study_line(c: StudyCounts) -> Line:
         f", {c.running} running or waiting" if c.running else "",
         f"; {plural(c.n_confirm, 'confirm rerun')} kept apart from them" if c.n_confirm else "",
         ".",
+    )
+
+
+def _pareto_line(c: StudyCounts) -> Line:
+    objectives = names(c.objectives) if c.objectives else "several objectives"
+    batches = sorted({b for _, b in c.pareto})
+    return line(
+        f"This study has several objectives ({objectives}); the batch sizes are compared on "
+        f"the first alone. Its Pareto front, the trials no other beats on every objective, "
+        f"holds {plural(len(c.pareto), 'trial')} at batch sizes {names(batches)}: "
+        "there, more of one objective costs some of another, and which one to take is yours."
     )
 
 

@@ -576,9 +576,20 @@ def test_a_multi_objective_study_is_judged_on_its_first_objective(sqlite_url: st
                 distributions=dist,
             )
         )
+    study.set_metric_names(["validation accuracy", "train seconds"])
     analysis = bsopt.analyze_batch_sizes(study)
     assert analysis.best_batch_size == 32 and analysis.direction == "maximize"
     assert math.isclose(analysis.stats(32).best or 0.0, 0.9)
+    # 64 is beaten on both (0.85 < 0.9, 64 s > 32 s); 16 and 32 trade accuracy for time.
+    assert sorted({b for _, b in analysis.pareto}) == [16, 32]
+    assert (
+        "This study has several objectives (validation accuracy and train seconds); the batch "
+        "sizes are compared on the first alone. Its Pareto front, the trials no other beats on "
+        "every objective, holds 6 trials at batch sizes 16 and 32" in analysis.verdict
+    )
+    from bsopt.runs._study import summary
+
+    assert "6 Pareto-optimal trials (validation accuracy, train seconds):" in summary(study)
 
 
 def test_unknown_study_names_the_stored_ones(mixed_url: str) -> None:
