@@ -39,12 +39,41 @@ class ImportanceRow:
 
 
 @dataclass(frozen=True)
+class Interactions:
+    """How far the main effects explain the value, from the parameters every trial has.
+
+    ``main_share``: the share of the variance of a random forest fitted to the trials that
+    its main effects explain (its partial dependences on one parameter each); the rest is
+    interactions between parameters. ``pair``/``pair_share``: the pair with the strongest
+    pure two-way interaction and the share it alone explains (its partial dependence less
+    the two main effects, Friedman's H). Every evaluator's normalised importances share out
+    the main effects only, so with a small ``main_share`` the table misleads.
+    ``leaders``: each evaluator's first-ranked parameter.
+    """
+
+    main_share: float
+    pair: tuple[str, str] | None
+    pair_share: float
+    leaders: tuple[tuple[str, str], ...]
+
+    def disagree(self) -> bool:
+        return len({p for _, p in self.leaders}) > 1
+
+
+#: Main effects explaining less than this share are worth a sentence, and so is a pair
+#: explaining more than :data:`STRONG_PAIR`.
+WEAK_MAIN = 0.8
+STRONG_PAIR = 0.1
+
+
+@dataclass(frozen=True)
 class Importances:
     """The result of :func:`param_importances`: rows by evaluator, plus notes on what was
-    left out and why."""
+    left out and why, and how much of the value interactions hold (``interactions``)."""
 
     rows: tuple[ImportanceRow, ...]
     notes: tuple[str, ...] = ()
+    interactions: Interactions | None = None
 
     def ranking(self, evaluator: str) -> list[str]:
         """Parameter names by decreasing mean importance under ``evaluator``."""
@@ -94,10 +123,39 @@ class Importances:
         )
 
     def note_lines(self) -> list[Line]:
-        """The notes as list items (one saying so when nothing was computed)."""
+        """The notes as list items (one saying so when nothing was computed), the
+        interactions first."""
         if not self.rows and not self.notes:
             return [line("No importance computed.")]
-        return [line(n) for n in self.notes]
+        return [line(n) for n in (*self.interaction_notes(), *self.notes)]
+
+    def interaction_notes(self) -> list[str]:
+        """What the interactions change in reading the table, in words."""
+        i = self.interactions
+        if i is None:
+            return []
+        out = [
+            f"Main effects explain {100 * i.main_share:.0f}% of the variance of a random "
+            "forest fitted to the trials; "
+            + (
+                "the table's shares are of that part only, normalised to 1."
+                if i.main_share < WEAK_MAIN
+                else "interactions add little."
+            )
+        ]
+        if i.pair is not None and i.pair_share >= STRONG_PAIR:
+            out.append(
+                f"Strongest interaction: {i.pair[0]} × {i.pair[1]}, "
+                f"{100 * i.pair_share:.0f}% of the variance on its own: the best value of "
+                "one depends on the other, so tune them together."
+            )
+        if i.disagree():
+            ranked = "; ".join(f"{e} ranks {p} first" for e, p in i.leaders)
+            out.append(
+                f"The evaluators disagree ({ranked}): trust only what they share, or run "
+                "more trials."
+            )
+        return out
 
     def to_markdown(self) -> str:
         """A Markdown table (parameters × evaluators) followed by the notes."""
@@ -215,6 +273,7 @@ def param_importances(
                 notes.append(f"{name} on {', '.join(group)}: not computed ({e}).")
                 continue
             rows.extend(_rows(name, values, n_used, runs, conditional))
+    interactions = _interactions(local, sorted(common), rows, n_trees, needed)
     if conditional:
         notes.append(
             "Conditional parameters ("
@@ -222,7 +281,77 @@ def param_importances(
             + ") exist in only some trials; each was evaluated, together with the parameters "
             "every trial has, on the completed trials that have it."
         )
-    return Importances(tuple(rows), tuple(notes))
+    return Importances(tuple(rows), tuple(notes), interactions)
+
+
+def _interactions(
+    local: optuna.Study, params: list[str], rows: list[ImportanceRow], n_trees: int, needed: int
+) -> Interactions | None:
+    """:class:`Interactions` of the common ``params`` (two at least), or ``None``."""
+    if len(params) < 2 or len(local.trials) < needed:
+        return None
+    main_share, pair, pair_share = _decomposed(local, params, n_trees)
+    leaders = []
+    for evaluator in EVALUATORS:
+        mine = [r for r in rows if r.evaluator == evaluator and not r.conditional]
+        if mine:
+            leaders.append((evaluator, max(mine, key=lambda r: r.mean).param))
+    return Interactions(main_share, pair, pair_share, tuple(leaders))
+
+
+def _encoded(local: optuna.Study, params: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The trials' ``params`` as columns in [0, 1] (log scale where searched so), and
+    their values."""
+    trials = local.trials
+    columns = []
+    for p in params:
+        dist = trials[0].distributions[p]
+        raw = np.array([dist.to_internal_repr(t.params[p]) for t in trials], dtype=float)
+        if getattr(dist, "log", False):
+            raw = np.log(raw)
+        span = raw.max() - raw.min()
+        columns.append((raw - raw.min()) / span if span > 0 else np.zeros_like(raw))
+    values = np.array([t.value for t in trials], dtype=float)
+    return np.column_stack(columns), values
+
+
+def _decomposed(
+    local: optuna.Study, params: list[str], n_trees: int
+) -> tuple[float, tuple[str, str] | None, float]:
+    """``(main share, strongest pair, its share)`` of the variance of a random-forest fit
+    over the trials: the main effects are its partial dependences on one parameter, a pair's
+    pure interaction its partial dependence on two less their main effects (Friedman's H)."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    x, y = _encoded(local, params)
+    forest = RandomForestRegressor(
+        n_estimators=max(n_trees, 32), min_samples_leaf=2, random_state=0
+    )
+    forest.fit(x, y)
+    total = float(np.var(forest.predict(x)))
+    if total <= 0:
+        return 1.0, None, 0.0
+
+    # Partial dependence is averaged over (at most 150) trials: n² predictions per set.
+    rows = x[np.random.default_rng(0).permutation(len(x))[:150]]
+
+    def dependence(columns: list[int]) -> np.ndarray:
+        # Partial dependence at each trial's own values of ``columns``, centred.
+        grid = np.repeat(rows[None, :, :], len(x), axis=0)
+        grid[:, :, columns] = x[:, None, columns]
+        out = forest.predict(grid.reshape(-1, x.shape[1])).reshape(len(x), len(rows)).mean(1)
+        return np.asarray(out - out.mean())
+
+    single = {j: dependence([j]) for j in range(len(params))}
+    main = min(1.0, sum(float(np.mean(d**2)) for d in single.values()) / total)
+    best: tuple[tuple[str, str] | None, float] = (None, 0.0)
+    for j in range(len(params)):
+        for k in range(j + 1, len(params)):
+            pure = dependence([j, k]) - single[j] - single[k]
+            share = float(np.mean(pure**2)) / total
+            if share > best[1]:
+                best = ((_display_name(params[j]), _display_name(params[k])), share)
+    return main, best[0], best[1]
 
 
 def _groups(common: set[str], conditional: list[str]) -> list[tuple[list[str], list[str]]]:

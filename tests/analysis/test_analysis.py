@@ -103,6 +103,47 @@ def test_a_conditional_parameter_is_evaluated_on_the_trials_that_have_it(
     assert "*(conditional)*" in importances.to_markdown()
 
 
+def _interaction_study(url: str, *, pure: bool) -> optuna.Study:
+    """60 random trials over (batch size, lr, dropout). ``pure``: the value is lr × dropout
+    centred, so neither has a main effect and batch size none at all; else lr alone."""
+    study = optuna.create_study(storage=url, study_name=f"pure{pure}", direction="maximize")
+    dist = {
+        "log2_batch_size": IntDistribution(4, 8),
+        "lr": FloatDistribution(1e-4, 1e-1, log=True),
+        "dropout": FloatDistribution(0.0, 0.5),
+    }
+    rng = np.random.default_rng(1)
+    for _ in range(60):
+        u, v = rng.uniform(0, 1, size=2)
+        params = {"log2_batch_size": int(rng.integers(4, 9)), "lr": 10 ** (-4 + 3 * u),
+                  "dropout": 0.5 * v}  # fmt: skip
+        value = (u - 0.5) * (v - 0.5) if pure else -((u - 0.5) ** 2)
+        study.add_trial(optuna.trial.create_trial(value=value, params=params, distributions=dist))
+    return study
+
+
+def test_importance_reports_a_planted_interaction(sqlite_url: str) -> None:
+    importances = bsopt.param_importances(_interaction_study(sqlite_url, pure=True), seeds=2)
+    i = importances.interactions
+    assert i is not None
+    # Main effects explain little of a pure product; the pair is named and explains more.
+    assert i.main_share < 0.6 and set(i.pair or ()) == {"lr", "dropout"}
+    assert i.pair_share > 0.3
+    notes = importances.to_markdown()
+    assert f"Main effects explain {100 * i.main_share:.0f}% of the variance" in notes
+    assert "the table's shares are of that part only" in notes
+    assert "Strongest interaction: dropout × lr" in notes
+    # Here the evaluators do not agree on the first parameter, and the notes say so.
+    assert i.disagree() and "The evaluators disagree (PED-ANOVA ranks" in notes
+    # Without an interaction: main effects explain most, and no pair is named.
+    plain_study = _interaction_study(sqlite_url, pure=False)
+    additive = bsopt.param_importances(plain_study, seeds=2).interactions
+    assert additive is not None and additive.main_share > 0.8
+    assert additive.pair_share < 0.1
+    assert additive.leaders and {p for _, p in additive.leaders} == {"lr"}
+    assert not additive.disagree()
+
+
 def test_importance_says_when_there_are_too_few_trials(sqlite_url: str) -> None:
     study = synthetic.build_study(sqlite_url, "few", n_trials=3, mixed=False, detail=False)
     importances = bsopt.param_importances(study)
