@@ -156,6 +156,7 @@ def open_study(
     *,
     create: bool = True,
     worker: int = 0,
+    parallel: int = 1,
     spread: bool = True,
     echo: Callable[[str], None] | None = print,
 ) -> Session | None:
@@ -165,7 +166,8 @@ def open_study(
     ``settings.devices`` processes per trial (or, under ``torchrun``, this rank's part;
     ``None`` is returned on the ranks other than 0) unless ``spread`` is false. The study
     gets the objective's directions, the pruner ``settings.pruner`` in the budget's units
-    and a sampler seeded from ``settings.sampler_seed`` and ``worker``; its definition
+    and a sampler seeded from ``settings.sampler_seed`` (an ordered one for ``parallel``
+    workers, see :func:`~bsopt.create_study`); its definition
     (search space, budget, and the fingerprint of the study definition, data, model,
     metric and seed) is checked against the stored one, before any trial trains (see
     :func:`~bsopt.runs._study.check_definition`).
@@ -209,6 +211,7 @@ def open_study(
         ),
         seed=settings.sampler_seed,
         worker=worker,
+        parallel=parallel,
     )
     # NOTE: imported here: the runner, which knows the built-in studies and the scripts,
     # builds on this module.

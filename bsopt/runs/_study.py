@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from bsopt.core._attrs import CONFIRM_ATTR
 from bsopt.core._space import batch_size_from_params, shown_params
-from bsopt.search._pruners import default_pruner
+from bsopt.search._pruners import PercentilePruner, default_pruner
 from bsopt.store import (
     STORAGE_ENV,
     StorageError,
@@ -102,6 +102,7 @@ def create_study(
     pruner: optuna.pruners.BasePruner | None = None,
     seed: int | None = 0,
     worker: int = 0,
+    parallel: int = 1,
 ) -> optuna.Study:
     """Create the study ``name``, or load it if it exists (so a rerun resumes it).
 
@@ -112,12 +113,19 @@ def create_study(
         direction: ``"maximize"`` or ``"minimize"``; pass ``objective.direction``.
         directions: for a multi-objective study, one direction per value (pass
             ``objective.directions``); replaces ``direction``.
-        sampler: default ``TPESampler`` seeded with :func:`sampler_seed` (``seed`` on a
-            new study; a resumed study or another worker continues with a fresh stream).
+        sampler: default: TPE. With a ``seed``, an
+            :class:`~bsopt.search._samplers.OrderedSampler` of TPE: trial ``n`` is sampled
+            with a seed from (``seed``, ``n``) and sees only the trials numbered up to
+            ``n - parallel``, once they have finished, so a rerun proposes the same
+            parameters for every trial number however the workers' timing falls (a resumed
+            study continues with new numbers, hence new draws). Without one, a TPE sampler
+            seeded at random.
         pruner: default :func:`~bsopt.search._pruners.default_pruner` (the median pruner
             without warm-up); :func:`~bsopt.make_pruner` gives one in the budget's units.
         seed: the study's seed; ``None`` draws one.
         worker: this process's index among the workers started together (``--jobs``).
+        parallel: how many workers were started together (``--jobs``); with a ``seed``,
+            trial ``n`` waits for trials up to ``n - parallel`` to finish.
 
     Raises:
         ValueError: the stored study optimises in the other direction, or a bad name.
@@ -134,7 +142,7 @@ def create_study(
             storage=storage,
             study_name=name,
             directions=wanted,
-            sampler=sampler or optuna.samplers.TPESampler(seed=seed),
+            sampler=sampler or _default_sampler(seed, parallel),
             pruner=pruner or default_pruner(),
             load_if_exists=True,
         )
@@ -152,11 +160,24 @@ def create_study(
             f"{' and '.join(stored)}, but direction={asked!r} was asked for. Its trials "
             "are kept as they are: use another study name, or the same goal as before."
         )
-    if sampler is None and seed is not None:
-        n_trials = len(study.get_trials(deepcopy=False))
-        if n_trials or worker:
-            study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(seed, n_trials, worker))
+    if seed is not None and isinstance(study.pruner, PercentilePruner):
+        # Seeded: the pruner judges trial n by trials up to n - parallel only, as the
+        # sampler does, so no worker's timing changes a decision.
+        study.pruner.order_by_number(parallel)
     return study
+
+
+def _default_sampler(seed: int | None, parallel: int) -> optuna.samplers.BaseSampler:
+    if seed is None:
+        return optuna.samplers.TPESampler()
+    from bsopt.search._samplers import OrderedSampler
+
+    return OrderedSampler(_tpe, seed, lag=parallel)
+
+
+def _tpe(seed: int) -> optuna.samplers.BaseSampler:
+    # A module-level function: the sampler travels to spawned workers with the study.
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def count_trials(study: optuna.Study) -> Counter[str]:
@@ -877,16 +898,24 @@ def summary(study: optuna.Study, *, storage_url: str | None = None) -> str:
             )
     elif complete:
         front = sorted(study.best_trials, key=lambda t: t.values[0])
-        lines.append(f"{len(front)} Pareto-optimal trials (value 1, value 2):")
+        objectives = study.metric_names or [f"value {i + 1}" for i in range(len(front[0].values))]
+        lines.append(f"{len(front)} Pareto-optimal trials ({', '.join(objectives)}):")
         for t in front[:10]:
             values = ", ".join(f"{v:.4g}" for v in t.values)
             batch = batch_size_from_params(t.params)
             lines.append(f"  #{t.number:<4} batch_size {batch}: {values}")
     else:
         lines.append("No completed trial yet.")
-    resolved = resolve_storage_url(storage_url)
-    url = mask_url(resolved)
-    lines.append(f"Storage: {url}")
+    # The study's own storage, not the default one: a study opened elsewhere is named there.
+    resolved = resolve_storage_url(storage_url) if storage_url else storage_url_of(study)
+    if resolved is None:
+        backend = getattr(study._storage, "_backend", study._storage)
+        if isinstance(backend, optuna.storages.InMemoryStorage):
+            lines.append("Storage: in memory (nothing is saved; pass storage= to keep trials)")
+        else:
+            lines.append(f"Storage: {type(backend).__name__}")
+        return "\n".join(lines)
+    lines.append(f"Storage: {mask_url(resolved)}")
     lines.append(browse_hint(resolved))
     return "\n".join(lines)
 

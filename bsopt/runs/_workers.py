@@ -384,14 +384,17 @@ def attach(
     settings: RunSettings,
     *,
     worker: int = 0,
+    parallel: int = 1,
     create: bool = False,
     dry_run: bool = False,
     echo: Callable[[str], None] | None = print,
 ) -> optuna.Study | None:
-    """:func:`attach_worker` with its settings in one :class:`RunSettings`."""
+    """:func:`attach_worker` with its settings in one :class:`RunSettings`; ``parallel``:
+    the workers started together with this one (see :func:`~bsopt.create_study`)."""
     session = open_study(
-        build_objective, settings, create=create, worker=worker, spread=not dry_run, echo=echo
-    )
+        build_objective, settings, create=create, worker=worker, parallel=parallel,
+        spread=not dry_run, echo=echo,
+    )  # fmt: skip
     if session is None:
         return None  # another rank of a torchrun group: rank 0 worked on the study
     study, objective, url = session
@@ -510,9 +513,10 @@ def _worker_main(
     threads: int,
     settings: RunSettings,
     inherited: Objective | None = None,
+    parallel: int = 1,
 ) -> None:
     """Entry point of one worker process: spawned (a fresh interpreter), or forked with
-    the parent's ``inherited`` objective."""
+    the parent's ``inherited`` objective; ``parallel`` workers were started together."""
     _stop_with_parent()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA starts in this process
@@ -525,7 +529,7 @@ def _worker_main(
     # as in the parent; later ones do not cut that short.
     with stop_signals(forked=inherited is not None):
         try:
-            attach(build, settings, worker=index, echo=None)
+            attach(build, settings, worker=index, parallel=parallel, echo=None)
         except KeyboardInterrupt as e:
             # Optuna has marked the running trial FAIL; the parent prints the hint.
             raise SystemExit(128 + signal_of(e)) from None
@@ -628,7 +632,7 @@ def start_workers(
     processes = [
         context.Process(
             target=_worker_main,
-            args=(i, build_objective, gpus[i], threads, one, inherited),
+            args=(i, build_objective, gpus[i], threads, one, inherited, jobs),
             name=f"bsopt-worker-{i}",
         )
         for i in range(jobs)

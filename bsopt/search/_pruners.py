@@ -48,6 +48,7 @@ class _CompletedTrials:
         if not refresh_seconds >= 0:
             raise ValueError(f"refresh_seconds must be >= 0, but got {refresh_seconds!r}.")
         self.refresh_seconds = refresh_seconds
+        self.lag: int | None = None
         self._lock = threading.Lock()
         self._key: tuple[str, int] | None = None
         self._read_at = 0.0
@@ -61,14 +62,17 @@ class _CompletedTrials:
                 self._trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 self._key, self._read_at = key, now
             trials = self._trials
+        if self.lag is not None:
+            trials = [t for t in trials if t.number <= trial.number - self.lag]
         # The pruner takes a Study; this stands in for it (see _StudyWithCompleted).
         return cast(optuna.Study, _StudyWithCompleted(study, trials))
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"refresh_seconds": self.refresh_seconds}
+        return {"refresh_seconds": self.refresh_seconds, "lag": self.lag}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["refresh_seconds"])  # type: ignore[misc]
+        self.lag = state.get("lag")
 
 
 class _StudyWithCompleted:
@@ -104,6 +108,12 @@ class PercentilePruner(optuna.pruners.PercentilePruner):
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         return super().prune(self._completed.view(study, trial), trial)
+
+    def order_by_number(self, lag: int) -> None:
+        """Judge trial ``n`` by the completed trials numbered up to ``n - lag`` only (with
+        :class:`~bsopt.search._samplers.OrderedSampler`: its decisions then do not depend
+        on which worker finished first)."""
+        self._completed.lag = lag
 
 
 class MedianPruner(PercentilePruner, optuna.pruners.MedianPruner):

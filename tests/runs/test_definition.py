@@ -209,7 +209,8 @@ def test_confirm_uses_the_studys_own_seed_and_data_split(
     )
     assert built.read_text().split() == ["1"]
     study = optuna.load_study(study_name="s", storage=sqlite_url)
-    assert any(CONFIRM_ATTR in t.user_attrs for t in study.trials)
+    reruns = optuna.load_study(study_name="s:confirm", storage=sqlite_url)
+    assert all(CONFIRM_ATTR in t.user_attrs for t in reruns.trials) and reruns.trials
     # The data it confirmed on are the stored ones: same rows, same sample hash.
     _, build = load_study_definition(str(script))
     stored = study.user_attrs["definition"]
@@ -232,8 +233,10 @@ def test_confirm_with_another_definition_is_refused(
     assert "`bsopt confirm` takes that seed from the study" in lines[-1]
     assert "--allow-definition-change" in lines[-1]
     assert _trials(sqlite_url, "s") == before  # no rerun trained or stored
+    assert "s:confirm" not in optuna.get_all_study_names(storage=sqlite_url)
     assert main([*confirm, "--seeds", "2", "--allow-definition-change"]) == 0
-    assert _trials(sqlite_url, "s") > before
+    assert _trials(sqlite_url, "s") == before  # reruns go to their own study
+    assert _trials(sqlite_url, "s:confirm") > 0
 
 
 def test_fingerprint_keys_unknown_on_one_side_are_not_compared() -> None:

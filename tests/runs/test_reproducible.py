@@ -1,11 +1,10 @@
 """A seeded ``bsopt run`` trains each configuration with the same seed in every rerun.
 
 The training seed is hashed from the study's seed and the trial's params, not the trial's
-number, which with ``--jobs N`` depends on which worker asks first. What the samplers propose
-with ``--jobs N`` still depends on timing: each worker seeds its sampler from the seed, its
-index and the trials already in the study when it joins, and the exact-total gate decides how
-many trials each worker runs. So two ``--jobs 2`` runs share most configurations, not all;
-every configuration both ran has the same seed and the same learning curve.
+number, which with ``--jobs N`` depends on which worker asks first. What the sampler proposes
+for trial n depends on (seed, n) and the trials up to n - N only, once finished (the ordered
+sampler), and the pruner judges by the same trials, so two ``--jobs 2`` runs give the same
+trials, number for number.
 """
 
 from __future__ import annotations
@@ -80,6 +79,37 @@ def test_configurations_under_other_trial_numbers_train_alike(tmp_path: Path) ->
     for config, (number, value, seed) in fwd.items():
         assert rev[config][0] == 5 - number
         assert rev[config][1:] == (value, seed)
+
+
+def _outcome(trials: list[FrozenTrial]) -> list[tuple[int, Config, str, float | None]]:
+    return sorted((t.number, _config(t), t.state.name, t.value) for t in trials)
+
+
+def test_two_job_runs_give_the_same_trials(tmp_path: Path) -> None:
+    # The ordered sampler samples trial n from (seed, n) and the trials up to n - 2 once
+    # they have finished, and the pruner judges by the same trials: timing decides nothing.
+    a, b = (_run(tmp_path, name, "--jobs", "2") for name in ("a", "b"))
+    assert _outcome(a) == _outcome(b)
+    assert len({_config(t) for t in a}) == 6  # six configurations, not one repeated
+
+
+def test_the_ordered_sampler_shows_trial_n_only_the_trials_up_to_n_minus_lag() -> None:
+    from bsopt.search._samplers import OrderedSampler
+
+    seen: dict[int, list[int]] = {}
+
+    class Recording(optuna.samplers.RandomSampler):
+        def sample_independent(self, study, trial, name, dist):  # type: ignore[no-untyped-def]
+            seen[trial.number] = [t.number for t in study.get_trials(deepcopy=False)]
+            return super().sample_independent(study, trial, name, dist)
+
+    study = optuna.create_study(sampler=OrderedSampler(lambda s: Recording(seed=s), 0, lag=3))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5)
+    # Each list holds the trial itself and those at least three numbers before it.
+    assert seen == {0: [0], 1: [1], 2: [2], 3: [0, 3], 4: [0, 1, 4]}
+    again = optuna.create_study(sampler=OrderedSampler(lambda s: Recording(seed=s), 0, lag=3))
+    again.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5)
+    assert [t.params for t in again.trials] == [t.params for t in study.trials]
 
 
 def test_two_job_runs_agree_on_every_configuration_both_ran(tmp_path: Path) -> None:

@@ -455,3 +455,12 @@ def test_an_interrupted_trial_leaves_no_optuna_warning(caplog: pytest.LogCapture
     finally:
         optuna.logging.disable_propagation()
     assert caplog.text == ""  # neither the stack nor "Trial 0 failed with value None."
+
+
+def test_summary_names_the_studys_own_storage(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    study = bsopt.create_study("own-storage", storage=url, direction="maximize")
+    text = bsopt.runs.summary(study)
+    assert f"Storage: {url}" in text and "storage/bsopt.db" not in text
+    in_memory = optuna.create_study()
+    assert "Storage: in memory" in bsopt.runs.summary(in_memory)
