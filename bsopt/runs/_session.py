@@ -72,8 +72,8 @@ class RunSettings:
             ``sqlite:///storage/bsopt.db``.
         seed: the seed of the study definition (``build_objective(seed=...)``): every
             worker must build the same objective, the same data split.
-        sampler_seed: the sampler's seed (:func:`~bsopt.runs._study.sampler_seed` moves it
-            on for a resumed study and for each worker); ``None`` draws one.
+        sampler_seed: the sampler's seed: trial ``n`` draws from (``sampler_seed``, ``n``)
+            (see :func:`~bsopt.create_study`); ``None`` draws one.
         pruner: the name given to :func:`~bsopt.make_pruner`.
         jobs: worker processes on this machine; ``None`` picks them
             (:func:`~bsopt.runs._workers.default_jobs`).

@@ -24,7 +24,6 @@ import time
 from types import FrameType
 from typing import Any, Literal
 
-import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -76,20 +75,6 @@ def check_study_name(name: object) -> str:
     if "\x00" in name:
         raise ValueError(f"The study name {name!r} holds a NUL character; remove it.")
     return name
-
-
-def sampler_seed(seed: int, n_trials: int, worker: int = 0) -> int:
-    """The sampler seed of a process joining a seeded study that holds ``n_trials`` trials.
-
-    A fresh study (``n_trials == 0``, worker 0) uses ``seed`` itself, so a seeded run is
-    reproducible. A resumed study, or another worker, gets a seed mixed from all three, so
-    it continues the search instead of replaying the first trials' draws, and no two
-    workers share a random stream.
-    """
-    if n_trials == 0 and worker == 0:
-        return seed
-    state = np.random.SeedSequence([seed & 0xFFFFFFFF, n_trials, worker]).generate_state(1)
-    return int(state[0])
 
 
 def create_study(

@@ -358,11 +358,10 @@ def attach_worker(
     Args:
         build_objective: the study's ``build_objective(*, seed)``; every worker must build
             the same objective (same data split), so ``seed`` is the study's seed.
-        sampler_seed: the study's sampler seed; ``None`` draws one, so workers on other
-            hosts do not propose the same first trials. With a seed, the sampler is seeded
-            from it, the trials already in the study and ``worker`` (see
-            :func:`~bsopt.runs._study.sampler_seed`): no two workers, and no resumed run,
-            replay another's draws.
+        sampler_seed: the study's sampler seed; ``None`` draws one. With a seed, trial
+            ``n`` is sampled with a seed from (``sampler_seed``, ``n``) (see
+            :class:`~bsopt.search._samplers.OrderedSampler`): no two workers, and no
+            resumed run, replay another's draws.
         worker: this worker's index among those started together (``--jobs``).
         create: create the study if it does not exist (safe when many workers start at
             once); otherwise a missing study is an error.
@@ -589,9 +588,9 @@ def run_workers(
     device per rank: ``jobs=2, devices=4`` on 8 GPUs gives each worker 4 of them.
 
     Each process gets ``cpu_count // jobs`` torch threads and one GPU from the visible ones
-    (see :func:`assign_gpus`); worker ``i`` seeds its sampler from ``sampler_seed``, ``i``
-    and the trials already in the study (``None``: each draws its own), so no two workers
-    and no resumed run share a sampler stream. The parent
+    (see :func:`assign_gpus`). With a ``sampler_seed``, trial ``n`` is sampled from
+    (``sampler_seed``, ``n``) and the trials up to ``n - jobs`` once they have finished, so
+    a rerun gives the same trials (``None``: each worker draws its own). The parent
     shows one progress bar read from the storage. ``build_objective`` must be picklable (a
     module-level function; a study script's needs ``if __name__ == "__main__":``).
 

@@ -161,12 +161,11 @@ def test_a_fresh_seeded_study_is_reproducible(
     assert runs[0] == runs[1]
 
 
-def test_sampler_seeds_differ_by_trial_count_and_worker() -> None:
-    from bsopt.runs._study import sampler_seed
+def test_trial_sampler_seeds_differ_by_study_seed_and_trial_number() -> None:
+    from bsopt.search._samplers import per_trial_seed
 
-    assert sampler_seed(7, 0) == 7  # a new study: the seed itself
-    seeds = {sampler_seed(7, n, w) for n in range(0, 50, 5) for w in range(4)}
-    assert len(seeds) == 40
+    seeds = {per_trial_seed(seed, n) for seed in (0, 7) for n in range(50)}
+    assert len(seeds) == 100 and per_trial_seed(7, 3) == per_trial_seed(7, 3)
 
 
 def test_interrupted_trial_is_marked_and_runs_again_first(
