@@ -191,31 +191,46 @@ def confirm(
         for k in range(seeds)
     ]
     pending = [(trial, seed) for _, trial, seed in plan if (trial.number, seed) not in done]
-    reruns = open_confirm_study(loaded) if pending else None
     retrainer = _Retrainer(objective, retrain, len(loaded.directions))
-    trained = iter(_train_all(pending, retrainer, jobs=jobs))
-    runs: list[ConfirmRun] = []
+    trained = _train_all(pending, retrainer, jobs=jobs)
     with _bar(len(pending), show=show_progress_bar) as bar:
-        say = bar.write if show_progress_bar else echo
-        for b, trial, seed in plan:
-            stored = done.get((trial.number, seed))
-            if stored is not None:
-                value = trial_value(stored)
-                runs.append(ConfirmRun(trial.number, b, seed, value, stored.number, False))
-                continue
-            rerun = next(trained)  # in plan order, as each finishes
-            assert reruns is not None  # opened above whenever something is pending
-            number = _store_rerun(reruns, trial, seed, rerun)
-            value_of = rerun.values[0] if rerun.values is not None else None
-            runs.append(ConfirmRun(trial.number, b, seed, value_of, number, True))
-            bar.update(1)
-            if echo is not None and say is not None:
-                shown = f"{value_of:.4g}" if value_of is not None else "failed (diverged)"
-                say(
-                    f"[{len(runs)}/{len(plan)}] batch {b}: trial #{trial.number} with seed "
-                    f"{seed}: {shown}"
-                )
+        # echo's lines print above the bar when there is one.
+        say = None if echo is None else bar.write if show_progress_bar else echo
+        runs = _stored_as_done(loaded, plan, done, trained, bar.update, say)
     return ConfirmResult(tuple(runs), analyze_batch_sizes(loaded))
+
+
+def _stored_as_done(
+    loaded: optuna.Study,
+    plan: Sequence[tuple[int, FrozenTrial, int]],
+    done: dict[tuple[int, int], FrozenTrial],
+    trained: Iterator[_Rerun],
+    advance: Callable[[int], object],
+    say: Callable[[str], None] | None,
+) -> list[ConfirmRun]:
+    """Every run of ``plan``: those ``done`` as stored, the others from ``trained`` (in plan
+    order), each stored in the confirm study as it arrives."""
+    reruns: optuna.Study | None = None
+    runs: list[ConfirmRun] = []
+    for b, trial, seed in plan:
+        stored = done.get((trial.number, seed))
+        if stored is not None:
+            value = trial_value(stored)
+            runs.append(ConfirmRun(trial.number, b, seed, value, stored.number, False))
+            continue
+        rerun = next(trained)  # in plan order, as each finishes
+        reruns = reruns or open_confirm_study(loaded)
+        number = _store_rerun(reruns, trial, seed, rerun)
+        value_of = rerun.values[0] if rerun.values is not None else None
+        runs.append(ConfirmRun(trial.number, b, seed, value_of, number, True))
+        advance(1)
+        if say is not None:
+            shown = f"{value_of:.4g}" if value_of is not None else "failed (diverged)"
+            say(
+                f"[{len(runs)}/{len(plan)}] batch {b}: trial #{trial.number} with seed "
+                f"{seed}: {shown}"
+            )
+    return runs
 
 
 def _bar(total: int, *, show: bool) -> Any:

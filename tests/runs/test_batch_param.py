@@ -131,5 +131,5 @@ def test_confirm_finds_the_batch_size_of_an_old_study(sqlite_url: str) -> None:
 
     result = bsopt.confirm(study, retrain=retrain, seeds=2)
     assert sorted({r.batch_size for r in result.runs}) == [16, 32, 64] == sorted(set(seen))
-    reruns = [t for t in study.trials if "confirm_of" in t.user_attrs]
+    reruns = optuna.load_study(study_name="old:confirm", storage=sqlite_url).trials
     assert {trial_batch_size(t) for t in reruns} == {16, 32, 64}
