@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from bsopt.analysis._analysis import analyze_batch_sizes
     from bsopt.analysis._fits import fit_critical_batch, fit_lr_scaling
+    from bsopt.analysis._forecast import Forecast, forecast
     from bsopt.analysis._importance import param_importances
     from bsopt.core._budget import Budget
     from bsopt.core._space import Params, SearchSpace
@@ -47,6 +48,8 @@ _LAZY = {
     "analyze_batch_sizes": "bsopt.analysis._analysis",
     "fit_critical_batch": "bsopt.analysis._fits",
     "fit_lr_scaling": "bsopt.analysis._fits",
+    "Forecast": "bsopt.analysis._forecast",
+    "forecast": "bsopt.analysis._forecast",
     "param_importances": "bsopt.analysis._importance",
     "Budget": "bsopt.core._budget",
     "Params": "bsopt.core._space",
@@ -93,6 +96,7 @@ __all__ = [
     "Budget",
     "DatasetData",
     "FairReporter",
+    "Forecast",
     "LoopObjective",
     "Objective",
     "Params",
@@ -105,6 +109,7 @@ __all__ = [
     "create_study",
     "fit_critical_batch",
     "fit_lr_scaling",
+    "forecast",
     "from_arrays",
     "load_cifar10",
     "load_digits",

@@ -250,11 +250,29 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
     objective = build(seed=definition_seed(study, args.seed, echo=print))
     allow = args.allow_definition_change
     check_confirm_definition(study, objective, name=definition_name(build), allow_change=allow)
+    if args.samples is not None:  # the check at the target: forecast, then train it
+        from bsopt.runs._forecast_check import check_forecast
+
+        checked = check_forecast(
+            study, objective, samples=args.samples, tolerance=args.tolerance, echo=print
+        )
+        print("\n" + checked.text)
+        return 0
     result = confirm(
         study, objective, top=args.top, seeds=args.seeds, echo=print, jobs=args.jobs,
         allow_definition_change=allow, show_progress_bar=True,
     )  # fmt: skip
     print("\n" + result.verdict.replace("**", ""))
+    return 0
+
+
+def _cmd_forecast(args: argparse.Namespace) -> int:
+    from bsopt.analysis._forecast import forecast
+
+    found = forecast(
+        args.study, samples=args.samples, tolerance=args.tolerance, storage=args.storage
+    )
+    print(found.text)
     return 0
 
 
@@ -442,6 +460,40 @@ def _add_confirm(p: argparse.ArgumentParser) -> None:
         help="confirm with a study definition other than the study's (else refused); the "
         "seed is the study's own either way",
     )
+    _add_forecast_target(p, required=False)
+
+
+def _tolerance(text: str) -> float:
+    with contextlib.suppress(ValueError):
+        if 0 <= (value := float(text)) < 1:
+            return value
+    raise argparse.ArgumentTypeError(
+        f"must be a fraction in [0, 1), got {text!r}. Pass e.g. --tolerance 0.01 for 1%%."
+    )
+
+
+def _add_forecast_target(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=None,
+        required=required,
+        help="the budget of the full run, in samples, to forecast the batch size and lr for"
+        if required
+        else "instead of rerunning each batch size's best, forecast for a run of this many "
+        "samples and train the forecast, half and double its batch there",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=_tolerance,
+        default=0.01,
+        help="a batch is free when its value is within this fraction of the best",
+    )
+
+
+def _add_forecast(p: argparse.ArgumentParser) -> None:
+    _add_study(p, required=True)
+    _add_forecast_target(p, required=True)
 
 
 AddOptions = Callable[[argparse.ArgumentParser], None]
@@ -505,6 +557,12 @@ _COMMANDS: dict[str, _Command] = {
         "confirm STUDY",
         "retrain each batch size's best with fresh seeds; verdict as mean ± interval",
         (_add_definition, _add_session, _add_confirm),
+    ),
+    "forecast": _Command(
+        _cmd_forecast,
+        "forecast",
+        "forecast the batch size and lr for a longer run from a study at several budgets",
+        (_add_storage, _add_forecast),
     ),
     "dashboard": _Command(
         _cmd_dashboard,

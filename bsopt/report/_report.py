@@ -8,7 +8,10 @@ matplotlib (no browser needed), and writes into ``out``:
   embedded as a PNG data URI, so the file can be mailed or attached on its own;
 * ``report.md``: the same text, linking the PNG files;
 * ``history.png``, ``importance.png``, ``lr_batch.png``, ``curves.png``,
-  ``batch_sizes.png``: the plots as files.
+  ``batch_sizes.png``, ``forecast.png``: the plots as files. The forecast plot shows, for a
+  study whose complete trials ran at several budgets, the batch within 1% of the best and its
+  lr at each budget against the samples trained (log-log), the fitted power laws and their
+  band out to 8x the largest budget (:func:`~bsopt.forecast`).
 
 Pruned, failed and running trials are drawn where they carry information (pruned curves,
 running curves so far) and counted in the verdict; only completed trials give values.
@@ -59,6 +62,7 @@ PLOTS = {
     "lr_batch": "Learning rate × batch size",
     "curves": "Validation curves by batch size (value vs samples seen)",
     "batch_sizes": "Best value and throughput by batch size",
+    "forecast": "Batch size and lr against samples trained, extrapolated 8x (forecast)",
 }
 
 
@@ -468,6 +472,65 @@ def plot_batch_sizes(analysis: BatchSizeAnalysis) -> Figure:
     return fig
 
 
+def plot_forecast(study: optuna.Study, *, factor: int = 8) -> Figure:
+    """The batch within 1% of the best and its lr against the samples trained, per budget
+    searched, with the fitted power law and its band out to ``factor`` x the largest budget.
+
+    The band widens linearly in log space from the largest budget (where the level itself is
+    measured) to the forecast's 95% interval at the target."""
+    from bsopt.analysis._forecast import forecast
+
+    fig = _figure(9.5, 3.8)
+    left, right = fig.subplots(1, 2)
+    seen = [t.user_attrs.get("samples_seen") for t in study.get_trials(deepcopy=False)]
+    largest = max((float(v) for v in seen if isinstance(v, (int, float))), default=0.0)
+    fc = (
+        forecast(study, samples=max(1, round(factor * largest)), resamples=30) if largest else None
+    )
+    if fc is None or len(fc.levels) < 2:
+        for ax in (left, right):
+            _empty(ax, "Trials at one budget: no forecast.\nSearch at 3+ budgets, e.g. with\n"
+                   "bsopt.search.BudgetLevels.")  # fmt: skip
+        return fig
+    for name, ax, label in (("batch_size", left, "batch within 1%"), ("lr", right, "lr")):
+        points = [(lv.samples, getattr(lv, name)) for lv in fc.levels if getattr(lv, name)]
+        _scatter(ax, points, color="C0", zorder=3, label="measured (per budget)")
+        value = getattr(fc, name)
+        interval = fc.interval if name == "batch_size" else fc.lr_interval
+        if value is not None and points:
+            start = _at(points, fc.samples, value, points[0][0])
+            ax.plot([points[0][0], fc.samples], [start, value], color="C1", label="power law")
+            if interval is not None:
+                last = points[-1]
+                ax.fill_between(
+                    [last[0], fc.samples],
+                    [last[1], interval[0]],
+                    [last[1], interval[1]],
+                    color="C1",
+                    alpha=0.2,
+                    label="95% band",
+                )
+            ax.scatter([fc.samples], [value], marker="*", s=120, color="C1", zorder=4,
+                       label=f"forecast at {fc.samples:,}")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("samples trained (D)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    left.set_title(fc.text.splitlines()[0][:90], fontsize=8)
+    return fig
+
+
+def _at(points: Sequence[tuple[float, float]], target: float, value: float, at: float) -> float:
+    """The fitted line's value at ``at``, from its value at ``target`` and the points' slope."""
+    import numpy as np
+
+    x = np.log([p[0] for p in points])
+    y = np.log([p[1] for p in points])
+    slope = float(np.polyfit(x, y, 1)[0]) if len(points) > 1 else 0.0
+    return float(value * (at / target) ** slope)
+
+
 def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -689,6 +752,7 @@ def write_report(
         "lr_batch": plot_lr_batch(trials, analysis),
         "curves": plot_curves(trials, analysis),
         "batch_sizes": plot_batch_sizes(analysis),
+        "forecast": plot_forecast(loaded),
     }
     for name, fig in figures.items():
         fig.suptitle(PLOTS[name], fontsize=11)

@@ -9,6 +9,7 @@ from bsopt._lazy import attach
 
 if TYPE_CHECKING:
     from bsopt.search._fair import FairReporter, LoopObjective, retry_oom
+    from bsopt.search._levels import BudgetLevels
     from bsopt.search._objective import (
         Objective,
         ObjectiveOptions,
@@ -23,6 +24,7 @@ _LAZY = {
     "FairReporter": "bsopt.search._fair",
     "LoopObjective": "bsopt.search._fair",
     "retry_oom": "bsopt.search._fair",
+    "BudgetLevels": "bsopt.search._levels",
     "Objective": "bsopt.search._objective",
     "ObjectiveOptions": "bsopt.search._objective",
     "make_objective": "bsopt.search._objective",
@@ -33,6 +35,7 @@ _LAZY = {
 __getattr__, __dir__ = attach(__name__, _LAZY)
 
 __all__ = [
+    "BudgetLevels",
     "FairReporter",
     "LoopObjective",
     "Objective",

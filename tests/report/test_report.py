@@ -85,7 +85,7 @@ def test_cli_report_attaches_the_note_and_the_plots(
     out = capsys.readouterr().out
     assert "Leading in the search: 64 (" in out  # no Markdown bold
     assert f"Report: {tmp_path / 'r' / 'report.html'}" in out
-    assert "Attached the verdict as the study note and 5 plots" in out
+    assert f"Attached the verdict as the study note and {len(PLOTS)} plots" in out
     study = optuna.load_study(study_name="mixed", storage=mixed_url)
     system_attrs = study._storage.get_study_system_attrs(study._study_id)
     note = get_note_from_system_attrs(system_attrs, None)

@@ -1,0 +1,196 @@
+"""Does the forecast find the batch size of a run 8x longer than any searched?
+
+    python benchmarks/bench_forecast.py                  # NQM, 5 seeds, tolerances 0.01 0.1 0.2
+    python benchmarks/bench_forecast.py --per 32         # a sparser lr search per batch size
+    python benchmarks/bench_forecast.py --quick          # NQM, 5 seeds, tolerance 0.1 only
+    python benchmarks/bench_forecast.py --digits         # search short, forecast, confirm long
+    python benchmarks/bench_forecast.py --breast-cancer  # the same on studies/breast_cancer.py
+
+**NQM** (``benchmarks/nqm.py``, the exact expected loss of SGD on the noisy quadratic model):
+each seed builds a plain Optuna study (``create_trial``, no training) searched at three
+budgets D, 2D, 4D (D = 2^15 samples): 13 batch sizes 1..4096, ``--per`` random learning
+rates per batch size and budget (log-uniform base lr 0.01..2 scaled by sqrt(batch / 32), as
+a coupled search space would), value = the exact expected loss. :func:`bsopt.forecast` then
+forecasts the batch within tolerance at N = 32D, 8x the largest budget searched. The truth is
+the same quantity from the exact loss on a fine grid (batch sizes 2^(k/4), 600 lrs).
+Reported per tolerance: forecasts within 2x of the truth, intervals that hold it, forecasts
+that claim a fit (status ok), and the samples the study trained against searching directly
+at N with the same trial count. Seconds in all.
+
+**digits / breast cancer** (real training, a few minutes on 2 cores): one study whose trials
+draw their budget from 1/8, 1/4 and 1/2 of the full budget (:class:`bsopt.search.BudgetLevels`,
+``--trials`` in all, taken in turn, dropout fixed at 0, no pruning), then the forecast at
+the full budget and the check there (:func:`bsopt.runs._forecast_check.check_forecast`: the
+forecast batch and its half and double, trained at the full budget).
+
+Not part of bsopt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+from pathlib import Path
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def truth(nqm: Any, samples: int, tolerance: float, h: np.ndarray) -> float:
+    """The largest batch within ``tolerance`` of the best at ``samples``, from the exact loss."""
+    exps = np.arange(0, 13.01, 0.25)
+    lrs = np.logspace(-4, math.log10(2.0), 600)
+    prof = np.array(
+        [min(nqm.expected_loss(float(lr), round(2**e), samples, h) for lr in lrs) for e in exps]
+    )
+    limit = prof.min() * (1 + tolerance)
+    k = int(np.flatnonzero(prof <= limit).max())
+    if k == len(prof) - 1:
+        return float(2 ** exps[k])
+    t = (limit - prof[k]) / (prof[k + 1] - prof[k])
+    return float(2 ** (exps[k] + t * 0.25))
+
+
+def nqm_study(nqm: Any, levels: list[int], per: int, seed: int, h: np.ndarray) -> Any:
+    """A plain Optuna study of NQM trials at ``levels`` samples (failed where diverged)."""
+    import optuna
+
+    rng = np.random.default_rng(seed)
+    study = optuna.create_study()
+    dists = {
+        "log2_batch_size": optuna.distributions.IntDistribution(0, 12),
+        "lr": optuna.distributions.FloatDistribution(1e-4, 100.0, log=True),
+    }
+    trials = []
+    for samples in levels:
+        for k in range(13):
+            for base in np.exp(rng.uniform(math.log(1e-2), math.log(2.0), per)):
+                lr = float(base * (2**k / 32) ** 0.5)
+                value = nqm.expected_loss(lr, 2**k, samples, h)
+                if not math.isfinite(value):
+                    continue  # diverged: a failed trial, which the forecast never reads
+                trials.append(
+                    optuna.trial.create_trial(
+                        params={"log2_batch_size": k, "lr": lr},
+                        distributions=dists,
+                        value=value,
+                        user_attrs={"samples_seen": samples},
+                    )
+                )
+    study.add_trials(trials)
+    return study
+
+
+def run_nqm(tolerances: list[float], per: int, seeds: int) -> None:
+    import optuna
+
+    import bsopt
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    nqm = _load("nqm", HERE / "nqm.py")
+    h = nqm.curvatures(1000)
+    base = 2**15
+    levels, target = [base, 2 * base, 4 * base], 32 * base
+    print(f"NQM (h_i = 1/i, d = 1000): searched at {levels} samples, forecast at {target:,}")
+    print(f"(8x the largest); {per} lrs per batch size (13 sizes) and budget; {seeds} seeds.")
+    for tol in tolerances:
+        true = truth(nqm, target, tol, h)
+        within = holds = claimed = 0
+        shown, spent, seconds = [], [], []
+        for seed in range(seeds):
+            study = nqm_study(nqm, levels, per, seed, h)
+            start = time.perf_counter()
+            fc = bsopt.forecast(study, samples=target, tolerance=tol)
+            seconds.append(time.perf_counter() - start)
+            b, iv = fc.batch_size, fc.interval
+            within += b is not None and true / 2 <= b <= 2 * true
+            holds += iv is not None and iv[0] <= true <= iv[1]
+            claimed += fc.ok
+            spent.append(fc.samples_spent / fc.direct_samples)
+            span = "-" if iv is None else f"{iv[0]:.0f}-{iv[1]:.0f}"
+            shown.append(f"{b:.0f} ({span}){'' if fc.ok else ' no fit'}")
+        print(
+            f"tolerance {tol:g}: truth {true:.0f}; within 2x {within}/{seeds}, interval "
+            f"holds it {holds}/{seeds}, fit claimed {claimed}/{seeds}; samples "
+            f"{statistics.median(spent):.1%} of searching at N; forecast "
+            f"{statistics.median(seconds):.2f} s (median)"
+        )
+        print("  forecasts: " + "; ".join(shown))
+
+
+def run_real(which: str, trials: int, tolerance: float) -> None:
+    import optuna
+
+    import bsopt
+    from bsopt.runs._forecast_check import check_forecast
+    from bsopt.search import BudgetLevels
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if which == "digits":
+        data = bsopt.load_digits(seed=0)
+        objective = bsopt.make_objective(
+            bsopt.mlp_builder(data, hidden=(128,)),
+            data,
+            space=bsopt.SearchSpace(batch_size=(8, 256), lr=(1e-4, 1e-1), dropout=0.0),
+            budget=bsopt.Budget(16, evals=4),
+            metric="loss",
+        )
+    else:
+        module = _load("breast_cancer", HERE.parent / "studies" / "breast_cancer.py")
+        own = module.build_objective(seed=0)  # its own model search, loss and ROC-AUC
+        objective = own.with_options(
+            space=bsopt.SearchSpace(batch_size=(4, 128), lr=(1e-4, 3e-2), dropout=0.0)
+        )
+    levels = BudgetLevels(objective, (1 / 8, 1 / 4, 1 / 2))
+    study = optuna.create_study(
+        direction=objective.direction,
+        sampler=optuna.samplers.TPESampler(seed=0),
+        pruner=optuna.pruners.NopPruner(),  # levels share report steps: no pruning
+    )
+    levels.enqueue(study, trials)  # the same number of trials at each level
+    start = time.perf_counter()
+    study.optimize(levels, n_trials=trials)
+    searched = time.perf_counter() - start
+    full_samples = objective.budget.grid(objective.data.n_train).total
+    print(f"{which}: {levels.describe()}")
+    print(f"{trials} trials in {searched:.0f} s; forecast at the full budget, {full_samples:,}:")
+    start = time.perf_counter()
+    checked = check_forecast(
+        study, objective, samples=full_samples, tolerance=tolerance, echo=print
+    )
+    print(f"(check: {time.perf_counter() - start:.0f} s)\n" + checked.text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tolerance 0.1 only")
+    parser.add_argument("--per", type=int, default=64, help="NQM lrs per batch and budget")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--digits", action="store_true", help="real training on digits")
+    parser.add_argument("--breast-cancer", action="store_true", help="studies/breast_cancer.py")
+    parser.add_argument("--trials", type=int, default=120, help="trials of a real study")
+    parser.add_argument("--tolerance", type=float, default=0.01, help="of a real study")
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE.parent))
+    if args.digits or args.breast_cancer:
+        run_real("digits" if args.digits else "breast_cancer", args.trials, args.tolerance)
+        return
+    run_nqm([0.1] if args.quick else [0.01, 0.1, 0.2], args.per, args.seeds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Trials at several budgets, so that one study measures how the answer moves with ``D``.
+
+:class:`BudgetLevels` wraps an objective: each trial first draws its budget level, a fraction
+of the objective's budget, as the parameter ``budget_level`` (so Optuna sees it as one more
+dimension, a fidelity), then trains exactly that budget. The trial's ``samples_seen`` is the
+samples it trained, as in any study, and :func:`bsopt.forecast` reads the study back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+    from torch import nn
+
+    from bsopt.search._objective import Objective
+    from bsopt.training._trainer import TrainResult
+
+#: The parameter a trial's budget level is stored as.
+LEVEL_PARAM = "budget_level"
+
+
+class BudgetLevels:
+    """``objective`` with each trial's budget drawn from ``levels``, fractions of its budget.
+
+    Args:
+        objective: a :class:`~bsopt.Objective` (from :func:`~bsopt.make_objective`) with an
+            epochs or samples budget: the full run's.
+        levels: two or more distinct fractions in ``(0, 1]`` of that budget, e.g. the default
+            ``(1/8, 1/4, 1/2)``; :func:`bsopt.forecast` needs three.
+
+    Everything else (``direction``, ``space``, ``budget``, ...) is ``objective``'s. Prune with
+    care: trials of different levels share report steps, which compare like with like only
+    under a constant lr schedule (an intermediate value under a decaying schedule is not a
+    shorter run); ``pruner="none"`` is the safe choice.
+
+    Example:
+        >>> levels = bsopt.search.BudgetLevels(objective, (1 / 8, 1 / 4, 1 / 2))
+        >>> bsopt.optimize(study, levels, trials=60)
+        >>> bsopt.forecast(study, samples=objective.budget.grid(n_train).total)
+    """
+
+    def __init__(self, objective: Objective, levels: Sequence[float] = (0.125, 0.25, 0.5)) -> None:
+        fractions = _check_levels(levels)
+        budget = objective.budget
+        if budget.unit == "seconds":
+            raise ValueError(
+                f"BudgetLevels needs an epochs or samples budget, but got {budget!r}: a seconds "
+                "budget trains a number of samples that depends on the batch size, so the "
+                "levels would not be budgets in samples. Use e.g. Budget(10, 'epochs')."
+            )
+        self.objective = objective
+        self.levels = fractions
+        # One objective per level, built (and its budget checked) now, not in a trial.
+        self._at = {level: self._objective_at(level) for level in fractions}
+
+    def _objective_at(self, level: float) -> Objective:
+        budget = self.objective.budget
+        scaled = dataclasses.replace(budget, amount=budget.amount * level)
+        try:
+            scaled.grid(self.objective.data.n_train)
+        except ValueError as error:
+            raise ValueError(
+                f"Budget level {level:g} of {budget!r} is too small: {error}"
+            ) from None
+        return self.objective.with_options(budget=scaled)
+
+    def samples_at(self, level: float) -> int:
+        """The samples a trial of ``level`` trains."""
+        return self._at[level].budget.grid(self.objective.data.n_train).total
+
+    def enqueue(self, study: optuna.Study, trials: int) -> None:
+        """Queue ``trials`` trials with their levels taken in turn, so that every level gets
+        the same number of complete runs (a sampler left to choose favours some); the other
+        parameters are still the sampler's."""
+        if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+            raise ValueError(f"trials must be a whole number of at least 1, but got {trials!r}.")
+        for i in range(trials):
+            study.enqueue_trial({LEVEL_PARAM: self.levels[i % len(self.levels)]})
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{level:g}" for level in self.levels)
+        samples = ", ".join(f"{self.samples_at(level):,}" for level in self.levels)
+        return (
+            f"{self.objective.describe()}; each trial trains a fraction {shown} of it "
+            f"({samples} samples, parameter {LEVEL_PARAM!r})"
+        )
+
+    def __call__(self, trial: optuna.Trial) -> Any:
+        level = float(trial.suggest_categorical(LEVEL_PARAM, self.levels))
+        return self._at[level](_WithoutLevel(trial))  # type: ignore[arg-type]
+
+    def retrain(
+        self, trial: optuna.Trial | FrozenTrial, *, seed: int | None = None
+    ) -> tuple[nn.Module, TrainResult]:
+        """Train a stored trial again at its own level's budget (the full budget for a trial
+        without ``budget_level``)."""
+        level = trial.params.get(LEVEL_PARAM)
+        target = self._at.get(float(level)) if level is not None else None
+        return (target or self.objective).retrain(trial, seed=seed)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("objective", "levels", "_at"):
+            raise AttributeError(name)
+        return getattr(self.objective, name)
+
+
+class _WithoutLevel:
+    """``trial`` as the level's objective sees it: its ``params`` without ``budget_level``.
+
+    The level is this wrapper's, not the user's ``suggest``'s (which must return what it
+    searches) nor the search space's; the trial's seed then depends on the configuration
+    alone, so a configuration starts from the same weights at every level."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self._trial = trial
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in self._trial.params.items() if k != LEVEL_PARAM}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+
+def _check_levels(levels: object) -> tuple[float, ...]:
+    fix = "Pass fractions of the full budget, e.g. levels=(1/8, 1/4, 1/2)."
+    if not isinstance(levels, (tuple, list)) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in levels
+    ):
+        raise ValueError(f"levels must be a sequence of numbers, but got {levels!r}. {fix}")
+    fractions = tuple(sorted({float(v) for v in levels}))
+    if len(fractions) < 2 or not all(math.isfinite(v) and 0 < v <= 1 for v in fractions):
+        raise ValueError(
+            f"levels must hold two or more distinct fractions in (0, 1], but got {levels!r}. "
+            + fix
+        )
+    return fractions

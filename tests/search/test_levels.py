@@ -1,0 +1,88 @@
+"""Trials at several budgets: each trains exactly its level's samples."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+import bsopt
+from bsopt.search import BudgetLevels
+
+
+def test_each_trial_trains_exactly_its_levels_samples(tiny_objective: bsopt.Objective) -> None:
+    levels = BudgetLevels(tiny_objective, (0.25, 0.5, 1.0))
+    n_train = tiny_objective.data.n_train  # 320; the budget is 2 epochs
+    assert [levels.samples_at(lv) for lv in levels.levels] == [160, 320, 640]
+    study = optuna.create_study(direction=levels.direction, pruner=optuna.pruners.NopPruner())
+    for level in (1.0, 0.25, 0.5):
+        study.enqueue_trial({"budget_level": level})
+    study.optimize(levels, n_trials=3)
+    trials = study.trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    seen = {t.params["budget_level"]: t.user_attrs["samples_seen"] for t in trials}
+    assert seen == {1.0: 2 * n_train, 0.25: n_train // 2, 0.5: n_train}
+    # Each level reports on its own grid: its last evaluation is at its own budget.
+    assert {max(t.intermediate_values) for t in trials} == {160, 320, 640}
+    assert "fraction 0.25, 0.5, 1 of it (160, 320, 640 samples" in levels.describe()
+
+
+def test_retrain_trains_the_trials_own_level(tiny_objective: bsopt.Objective) -> None:
+    levels = BudgetLevels(tiny_objective, (0.25, 1.0))
+    study = optuna.create_study(direction=levels.direction)
+    study.enqueue_trial({"budget_level": 0.25})
+    study.optimize(levels, n_trials=1)
+    _, result = levels.retrain(study.trials[0])
+    assert result.samples_seen == 160
+    assert result.value == pytest.approx(study.trials[0].value)
+
+
+@pytest.mark.parametrize(
+    ("levels", "match"),
+    [
+        ((0.5,), "two or more distinct fractions"),
+        ((0.5, 0.5), "two or more distinct fractions"),
+        ((0.0, 0.5), r"fractions in \(0, 1\]"),
+        ((0.5, 2.0), r"fractions in \(0, 1\]"),
+        ("ab", "a sequence of numbers"),
+    ],
+)
+def test_bad_levels_are_refused(
+    tiny_objective: bsopt.Objective, levels: object, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        BudgetLevels(tiny_objective, levels)  # type: ignore[arg-type]
+
+
+def test_a_level_too_small_to_evaluate_is_refused(tiny_objective: bsopt.Objective) -> None:
+    with pytest.raises(ValueError, match=r"Budget level 0\.001 .* is too small"):
+        BudgetLevels(tiny_objective, (0.001, 0.5))
+
+
+def test_a_seconds_budget_is_refused(tiny_objective: bsopt.Objective) -> None:
+    timed = tiny_objective.with_options(budget=bsopt.Budget(1, "seconds"))
+    with pytest.raises(ValueError, match="needs an epochs or samples budget"):
+        BudgetLevels(timed, (0.5, 1.0))
+
+
+def test_enqueue_takes_the_levels_in_turn(tiny_objective: bsopt.Objective) -> None:
+    levels = BudgetLevels(tiny_objective, (0.25, 0.5, 1.0))
+    study = optuna.create_study()
+    levels.enqueue(study, 7)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    queued = [t.system_attrs["fixed_params"]["budget_level"] for t in waiting]
+    assert queued == [0.25, 0.5, 1.0] * 2 + [0.25]
+    with pytest.raises(ValueError, match="trials must be a whole number of at least 1"):
+        levels.enqueue(study, 0)
+
+
+def test_a_users_suggest_gets_no_warning_about_the_level(
+    tiny_objective: bsopt.Objective, recwarn: pytest.WarningsRecorder
+) -> None:
+    own = tiny_objective.with_options(suggest=lambda trial: {"w": trial.suggest_int("w", 1, 2)})
+    levels = BudgetLevels(own, (0.25, 0.5))
+    study = optuna.create_study(direction=levels.direction)
+    study.optimize(levels, n_trials=1)
+    said = [str(w.message) for w in recwarn.list]
+    assert not [m for m in said if "budget_level" in m]
+    # The user's own unread value is still reported.
+    assert [m for m in said if "'w' reached params.extra" in m]
