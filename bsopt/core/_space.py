@@ -49,6 +49,7 @@ BatchGrid = Literal["pow2", "int"]
 Optimizer = Literal["adamw", "sgd", "lars"]
 LrScaling = Literal["none", "sqrt", "linear"]
 OPTIMIZERS = ("adamw", "sgd", "lars")
+_WITH_MOMENTUM = ("sgd", "lars")
 # Exponent alpha of lr = base_lr * (batch / reference) ** alpha for each coupling rule.
 LR_SCALING_EXPONENTS: dict[str, float] = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 _LR_SCHEDULES = LR_SCHEDULES
@@ -140,6 +141,58 @@ class Params:
         return out
 
 
+class TrackedExtra(dict[str, Any]):
+    """``params.extra`` that remembers which names were read, so that a value a user
+    suggests and nothing reads is pointed out instead of silently searched.
+
+    Iterating (``items()``, ``dict(extra)``, ``**extra``) counts as reading every name.
+    """
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.read.add(key)
+        return super().__contains__(key)
+
+    def _all(self) -> None:
+        self.read.update(super().keys())
+
+    def __iter__(self) -> Any:
+        self._all()
+        return super().__iter__()
+
+    def keys(self) -> Any:
+        self._all()
+        return super().keys()
+
+    def items(self) -> Any:
+        self._all()
+        return super().items()
+
+    def values(self) -> Any:
+        self._all()
+        return super().values()
+
+    def copy(self) -> dict[str, Any]:
+        self._all()
+        return dict(super().items())
+
+    @property
+    def unread(self) -> list[str]:
+        return sorted(set(super().keys()) - self.read)
+
+
 def _check_range(name: str, bounds: tuple[float, float], *, positive: bool) -> None:
     if len(bounds) != 2:
         raise ValueError(f"{name} must be a (low, high) pair, but got {bounds!r}.")
@@ -177,7 +230,8 @@ class SearchSpace:
             ``(low, high)`` pair searches it log-uniformly (``low > 0``) as the parameter
             ``weight_decay``.
         momentum: SGD/LARS momentum: a single value fixes it, a ``(low, high)`` pair searches
-            it uniformly within ``[0, 1)`` as the parameter ``momentum``.
+            it uniformly within ``[0, 1)`` as the parameter ``momentum``, in SGD and LARS
+            trials only (AdamW trials sample none).
         optimizer: ``"adamw"`` (default), ``"sgd"`` (Nesterov momentum ``momentum``) or
             ``"lars"`` (layer-wise trust ratios for large batches; its effective step is
             ``lr`` times a trust ratio of about 1e-3, so give it learning rates around
@@ -297,15 +351,22 @@ class SearchSpace:
             if isinstance(self.warmup, tuple)
             else self.warmup
         )
+        weight_decay = _suggest_fixed_or_range(trial, "weight_decay", self.weight_decay, log=True)
+        optimizer = _suggest_choice(trial, "optimizer", self.optimizer)
+        # Conditional, define-by-run: AdamW has no momentum, so its trials store none and
+        # importance does not credit momentum with what the optimizer choice did.
+        momentum = (
+            _suggest_fixed_or_range(trial, "momentum", self.momentum, log=False)
+            if optimizer in _WITH_MOMENTUM or not isinstance(self.momentum, tuple)
+            else Params.momentum
+        )
         return Params(
             batch_size=batch_size,
             lr=lr,
             dropout=dropout,
-            weight_decay=_suggest_fixed_or_range(
-                trial, "weight_decay", self.weight_decay, log=True
-            ),
-            optimizer=_suggest_choice(trial, "optimizer", self.optimizer),  # type: ignore[arg-type]
-            momentum=_suggest_fixed_or_range(trial, "momentum", self.momentum, log=False),
+            weight_decay=weight_decay,
+            optimizer=optimizer,  # type: ignore[arg-type]
+            momentum=momentum,
             warmup=warmup,
             lr_schedule=_suggest_choice(trial, "lr_schedule", self.lr_schedule),
             batch_schedule=_suggest_choice(trial, "batch_schedule", self.batch_schedule),
@@ -396,7 +457,13 @@ def suggest_params(
         raise ValueError(
             f"suggest(trial) suggested or returned {', '.join(map(repr, clash))}, which bsopt "
             "searches itself. Set those through SearchSpace (e.g. SearchSpace(weight_decay="
-            "(1e-5, 1e-2))), and give your own hyperparameters other names."
+            "(1e-5, 1e-2))), and give your own hyperparameters other names"
+            + (
+                " (e.g. 'opt', 'sgd_momentum', 'beta2'), read by make_objective(..., "
+                "optimizer=fn(params, model)) from params.extra."
+                if {"optimizer", "momentum"} & set(clash)
+                else "."
+            )
         )
     params = space.suggest(trial)
     return replace(params, extra=dict(extra))

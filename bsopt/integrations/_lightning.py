@@ -10,8 +10,9 @@ rank. Needs the ``lightning`` package: ``pip install 'bsopt[lightning]'``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 import math
-from typing import Any
+from typing import Any, Literal
 
 try:
     import lightning.pytorch as pl
@@ -22,8 +23,10 @@ except ImportError as error:  # pragma: no cover - the extra is installed in CI
 import optuna
 import torch
 
+from bsopt.core._budget import Budget
+from bsopt.core._space import Params, SearchSpace, SuggestFn
 from bsopt.core._stop import StopReason
-from bsopt.search._fair import FrameworkReporter, _positive_int, plan_batch
+from bsopt.search._fair import FrameworkReporter, LoopObjective, _positive_int, plan_batch
 from bsopt.training._batch import batch_size_of
 
 # Trainer arguments that would keep bsopt from deciding when to validate.
@@ -364,6 +367,18 @@ def set_batch_size(datamodule: Any, per_device: int) -> None:
         ValueError: the DataModule has neither, or the attribute cannot be set.
     """
     name = type(datamodule).__name__
+    from torch.utils.data import DataLoader
+
+    if isinstance(datamodule, DataLoader):
+        # A DataLoader's batch size is fixed once it is built, so bsopt cannot set it.
+        raise ValueError(
+            "configure() needs a LightningDataModule, but got a DataLoader, whose batch size "
+            "cannot change after it is built. Wrap the data in a DataModule whose "
+            "train_dataloader() builds it from self.batch_size, and pass that: class "
+            "Data(LightningDataModule): __init__ sets self.batch_size = 32; "
+            "train_dataloader returns DataLoader(train_set, batch_size=self.batch_size, "
+            "shuffle=True); val_dataloader returns DataLoader(val_set, batch_size=256)."
+        )
     fix = (
         f"Give {name} a batch size its train_dataloader() uses: take batch_size in __init__ "
         "and keep it as self.batch_size (or call self.save_hyperparameters())."
@@ -382,3 +397,106 @@ def set_batch_size(datamodule: Any, per_device: int) -> None:
                 f"The DataModule {name} has a batch_size that cannot be set (a read-only "
                 f"property?). {fix}"
             ) from None
+
+
+def lightning_objective(
+    make_module: Callable[[Params], pl.LightningModule],
+    make_datamodule: Callable[[], pl.LightningDataModule],
+    *,
+    budget: Budget,
+    monitor: str,
+    direction: Literal["maximize", "minimize"] = "maximize",
+    metric: str | None = None,
+    space: SearchSpace | None = None,
+    suggest: SuggestFn | None = None,
+    n_train: int | None = None,
+    seed: int = 0,
+    trainer_options: Mapping[str, Any] | None = None,
+) -> LoopObjective:
+    """An objective over your own LightningModule and DataModule, in one call.
+
+    ::
+
+        objective = bsopt.integrations.lightning_objective(
+            lambda params: MLP(params.lr, params.dropout), Digits,
+            budget=bsopt.Budget(10, evals=10), monitor="val_acc")
+
+    Per trial it samples ``space`` (and ``suggest``, whose values reach ``params.extra``),
+    seeds everything with :func:`~bsopt.search.trial_seed`, builds the DataModule and the
+    module, and fits them under a :class:`LightningReporter` (which sets the DataModule's
+    batch size and the accumulation, and validates on the budget's grid) with a quiet
+    ``Trainer`` (no logger, checkpoints, progress bar or summary; ``trainer_options`` add
+    or override arguments). Lightning's banners show for the first trial only. The study
+    records ``metric`` (default ``monitor``) and its name, like bsopt's own objective.
+
+    Args:
+        make_module: ``make_module(params) -> LightningModule``; read ``params.lr``.
+        make_datamodule: ``make_datamodule() -> LightningDataModule`` with a settable
+            ``batch_size``.
+        budget, monitor: as in :class:`LightningReporter`.
+        n_train: training samples per epoch; default the length of the DataModule's
+            training set (``setup("fit")`` then ``len(train_dataloader().dataset)``).
+    """
+    from bsopt.core._space import suggest_params
+    from bsopt.search._objective import trial_seed
+
+    chosen = space or SearchSpace()
+    name = metric or monitor
+    if n_train is None:
+        n_train = _train_size(make_datamodule())
+    options = dict(_QUIET_TRAINER) | dict(trainer_options or {})
+    trials = [0]
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest_params(trial, chosen, suggest)
+        seeded = trial_seed(seed, trial.params)
+        if trials[0]:
+            _quiet_lightning()  # the banners said it once; each trial would repeat them
+        trials[0] += 1
+        pl.seed_everything(seeded, verbose=False)
+        datamodule = make_datamodule()
+        reporter = LightningReporter(
+            trial,
+            budget,
+            n_train,
+            batch_size=params.batch_size,
+            monitor=monitor,
+            lr=params.lr,
+            seed=seeded,
+            metric=name,
+        )
+        trainer = pl.Trainer(callbacks=[reporter], **options, **reporter.configure(datamodule))
+        trainer.fit(make_module(params), datamodule=datamodule)
+        return reporter.finish()
+
+    return LoopObjective(
+        objective, budget=budget, n_train=n_train, metric=name, direction=direction,
+        what=f"Lightning; batch size {chosen.batch_size[0]}..{chosen.batch_size[1]}",
+    )  # fmt: skip
+
+
+# Trainer arguments for a search: nothing written or printed per trial.
+_QUIET_TRAINER: dict[str, Any] = {
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
+
+
+def _quiet_lightning() -> None:
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _train_size(datamodule: pl.LightningDataModule) -> int:
+    datamodule.setup("fit")
+    dataset = getattr(datamodule.train_dataloader(), "dataset", None)
+    if dataset is None or not hasattr(dataset, "__len__"):
+        raise ValueError(
+            f"n_train is needed: {type(datamodule).__name__}.train_dataloader() has no dataset "
+            "with a length. Pass n_train=<training samples per epoch>."
+        )
+    return len(dataset)

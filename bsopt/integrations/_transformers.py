@@ -11,10 +11,11 @@ a pruned trial. :meth:`TransformersReporter.configure` maps the searched effecti
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 import dataclasses
 import itertools
 import math
-from typing import Any
+from typing import Any, Literal
 
 try:
     from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -26,9 +27,10 @@ except ImportError as error:  # pragma: no cover - the extra is installed in CI
 import optuna
 import torch
 
-from bsopt.core._budget import GridCursor
+from bsopt.core._budget import Budget, GridCursor
+from bsopt.core._space import Params, SearchSpace, SuggestFn
 from bsopt.core._stop import DivergenceCheck, StopReason
-from bsopt.search._fair import FrameworkReporter, plan_batch
+from bsopt.search._fair import FrameworkReporter, LoopObjective, plan_batch
 
 
 def samples_per_step(
@@ -315,3 +317,80 @@ class TransformersReporter(FrameworkReporter, TrainerCallback):
                 "reporter.configure(args), which sets max_steps to the budget."
             )
         return reporter.finish()
+
+
+def transformers_objective(
+    make_model: Callable[[Params], Any],
+    training_args: TrainingArguments,
+    train_set: Any,
+    eval_set: Any,
+    *,
+    budget: Budget,
+    monitor: str = "eval_loss",
+    direction: Literal["maximize", "minimize"] = "minimize",
+    metric: str | None = None,
+    compute_metrics: Callable[[Any], dict[str, float]] | None = None,
+    space: SearchSpace | None = None,
+    suggest: SuggestFn | None = None,
+    seed: int = 0,
+    trainer_options: Mapping[str, Any] | None = None,
+) -> LoopObjective:
+    """An objective over your own model and ``TrainingArguments``, in one call.
+
+    ::
+
+        objective = bsopt.integrations.transformers_objective(
+            lambda params: tiny_bert(params.dropout), TrainingArguments("out", use_cpu=True),
+            train_set, eval_set, budget=bsopt.Budget(4, evals=4),
+            monitor="eval_accuracy", direction="maximize", compute_metrics=accuracy)
+
+    Per trial it samples ``space`` (and ``suggest``, whose values reach ``params.extra``),
+    seeds with :func:`~bsopt.search.trial_seed`, builds the model and trains it with a
+    ``Trainer`` whose arguments are ``training_args`` at the trial's ``learning_rate`` and
+    seed, set up by :meth:`TransformersReporter.configure` (batch, accumulation,
+    ``max_steps``). ``trainer_options`` go to ``Trainer`` (``data_collator``, ...).
+    transformers' warnings and progress bars show for the first trial only. The study
+    records ``metric`` (default ``monitor``) and its name, like bsopt's own objective.
+    """
+    from bsopt.core._space import suggest_params
+    from bsopt.search._objective import trial_seed
+
+    chosen = space or SearchSpace()
+    name = metric or monitor
+    trials = [0]
+
+    def objective(trial: optuna.Trial) -> float:
+        from transformers import PrinterCallback, ProgressCallback, Trainer
+        from transformers.utils import logging as hf_logging
+
+        params = suggest_params(trial, chosen, suggest)
+        seeded = trial_seed(seed, trial.params)
+        quiet = trials[0] > 0  # the first trial shows what transformers has to say, once
+        trials[0] += 1
+        if quiet:
+            hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+        torch.manual_seed(seeded)
+        reporter = TransformersReporter(
+            trial, budget, len(train_set), batch_size=params.batch_size, monitor=monitor,
+            lr=params.lr, seed=seeded, metric=name,
+        )  # fmt: skip
+        args = dataclasses.replace(training_args, learning_rate=params.lr, seed=seeded)
+        trainer = Trainer(
+            model=make_model(params),
+            args=reporter.configure(args),
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            compute_metrics=compute_metrics,
+            callbacks=[reporter],
+            **dict(trainer_options or {}),
+        )
+        if quiet:
+            for printer in (PrinterCallback, ProgressCallback):
+                trainer.remove_callback(printer)  # the logs and bars of every later trial
+        trainer.train()
+        return reporter.finish()
+
+    return LoopObjective(
+        objective, budget=budget, n_train=len(train_set), metric=name, direction=direction,
+        what=f"transformers; batch size {chosen.batch_size[0]}..{chosen.batch_size[1]}",
+    )  # fmt: skip

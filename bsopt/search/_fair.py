@@ -289,6 +289,12 @@ class FairReporter:
         self.seed = seed
         self.device = torch.device(device) if device is not None else None
         self.metric = metric
+        study = getattr(trial, "study", None)  # a FixedTrial has none
+        if metric != "value" and not defer_attrs and study is not None:
+            # An own loop's study then names its values as bsopt's own objective does.
+            if len(study.directions) == 1:
+                way = "maximize" if study.direction.name == "MAXIMIZE" else "minimize"
+                record_metric(study, metric, way)
         self.amp = amp
         self.divergence = DivergenceCheck(divergence_factor)
         self.cursor: GridCursor[Batch] = GridCursor(self.grid)
@@ -530,6 +536,7 @@ class FairReporter:
                 "FairReporter.report() was called after the run ended "
                 f"({self.stop_reason or 'every grid point reported'})."
             )
+        _check_fraction(self.metric, value)
         self._catch_up(samples_seen, train_seconds)
         if not self.due:
             raise ValueError(
@@ -861,4 +868,50 @@ class LoopObjective:
         return f"{head}{middle}; {self.budget.describe(self.n_train)}"
 
     def __call__(self, trial: optuna.Trial) -> float:
+        record_metric(trial.study, self.metric, self.direction, goal=self.goal)
         return self.fn(trial)
+
+
+def _check_fraction(metric: str, value: float) -> None:
+    """A value of a fraction metric (accuracy, F1, ...) outside [0, 1] is an error: its rows
+    were counted wrong (several rows per item, a sum divided by the wrong total)."""
+    from bsopt.training._metrics import METRICS, check_metric_value
+
+    known = METRICS.get(metric)
+    if known is not None:
+        check_metric_value(known, value)
+
+
+#: The metrics recorded on each study object already (one storage read per study object).
+_RECORDED: weakref.WeakKeyDictionary[optuna.Study, set[str]] = weakref.WeakKeyDictionary()
+
+
+def record_metric(
+    study: optuna.Study, metric: str, direction: str, *, goal: str = "metric"
+) -> None:
+    """Store what a study's values are, once: the ``metric`` and its direction and unit as
+    study attributes (the analysis reads them) and ``"validation <metric>"`` as the metric
+    name optuna-dashboard shows instead of "Objective 0". A name already stored is kept."""
+    done = _RECORDED.setdefault(study, set())
+    if metric in done:
+        return
+    from bsopt.training._metrics import METRICS
+
+    known = METRICS.get(metric)
+    wanted = {
+        "metric": metric,
+        "metric_direction": direction,
+        "metric_unit": known.unit if known is not None else "value",
+        "goal": goal,
+    }
+    stored = study.user_attrs
+    for name, value in wanted.items():
+        if name not in stored:
+            study.set_user_attr(name, value)
+    if study.metric_names is None and len(study.directions) == 1:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([f"validation {metric}"])
+    done.add(metric)

@@ -39,7 +39,14 @@ import torch
 from torch import nn
 
 from bsopt.core._budget import Budget
-from bsopt.core._space import Params, SearchSpace, SuggestFn, suggest_params
+from bsopt.core._space import (
+    RESERVED_NAMES,
+    Params,
+    SearchSpace,
+    SuggestFn,
+    TrackedExtra,
+    suggest_params,
+)
 from bsopt.core._stop import StopReason
 from bsopt.search._fair import FairReporter, retry_oom
 from bsopt.training._batch import (
@@ -66,10 +73,16 @@ from bsopt.training._memory import MemoryBudget, release_memory
 from bsopt.training._metrics import (
     LossFn,
     Metric,
+    MetricError,
+    bind_loss,
     check_loss_value,
+    correct_count,
     default_loss,
+    pick_output,
     resolve_metric,
+    run_metric,
 )
+from bsopt.training._optim import build_optimizer
 from bsopt.training._probe import (
     PROBE_ATTR_PREFIX,
     ProbeResult,
@@ -164,7 +177,7 @@ def trial_seed(seed: int, params: Mapping[str, object]) -> int:
 def result_attrs(result: TrainResult, params: Params, seed: int) -> dict[str, object]:
     """The user attributes stored for a trial, by name."""
     schedule: dict[str, object] = {
-        "optimizer": params.optimizer,
+        "optimizer": result.optimizer or params.optimizer,
         "lr_schedule": params.lr_schedule,
         "warmup": params.warmup,
         "batch_schedule": params.batch_schedule,
@@ -221,9 +234,10 @@ def _is_number(value: object) -> bool:
 class ObjectiveOptions(TrainConfig):
     """Every option of :func:`make_objective`, declared once and checked on construction.
 
-    The training options (``budget``, ``metric``, ``direction``, ``loss``, ``device``,
-    ``seed``, ``amp``, ``micro_batch_size``, ``clip_grad_norm``, ``divergence_factor``,
-    ``measure_noise_scale``, ``noise_every``) are those of
+    The training options (``budget``, ``metric``, ``direction``, ``loss``, ``optimizer``,
+    ``output``, ``call``, ``device``, ``seed``, ``amp``, ``micro_batch_size``,
+    ``clip_grad_norm``, ``divergence_factor``, ``measure_noise_scale``, ``noise_every``) are
+    those of
     :class:`~bsopt.training.TrainConfig`, which documents them; ``seed`` is the objective's
     seed (each trial initialises and shuffles with a seed hashed from it and the trial's
     params, :func:`trial_seed`, stored as the user attribute ``seed``), and
@@ -315,6 +329,24 @@ class ObjectiveOptions(TrainConfig):
                 f"{self.min_micro_batch_size!r}."
             )
         self._check_devices()
+        self._check_optimizer()
+
+    def _check_optimizer(self) -> None:
+        chosen, searched = self.optimizer, self.space.optimizer
+        if chosen is None or searched == chosen:
+            return
+        if isinstance(searched, tuple) or searched != "adamw":
+            what = "a callable" if callable(chosen) else repr(chosen)
+            raise ValueError(
+                f"optimizer={what} decides the optimizer of every trial, but the search space "
+                f"also sets optimizer={searched!r}. Drop one: search names with "
+                "SearchSpace(optimizer=('sgd', 'adamw')), or choose inside optimizer=fn from "
+                "your own suggest (params.extra['opt'])."
+            )
+        if isinstance(chosen, str):
+            # One name everywhere: the params, the probe and the stored attribute agree.
+            space = dataclasses.replace(self.space, optimizer=chosen)  # type: ignore[arg-type]
+            object.__setattr__(self, "space", space)
 
     def _check_devices(self) -> None:
         devices = check_devices(self.devices)
@@ -412,6 +444,9 @@ def _preview_batch(data: TrainingData, n: int = 8, *, split: str = "val") -> Bat
     if x_val is not None:
         y_val = getattr(data, f"y_{split}")
         return slice_batch((x_val, y_val), 0, n)
+    preview = getattr(data, "preview", None)
+    if callable(preview):
+        return preview(n, split=split)
     val = getattr(data, split, None)
     if val is None:
         return None
@@ -504,10 +539,47 @@ def _head_error(width: int, n_classes: int) -> ValueError:
     )
 
 
-def _preview_output(model: nn.Module, batch: Batch, loss: LossFn, n_classes: int | None) -> Any:
+# Python's complaint about a call that does not fit ``forward``'s signature.
+_CALL_ERROR = re.compile(r"argument|forward\(\)")
+
+
+def _call_error(inputs: Any, call: str | None, error: TypeError) -> ValueError:
+    how = {
+        "kwargs": "model(**inputs)",
+        "positional": "model(*inputs)",
+        "whole": "model(inputs)",
+    }
+    used = call or (
+        "kwargs"
+        if isinstance(inputs, Mapping)
+        else "positional"
+        if isinstance(inputs, (tuple, list))
+        else "whole"
+    )
+    others = ", ".join(f"call={name!r} for {how[name]}" for name in how if name != used)
+    return ValueError(
+        f"The model cannot be called as {how[used]} with the batch's inputs "
+        f"{describe(inputs)} ({error}). Set the option call to match its forward: {others}. "
+        "call='whole' suits a forward(self, batch) that takes the whole dict or tuple."
+    )
+
+
+def _preview_output(
+    model: nn.Module,
+    batch: Batch,
+    loss: LossFn,
+    n_classes: int | None,
+    *,
+    call: str | None = None,
+    pick: Any = None,
+) -> Any:
     """The model's output on a preview batch, after checking its shapes and its loss."""
     try:
-        output = call_model(model, batch[0])
+        output = call_model(model, batch[0], call)
+    except TypeError as e:
+        if not _CALL_ERROR.search(str(e)):
+            raise
+        raise _call_error(batch[0], call, e) from None
     except RuntimeError as e:
         if not _SHAPE_ERROR.search(str(e)):
             raise
@@ -516,7 +588,8 @@ def _preview_output(model: nn.Module, batch: Batch, loss: LossFn, n_classes: int
             f" (torch: {e}). Build the model's first layer for the data, e.g. "
             "nn.Linear(data.n_features, ...)."
         ) from None
-    width = output.shape[-1] if isinstance(output, torch.Tensor) and output.ndim == 2 else None
+    picked = pick_output(output, pick)
+    width = picked.shape[-1] if isinstance(picked, torch.Tensor) and picked.ndim == 2 else None
     if n_classes is not None and width is not None and 1 < width < n_classes:
         raise _head_error(width, n_classes)
     try:
@@ -526,6 +599,29 @@ def _preview_output(model: nn.Module, batch: Batch, loss: LossFn, n_classes: int
             raise
         raise _head_error(width, n_classes) from None
     return output
+
+
+def _preflight_metric(metric: Metric, output: Any, target: Any, pick: Any) -> None:
+    """Run ``metric`` on the preview's few validation rows, so that one which cannot read
+    the output or the targets is refused before any trial, with the fix."""
+    if metric.name == "loss":
+        return
+    if metric.name == "accuracy":
+        correct_count(pick_output(output, pick), target)
+        return
+    try:
+        run_metric(metric, output, target, pick)
+    except MetricError:
+        raise
+    except Exception as error:
+        if isinstance(error, ValueError) and "class" in str(error) and metric.needs_classes:
+            return  # a few rows may hold one class only; the whole split decides
+        raise ValueError(
+            f"metric {metric.name!r} fails on a few validation rows: "
+            f"{type(error).__name__}: {error}. The model returns {describe(output)} and the "
+            f"targets are {describe(target)}: make the metric read them, or pick the "
+            "output tensor with output=0, output='key' or output=fn."
+        ) from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -543,6 +639,7 @@ class Objective:
     _: KW_ONLY
     preflight: bool = True
     _recorded: set[str] = field(default_factory=set, init=False, repr=False)
+    _reads_checked: list[bool] = field(default_factory=list, init=False, repr=False)
     _fingerprint: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -563,7 +660,8 @@ class Objective:
             raise ValueError(
                 f"metric={metric.name!r} needs class labels (a single int64 target tensor), "
                 "but the data hold regression or structured targets. Use metric='loss', "
-                "'mae', 'r2' or a callable with direction=."
+                "'mae' or 'r2' for one float target tensor, or a callable fn(outputs, "
+                "targets) -> float with direction= for structured targets."
             )
         largest = self.space.batch_size[1]
         if largest > self.data.n_train:
@@ -602,7 +700,8 @@ class Objective:
         return resolve_device(self.options.device)
 
     @property
-    def loss(self) -> LossFn:
+    def loss(self) -> Callable[..., torch.Tensor]:
+        """The loss as given: ``(output, target)`` or ``(output, target, params)``."""
         return self.options.loss or default_loss
 
     @property
@@ -759,12 +858,25 @@ class Objective:
         with _exclusive_rng(), torch.random.fork_rng(devices=[]):
             model = self._build(params, self.seed)
             self._remember(model)  # the study's fingerprint, without building it again
+            if callable(self.options.optimizer):
+                build_optimizer(model, params, self.options.optimizer)  # checks what it returns
             if batch is None:
                 return
             batch_size_of(batch, where="validation batch")
             model.eval()
+            options = self.options
+            loss = bind_loss(options.loss, params, options.output)
             with torch.no_grad():
-                output = _preview_output(model, batch, self.loss, self.data.n_classes)
+                output = _preview_output(
+                    model,
+                    batch,
+                    loss,
+                    self.data.n_classes,
+                    call=options.call,
+                    pick=options.output,
+                )
+                _preflight_metric(self.metric, output, batch[1], options.output)
+        output = pick_output(output, options.output)
         width = output.shape[-1] if isinstance(output, torch.Tensor) and output.ndim > 1 else 1
         if self.metric.name == "roc_auc" and width > 2:
             raise ValueError(
@@ -850,7 +962,13 @@ class Objective:
             stored = study.user_attrs.get(attr)
             if stored is not None:
                 return ProbeResult.from_dict(stored)
-        result = probe_batch_size(model, self.data, loss=self.loss, **settings)
+        result = probe_batch_size(
+            model,
+            self.data,
+            loss=bind_loss(options.loss, params, options.output),
+            call=options.call,
+            **settings,
+        )
         if study is not None:
             study.set_user_attr(attr, result.as_dict())
         return result
@@ -961,6 +1079,9 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | Sequence[float]:
         self._record_metric(trial.study)
         params = self.params_of(trial)
+        watch = not self._reads_checked and self.options.suggest is not None
+        if watch:
+            params = dataclasses.replace(params, extra=TrackedExtra(params.extra))
         seed = trial_seed(self.seed, trial.params)
         options = self.options
         devices = options.devices
@@ -999,6 +1120,9 @@ class Objective:
             if group is not None:
                 self._drop_group()
             raise
+        if watch:
+            self._reads_checked.append(True)
+            _warn_unread(trial, params.extra)
         if group is not None:
             extra |= {
                 "world_size": devices,
@@ -1106,7 +1230,34 @@ def _retry_like_a_dead_worker(trial: optuna.Trial) -> bool:
 
 
 def _params_json(params: Params) -> dict[str, Any]:
-    return {f.name: getattr(params, f.name) for f in fields(Params)}
+    json = {f.name: getattr(params, f.name) for f in fields(Params)}
+    # Sent to the other ranks: not a read of the user's values.
+    json["extra"] = dict(dict.items(params.extra))
+    return json
+
+
+def _warn_unread(trial: optuna.Trial, extra: Any) -> None:
+    """Warn about names the user's ``suggest`` searched that nothing read in this trial."""
+    returned = set(dict.keys(extra))
+    unread = extra.unread if isinstance(extra, TrackedExtra) else []
+    never = sorted(set(trial.params) - RESERVED_NAMES - returned)
+    if not unread and not never:
+        return
+    parts = []
+    if unread:
+        parts.append(
+            f"{', '.join(map(repr, unread))} reached params.extra, but neither build_model, "
+            "optimizer=fn(params, model) nor loss=fn(output, target, params) read it"
+        )
+    if never:
+        parts.append(f"{', '.join(map(repr, never))} was suggested but not returned by suggest")
+    warnings.warn(
+        f"Trial #{trial.number}: {'; '.join(parts)}. Such a value is stored and searched, yet "
+        "changes nothing (its importance would be noise). Read it (e.g. in optimizer=fn), "
+        "return it from suggest, or stop suggesting it.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 @dataclass(frozen=True)

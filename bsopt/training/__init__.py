@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from bsopt.training._memory import MemoryBudget, is_oom_error, release_memory
     from bsopt.training._metrics import METRICS, LossFn, Metric
     from bsopt.training._models import mlp, mlp_builder
+    from bsopt.training._optim import LARS
     from bsopt.training._probe import ProbeResult, probe_batch_size
     from bsopt.training._trainer import TrainResult, evaluate, train
 
@@ -50,6 +51,7 @@ _LAZY = {
     "Metric": "bsopt.training._metrics",
     "mlp": "bsopt.training._models",
     "mlp_builder": "bsopt.training._models",
+    "LARS": "bsopt.training._optim",
     "ProbeResult": "bsopt.training._probe",
     "probe_batch_size": "bsopt.training._probe",
     "TrainResult": "bsopt.training._trainer",
@@ -59,6 +61,7 @@ _LAZY = {
 __getattr__, __dir__ = attach(__name__, _LAZY)
 
 __all__ = [
+    "LARS",
     "METRICS",
     "DatasetData",
     "DistributedError",

@@ -131,13 +131,35 @@ def split_batch(batch: Batch, room: int) -> tuple[Batch, Batch | None]:
     return slice_batch(batch, 0, room), slice_batch(batch, room)
 
 
-def call_model(model: nn.Module | Callable[..., Any], inputs: Tree) -> Any:
-    """``model(inputs)``, ``model(*inputs)`` for a tuple or list, ``model(**inputs)`` for a
-    dict."""
-    if isinstance(inputs, Mapping):
+#: How the model is called with a batch's inputs (the option ``call``).
+CALLS = ("kwargs", "positional", "whole")
+
+
+def call_model(
+    model: nn.Module | Callable[..., Any], inputs: Tree, call: str | None = None
+) -> Any:
+    """The model's output on ``inputs``.
+
+    ``call=None`` follows the structure: ``model(**inputs)`` for a dict, ``model(*inputs)``
+    for a tuple or list, ``model(inputs)`` otherwise. ``"kwargs"``, ``"positional"`` and
+    ``"whole"`` force one of the three (``"whole"`` hands a dict or tuple over as one
+    argument, for a ``forward(self, batch)``).
+    """
+    if call == "whole":
+        return model(inputs)
+    if isinstance(inputs, Mapping) and call in (None, "kwargs"):
         return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
+    if isinstance(inputs, (tuple, list)) and call in (None, "positional"):
         return model(*inputs)
+    if call is not None and call not in CALLS:
+        raise ValueError(f"call must be one of {', '.join(CALLS)} or None, but got {call!r}.")
+    if call is not None:
+        kind = "a dict" if isinstance(inputs, Mapping) else type(inputs).__name__
+        raise ValueError(
+            f"call={call!r} needs inputs that are "
+            f"{'a dict' if call == 'kwargs' else 'a tuple or list'}, but the batch's inputs are "
+            f"{kind}. Use call='whole' to pass them as one argument, or leave call out."
+        )
     return model(inputs)
 
 

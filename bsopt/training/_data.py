@@ -13,10 +13,11 @@ Both expose the same two methods the trainer uses: ``train_batches`` and ``val_b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 import math
 import os
+import time
 from typing import Any, Protocol
 
 import numpy as np
@@ -269,8 +270,17 @@ class DatasetData:
 
     Use this when the data do not fit in memory. Items may be ``(inputs, target)`` with
     tensors or dicts/tuples of tensors, as for :class:`TensorData`; ``collate_fn`` is passed
-    to the ``DataLoader`` for anything else. ``num_workers=None`` picks
-    ``min(4, cpu count - 1)``; memory is pinned when training on CUDA.
+    to the ``DataLoader`` for anything else. Items that are dicts holding their own label
+    (Hugging Face style, ``{"input_ids": ..., "labels": ...}``) take ``target_key="labels"``:
+    the model is called with the other keys, and the loss and metric read the label.
+
+    One item is one row: the batch size, the budget, the epochs and the evaluation all count
+    items, so a ``collate_fn`` that yields several rows per item (windows, crops, stacked
+    augmentations) is refused on construction, with the fix (index the dataset by row).
+
+    ``num_workers=None`` picks 0 for items that load fast (in memory: worker processes would
+    only add their start-up and transfer time) and ``min(4, cpu count - 1)`` for slow ones;
+    memory is pinned when training on CUDA.
     """
 
     def __init__(
@@ -281,6 +291,7 @@ class DatasetData:
         n_classes: int | None,
         num_workers: int | None = None,
         collate_fn: Callable[[list[Any]], Batch] | None = None,
+        target_key: str | None = None,
         name: str = "dataset",
     ) -> None:
         for split, ds in (("training", train), ("validation", val)):
@@ -296,14 +307,19 @@ class DatasetData:
             raise ValueError(f"num_workers must be 0 or more, got {num_workers}.")
         if collate_fn is not None and not callable(collate_fn):
             raise ValueError(f"collate_fn must be callable or None, got {collate_fn!r}.")
+        if target_key is not None and not isinstance(target_key, str):
+            raise ValueError(
+                f"target_key must be the key of the label in dict items (e.g. 'labels') or "
+                f"None, but got {target_key!r}."
+            )
         self.train = train
         self.val = val
         self._n_classes = n_classes
-        self.num_workers = (
-            max(0, min(4, (os.cpu_count() or 1) - 1)) if num_workers is None else num_workers
-        )
         self.collate_fn = collate_fn
+        self.target_key = target_key
         self.name = name
+        seconds = self._check_rows()
+        self.num_workers = _default_workers(seconds) if num_workers is None else num_workers
 
     def __repr__(self) -> str:
         return (
@@ -333,17 +349,85 @@ class DatasetData:
             **kwargs,
         )
 
-    def _batches(self, loader: DataLoader[Any], device: torch.device) -> Iterator[Batch]:
+    def pair(self, batch: Any) -> Batch:
+        """A collated batch as ``(inputs, targets)``, with a message naming the fix."""
+        key = self.target_key
+        if key is not None:
+            if not isinstance(batch, Mapping) or key not in batch:
+                raise ValueError(
+                    f"target_key={key!r} takes the label out of dict items, but the batch is "
+                    f"{describe(batch)}. Return dicts that hold {key!r}, or leave target_key "
+                    "out for (inputs, targets) items."
+                )
+            return {k: v for k, v in batch.items() if k != key}, batch[key]
+        if isinstance(batch, Mapping):
+            raise ValueError(
+                f"A DatasetData batch must be a pair (inputs, targets), but the DataLoader gave "
+                f"a dict with keys {list(batch)}. If the label is one of them (Hugging Face "
+                "style), pass target_key='labels' (its key)."
+            )
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ValueError(
+                "A DatasetData batch must be a pair (inputs, targets), but the DataLoader "
+                f"gave {describe(batch)}. Return (inputs, targets) from the Dataset or "
+                "from collate_fn; a text collate with offsets (EmbeddingBag) returns "
+                "((tokens, offsets), labels) instead, or pads the tokens to (batch, length) "
+                "with torch.nn.utils.rnn.pad_sequence and EmbeddingBag(padding_idx=0)."
+            )
+        return batch[0], batch[1]
+
+    def preview(self, n: int = 8, *, split: str = "val") -> Batch:
+        """The first ``n`` items of ``split`` ("train" or "val"), collated and paired, on the
+        CPU, without starting workers."""
+        from torch.utils.data import default_collate
+
+        ds = self.train if split == "train" else self.val
+        collate = self.collate_fn or default_collate
+        return self.pair(collate([ds[i] for i in range(min(n, len(ds)))]))  # type: ignore[arg-type]
+
+    def _check_rows(self) -> float:
+        """Refuse items that collate into more or fewer rows than items; returns the seconds
+        one item took to load (for the number of workers)."""
+        n = min(8, self.n_train)
+        tick = time.perf_counter()
+        batch = self.preview(n, split="train")
+        seconds = (time.perf_counter() - tick) / n
+        try:
+            rows = batch_size_of(batch[1], where="batch's targets")
+        except (TypeError, ValueError):
+            return seconds  # not tensors: the trainer's own checks say what is wrong
+        if rows != n:
+            raise ValueError(
+                f"{n} training items collate into {rows} rows: the Dataset (or collate_fn) "
+                "yields several rows per item. The batch size, the budget, the epochs and the "
+                "evaluation count items, so they would not count what the model trains on. "
+                "Index the dataset by row instead (one window, crop or augmented copy per "
+                "item: __len__ = items x rows per item, __getitem__(i) -> one row)."
+            )
+        return seconds
+
+    def _batches(
+        self, loader: DataLoader[Any], device: torch.device, most: int | None = None
+    ) -> Iterator[Batch]:
         non_blocking = device.type == "cuda"
         for batch in loader:
-            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            pair = self.pair(batch)
+            try:
+                rows = batch_size_of(pair)  # leaves must agree on the number of samples
+            except ValueError as error:
                 raise ValueError(
-                    "A DatasetData batch must be a pair (inputs, targets), but the DataLoader "
-                    f"gave {describe(batch)}. Return (inputs, targets) from the Dataset or "
-                    "from collate_fn."
+                    f"{error} (A text collate with offsets for EmbeddingBag gives a tokens "
+                    "tensor as long as all texts together: pad the tokens to (batch, length) "
+                    "with torch.nn.utils.rnn.pad_sequence and use EmbeddingBag(padding_idx=0).)"
+                ) from None
+            if most is not None and rows > most:
+                raise ValueError(
+                    f"A batch of at most {most} items collated into {rows} rows: some items "
+                    "yield several rows, so the batch size, the budget and the epochs would "
+                    "not count what the model trains on. Index the dataset by row (one row "
+                    "per item)."
                 )
-            batch_size_of(batch)  # leaves must agree on the number of samples
-            yield to_device(tuple(batch), device, non_blocking=non_blocking)
+            yield to_device(pair, device, non_blocking=non_blocking)
 
     def train_batches(
         self, batch_size: BatchSize, device: torch.device, generator: torch.Generator
@@ -357,11 +441,22 @@ class DatasetData:
             loader = self._loader(
                 self.train, device, batch_size=batch_size, shuffle=True, generator=generator
             )
-        yield from self._batches(loader, device)
+        yield from self._batches(loader, device, None if callable(batch_size) else batch_size)
 
     def val_batches(self, device: torch.device) -> Iterator[Batch]:
         loader = self._loader(self.val, device, batch_size=min(_EVAL_BATCH_SIZE, self.n_val))
         yield from self._batches(loader, device)
+
+
+#: Items that load faster than this are in memory: worker processes would cost more (their
+#: start-up each epoch and the transfer of every batch) than they save.
+_FAST_ITEM_SECONDS = 5e-4
+
+
+def _default_workers(seconds_per_item: float) -> int:
+    if seconds_per_item < _FAST_ITEM_SECONDS:
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 class _ScheduledBatchSampler:

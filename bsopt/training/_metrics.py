@@ -9,8 +9,10 @@ differences can be given in percentage points), which the study records for the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+import inspect
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -20,6 +22,9 @@ import torch.nn.functional as F
 Direction = Literal["maximize", "minimize"]
 LossFn = Callable[[Any, Any], torch.Tensor]
 MetricFn = Callable[[Any, Any], float]
+#: What named metrics and the default loss read from a structured output: an index, a key or
+#: ``fn(output) -> tensor`` (the option ``output``).
+OutputPick = int | str | Callable[[Any], Any] | None
 
 
 @dataclass(frozen=True)
@@ -169,8 +174,9 @@ def default_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy for integer class labels, mean squared error for float targets."""
     if not isinstance(target, torch.Tensor) or not isinstance(output, torch.Tensor):
         raise ValueError(
-            "The default loss needs tensor outputs and targets, but got "
-            f"{type(output).__name__} outputs and {type(target).__name__} targets. Pass "
+            "The default loss needs one output tensor and one target tensor, but the model "
+            f"returns {_kind(output)} and the targets are {_kind(target)}. Pick the output "
+            "tensor with output=0 (an index), output='logits' (a key) or output=fn, or pass "
             "loss=fn(output, target) -> scalar tensor to make_objective."
         )
     if target.is_floating_point():
@@ -187,3 +193,137 @@ def check_loss_value(loss: Any) -> torch.Tensor:
             f"batch), but it returned {shape}. Reduce it, e.g. with .mean()."
         )
     return loss
+
+
+class MetricError(ValueError):
+    """A metric that cannot read the output or the targets, or returned no fit value."""
+
+
+def check_output_pick(output: object) -> None:
+    """Refuse an ``output=`` that is neither an index, a key, a callable nor None."""
+    if output is None or callable(output) or isinstance(output, str):
+        return
+    if isinstance(output, int) and not isinstance(output, bool):
+        return
+    raise ValueError(
+        f"output must be an index (output=0 for (logits, aux)), a key (output='logits') or "
+        f"a callable fn(output) -> tensor, but got {output!r}."
+    )
+
+
+def pick_output(output: Any, pick: OutputPick) -> Any:
+    """The part of a model's ``output`` that named metrics and the default loss read."""
+    if pick is None:
+        return output
+    if callable(pick):
+        return pick(output)
+    try:
+        return output[pick]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError(
+            f"output={pick!r} picks what the metric and the default loss read, but the model "
+            f"returns {_kind(output)}, which has no {pick!r}. Use an index for a tuple, a key "
+            "for a dict, or a callable fn(output) -> tensor."
+        ) from None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, Mapping):
+        return f"a dict with keys {list(value)}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def loss_takes_params(loss: Callable[..., Any]) -> bool:
+    """Whether ``loss`` takes ``(output, target, params)``; refuse other arities.
+
+    Raises:
+        ValueError: ``loss`` takes neither two nor three positional arguments.
+    """
+    try:
+        signature = inspect.signature(loss)
+    except (TypeError, ValueError):
+        return False  # a builtin without a signature: called as loss(output, target)
+    positional = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    required = sum(p.default is p.empty for p in positional)
+    if required == 3:
+        return True
+    variadic = any(p.kind == p.VAR_POSITIONAL for p in signature.parameters.values())
+    if variadic or (required <= 2 <= len(positional)):
+        return False
+    raise ValueError(
+        f"loss must take (output, target) or (output, target, params), but "
+        f"{getattr(loss, '__name__', loss)!r} takes {len(positional)} positional "
+        f"argument(s) {signature}. Example: loss=lambda out, y, params: "
+        "F.huber_loss(out, y, delta=params.extra['delta'])."
+    )
+
+
+def bind_loss(loss: Callable[..., Any] | None, params: Any, output: OutputPick = None) -> LossFn:
+    """The two-argument loss of one run: ``loss`` with ``params`` bound when it takes them,
+    or the default loss on the ``output`` pick."""
+    if loss is None:
+        if output is None:
+            return default_loss
+        return lambda out, target: default_loss(pick_output(out, output), target)
+    if loss_takes_params(loss):
+        return lambda out, target: loss(out, target, params)
+    return loss
+
+
+def check_metric_value(metric: Metric, value: Any) -> float:
+    """``value`` as a float, or a ValueError: a metric returns a real number, and a fraction
+    metric one in [0, 1]."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise MetricError(
+            f"metric {metric.name!r} must return a number (a float), but it returned "
+            f"{type(value).__name__}. Return e.g. float(...) from fn(outputs, targets)."
+        )
+    value = float(value)
+    if metric.fraction and math.isfinite(value) and not 0.0 <= value <= 1.0:
+        raise MetricError(
+            f"metric {metric.name!r} is a fraction, but came out as {value:g}, outside [0, 1]: "
+            "the rows evaluated do not match the rows counted (a collate_fn that yields "
+            "several rows per item?). Give the data one row per item."
+        )
+    return value
+
+
+def correct_count(output: Any, target: Any) -> torch.Tensor:
+    """How many rows ``output`` classifies as ``target`` (accuracy's numerator)."""
+    if not isinstance(output, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise MetricError(
+            f"metric='accuracy' reads one tensor of logits and one of labels, but the model "
+            f"returns {_kind(output)} and the targets are {_kind(target)}. Pick the logits "
+            "with output=0 (an index), output='logits' (a key) or output=fn, or use a "
+            "callable metric fn(outputs, targets) with direction=."
+        )
+    return (output.argmax(dim=-1) == target).sum()
+
+
+def run_metric(metric: Metric, outputs: Any, targets: Any, pick: OutputPick = None) -> float:
+    """``metric.fn`` on the outputs and targets of a split, with errors that name the fix:
+    named metrics read the ``pick`` of the output; a callable metric reads it whole."""
+    if metric.fn is None:
+        raise MetricError(f"metric {metric.name!r} is computed by the evaluation itself.")
+    named = METRICS.get(metric.name) is metric
+    if named:
+        outputs = pick_output(outputs, pick)
+        for part, value in (("model returns", outputs), ("targets are", targets)):
+            if not isinstance(value, torch.Tensor):
+                raise MetricError(
+                    f"metric={metric.name!r} reads one output tensor and one target tensor, "
+                    f"but the {part} {_kind(value)}. Pick the output tensor with output=0, "
+                    "output='key' or output=fn; for structured targets use a callable "
+                    "metric fn(outputs, targets) -> float with direction=."
+                )
+    return check_metric_value(metric, metric.fn(outputs, targets))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+import math
 from typing import Any
+import warnings
 
 import torch
 from torch import nn
@@ -105,3 +108,56 @@ def make_optimizer(model: nn.Module, params: Params) -> torch.optim.Optimizer:
             weight_decay=params.weight_decay,
         )
     return torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+
+
+def build_optimizer(
+    model: nn.Module,
+    params: Params,
+    choice: str | Callable[[Params, nn.Module], torch.optim.Optimizer] | None = None,
+) -> torch.optim.Optimizer:
+    """The optimizer of one run: ``params.optimizer`` (``choice=None``), the one ``choice``
+    names, or ``choice(params, model)``, checked to be an optimizer of ``model``'s weights.
+
+    Raises:
+        ValueError: ``choice(params, model)`` returned no optimizer, or one that updates no
+            weight of ``model``.
+    """
+    if choice is None:
+        return make_optimizer(model, params)
+    if isinstance(choice, str):
+        return make_optimizer(model, replace(params, optimizer=choice))  # type: ignore[arg-type]
+    optimizer = choice(params, model)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(
+            f"optimizer(params, model) must return a torch.optim.Optimizer, but it returned "
+            f"{type(optimizer).__name__}. Example: return torch.optim.AdamW(model.parameters(), "
+            "lr=params.lr)."
+        )
+    own = {id(p) for p in model.parameters()}
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    if not any(id(p) in own for p in held):
+        raise ValueError(
+            "optimizer(params, model) returned an optimizer that updates none of the model's "
+            "weights. Build it from the model it is given: model.parameters() or "
+            "model.named_parameters()."
+        )
+    if not any(math.isclose(group["lr"], params.lr) for group in optimizer.param_groups):
+        warnings.warn(
+            f"optimizer(params, model) built no parameter group at params.lr={params.lr:g} "
+            "(the searched learning rate, coupled to the batch size when lr_scaling is set): "
+            "the search over lr changes nothing. Build the groups at params.lr, or at "
+            "multiples of it.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return optimizer
+
+
+def optimizer_name(choice: object, params: Params) -> str:
+    """What a trial stores as its ``optimizer``: the name, or the function's name."""
+    if choice is None:
+        return params.optimizer
+    if isinstance(choice, str):
+        return choice
+    name = getattr(choice, "__name__", "")
+    return f"custom:{name}" if name and name != "<lambda>" else "custom"

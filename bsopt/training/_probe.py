@@ -221,6 +221,7 @@ def probe_batch_size(
     memory_budget_mb: float | None = None,
     amp: Amp = "auto",
     loss: LossFn | None = None,
+    call: str | None = None,
 ) -> ProbeResult:
     """Find the largest micro-batch that trains one step of ``model`` on ``device``.
 
@@ -242,6 +243,7 @@ def probe_batch_size(
         amp: mixed precision as in :func:`~bsopt.training.train`; it changes the memory a
             step needs.
         loss: the training loss as in :func:`~bsopt.training.train`; default cross-entropy or MSE.
+        call: how the model is called, as in :func:`~bsopt.training.train`.
 
     Raises:
         ValueError: a bad argument, or not even a batch of 1 fits.
@@ -256,6 +258,7 @@ def probe_batch_size(
         loss or default_loss,
         autocast_for(device, amp_dtype(amp, device)),
         device,
+        call,
     )
     key = probe_key_for(
         model,
@@ -304,6 +307,7 @@ class _ProbeStep:
     loss_fn: LossFn
     autocast: Autocast
     device: torch.device
+    call: str | None = None
 
     def search(
         self, params: Params, memory_budget_mb: float | None, *, high: int, start: int
@@ -352,7 +356,7 @@ class _ProbeStep:
         failed = False
         try:
             batch = _tile(self.example, n, batch_size_of(self.example))
-            forward_loss(self.model, batch, self.loss_fn, self.autocast).backward()
+            forward_loss(self.model, batch, self.loss_fn, self.autocast, self.call).backward()
             optimizer.step()
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)

@@ -316,3 +316,33 @@ def test_under_ddp_rank_0_reports_and_every_rank_stops_at_the_prune(tmp_path: Pa
     # Both ranks stopped at the same step, after 48 samples each.
     assert (tmp_path / "rank0.txt").read_text() == "48"
     assert (tmp_path / "rank1.txt").read_text() == "48"
+
+
+def test_configure_with_a_dataloader_points_at_a_datamodule() -> None:
+    reporter = _fixed_reporter(bsopt.Budget(1), 16)
+    loader = DataLoader(_tensors(N_TRAIN, 0), batch_size=32)
+    with pytest.raises(ValueError, match=r"needs a LightningDataModule, but got a DataLoader"):
+        reporter.configure(loader)  # type: ignore[arg-type]
+
+
+def test_lightning_objective_searches_in_one_call_and_names_the_metric(
+    tmp_path: Path,
+) -> None:
+    import logging
+
+    objective = bsopt.integrations.lightning_objective(
+        lambda params: Classifier(lr=params.lr),
+        Data,
+        budget=bsopt.Budget(2, "epochs", evals=2),
+        monitor="val_acc",
+        space=bsopt.SearchSpace(batch_size=(16, 32), lr=(0.01, 0.1)),
+        trainer_options={"accelerator": "cpu", "devices": 1},
+    )
+    assert objective.n_train == N_TRAIN  # read from the DataModule
+    study = _study(tmp_path)
+    bsopt.optimize(study, objective, trials=2, show_progress_bar=False)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert study.metric_names == ["validation val_acc"]
+    for trial in study.trials:
+        assert trial.user_attrs["samples_seen"] == 2 * N_TRAIN
+    assert logging.getLogger("lightning.pytorch").level == logging.WARNING  # quiet after one

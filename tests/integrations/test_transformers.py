@@ -348,3 +348,30 @@ def test_under_ddp_rank_0_reports_and_every_process_stops_at_the_prune(tmp_path:
     # Both processes stopped at the same update.
     assert (tmp_path / "rank0.txt").read_text() == "2 6"
     assert (tmp_path / "rank1.txt").read_text() == "2 6"
+
+
+def test_transformers_objective_searches_in_one_call_and_names_the_metric(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    objective = bsopt.integrations.transformers_objective(
+        lambda params: _model(),
+        _args(tmp_path),
+        Tokens(N_TRAIN, 0),
+        Tokens(32, 1),
+        budget=bsopt.Budget(1, "epochs", evals=2),
+        monitor="eval_accuracy",
+        direction="maximize",
+        compute_metrics=_accuracy,
+        space=bsopt.SearchSpace(batch_size=(16, 32), lr=(1e-3, 1e-2)),
+    )
+    study = bsopt.create_study(
+        "tf", storage=f"sqlite:///{tmp_path / 'tf.db'}", direction="maximize"
+    )
+    bsopt.optimize(study, objective, trials=2, show_progress_bar=False)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert study.metric_names == ["validation eval_accuracy"]
+    for trial in study.trials:
+        assert trial.user_attrs["samples_seen"] == N_TRAIN
+        assert trial.user_attrs["lr"] == trial.params["lr"]
+    # The Trainer's printed logs: two evaluations of the first trial, none of the second.
+    assert capsys.readouterr().out.count("'eval_loss'") == 2

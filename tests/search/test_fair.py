@@ -493,3 +493,33 @@ def test_bsopt_run_and_report_take_a_loop_objective(tmp_path: Path) -> None:
     assert bsopt.cli.main(["report", "--study", "loop", "--storage", url, "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "samples/s" in text
+
+
+def test_an_own_loop_study_records_its_metric_and_objective_name() -> None:
+    def fn(trial: optuna.Trial) -> float:
+        return 0.5
+
+    objective = bsopt.LoopObjective(
+        fn, budget=bsopt.Budget(50, "samples"), n_train=100, metric="accuracy"
+    )
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=2)
+    assert study.metric_names == ["validation accuracy"]
+    assert study.user_attrs["metric"] == "accuracy"
+    assert study.user_attrs["metric_unit"] == "fraction"
+    # A FairReporter told its metric does the same for a loop without LoopObjective.
+    other = optuna.create_study(direction="minimize")
+    bsopt.FairReporter(other.ask(), bsopt.Budget(50, "samples"), 100, batch_size=10,
+                       metric="val_loss")  # fmt: skip
+    assert other.metric_names == ["validation val_loss"]
+    assert other.user_attrs["metric_direction"] == "minimize"
+
+
+def test_a_fraction_metric_outside_0_1_is_refused_not_stored() -> None:
+    study = optuna.create_study(direction="maximize")
+    reporter = bsopt.FairReporter(
+        study.ask(), bsopt.Budget(50, "samples", evals=1), 100, batch_size=10, metric="accuracy"
+    )
+    with pytest.raises(ValueError, match=r"'accuracy' is a fraction, but came out as 3.2"):
+        reporter.report(3.2, samples_seen=50)
+    assert study.trials[0].intermediate_values == {}

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +130,75 @@ def _zeros(
 def test_bad_data_is_refused(make: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         make()  # type: ignore[operator]
+
+
+def test_dataset_data_uses_no_workers_for_items_in_memory_and_refuses_several_rows() -> None:
+    from torch.utils.data import Dataset, TensorDataset
+
+    x, y = torch.randn(64, 3), torch.arange(64) % 2
+    fast = bsopt.DatasetData(TensorDataset(x, y), TensorDataset(x, y), n_classes=2)
+    assert fast.num_workers == 0
+
+    class Slow(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+        def __len__(self) -> int:
+            return 64
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+            import time
+
+            time.sleep(0.002)  # an item read from disk
+            return x[i], y[i]
+
+    slow = bsopt.DatasetData(Slow(), Slow(), n_classes=2)
+    assert slow.num_workers == max(0, min(4, (os.cpu_count() or 1) - 1))
+    assert bsopt.DatasetData(Slow(), Slow(), n_classes=2, num_workers=0).num_workers == 0
+
+    def doubled(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+        xs = torch.stack([item[0] for item in items])
+        ys = torch.stack([item[1] for item in items])
+        return torch.cat([xs, xs.flip(-1)]), torch.cat([ys, ys])  # two rows per item
+
+    with pytest.raises(ValueError, match=r"8 training items collate into 16 rows"):
+        bsopt.DatasetData(TensorDataset(x, y), TensorDataset(x, y), n_classes=2,
+                          collate_fn=doubled)  # fmt: skip
+
+
+def test_items_past_the_preview_that_yield_several_rows_stop_training() -> None:
+    from torch.utils.data import Dataset, TensorDataset
+
+    x, y = torch.randn(64, 3), torch.arange(64) % 2
+
+    class LaterTwice(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+        def __len__(self) -> int:
+            return 64
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+            times = 1 if i < 8 else 2  # the preview (items 0-7) looks fine
+            return x[i].expand(times, 3), y[i].expand(times)
+
+    def cat(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+        return torch.cat([a for a, _ in items]), torch.cat([b for _, b in items])
+
+    data = bsopt.DatasetData(LaterTwice(), TensorDataset(x, y), n_classes=2, collate_fn=cat)
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=r"at most 16 items collated into \d+ rows"):
+        bsopt.training.train(model, data, bsopt.Params(16, 1e-2), device="cpu")
+
+
+def test_a_text_collate_with_offsets_is_pointed_at_padding() -> None:
+    from torch.utils.data import Dataset
+
+    class Texts(Dataset[tuple[int, torch.Tensor]]):
+        def __len__(self) -> int:
+            return 16
+
+        def __getitem__(self, i: int) -> tuple[int, torch.Tensor]:
+            return i % 2, torch.arange(1, 2 + i % 5)  # texts of different lengths
+
+    def tutorial(items: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+        labels = torch.tensor([label for label, _ in items])
+        lengths = torch.tensor([0] + [len(text) for _, text in items[:-1]])
+        return labels, torch.cat([text for _, text in items]), lengths.cumsum(0)
+
+    with pytest.raises(ValueError, match=r"must be a pair .*pad_sequence.*padding_idx=0"):
+        bsopt.DatasetData(Texts(), Texts(), n_classes=2, collate_fn=tutorial)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+import bsopt
 from bsopt import Params
 from bsopt.training._optim import LARS, make_optimizer, trust_ratio
 
@@ -49,3 +50,29 @@ def test_make_optimizer_names() -> None:
     assert isinstance(make_optimizer(model, Params(batch_size=8, lr=1.0, optimizer="lars")), LARS)
     with pytest.raises(ValueError, match=r"lr must be positive"):
         LARS(model.parameters(), lr=0.0)
+
+
+def test_build_optimizer_takes_a_name_or_a_function_with_groups() -> None:
+    import warnings
+
+    from bsopt.training._optim import build_optimizer, optimizer_name
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    params = bsopt.Params(32, 0.5)
+    assert isinstance(build_optimizer(model, params, "sgd"), torch.optim.SGD)
+    assert isinstance(build_optimizer(model, params), torch.optim.AdamW)  # params.optimizer
+
+    def lars_groups(p: bsopt.Params, m: torch.nn.Module) -> torch.optim.Optimizer:
+        weights = [w for w in m.parameters() if w.ndim > 1]
+        others = [w for w in m.parameters() if w.ndim <= 1]
+        return bsopt.training.LARS(
+            [{"params": weights, "weight_decay": 1e-4}, {"params": others}], p.lr
+        )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        built = build_optimizer(model, params, lars_groups)
+    assert [g["weight_decay"] for g in built.param_groups] == [1e-4, 0.0]
+    assert optimizer_name(lars_groups, params) == "custom:lars_groups"
+    with pytest.warns(UserWarning, match=r"no parameter group at params.lr=0.5"):
+        build_optimizer(model, params, lambda p, m: torch.optim.SGD(m.parameters(), lr=0.1))
