@@ -44,12 +44,18 @@ from bsopt.training._metrics import (
     LossFn,
     Metric,
     MetricFn,
+    OutputPick,
+    bind_loss,
     check_loss_value,
+    check_metric_value,
+    correct_count,
     default_loss,
+    pick_output,
     resolve_metric,
+    run_metric,
 )
-from bsopt.training._noise import NoiseScale
-from bsopt.training._optim import make_optimizer
+from bsopt.training._noise import MeasureBudget, NoiseScale
+from bsopt.training._optim import build_optimizer, optimizer_name
 
 ReportFn = Callable[[int, float], "StopReason | bool | None"]
 
@@ -91,6 +97,7 @@ class TrainResult:
     noise_summary: dict[str, Any] = field(default_factory=dict)
     batch_history: list[int] = field(default_factory=list)
     world_size: int = 1
+    optimizer: str = ""
 
     @property
     def samples_per_second(self) -> float:
@@ -124,12 +131,16 @@ Autocast = contextlib.AbstractContextManager[object]
 
 
 def forward_loss(
-    model: nn.Module, batch: Batch, loss_fn: LossFn, autocast: Autocast
+    model: nn.Module,
+    batch: Batch,
+    loss_fn: LossFn,
+    autocast: Autocast,
+    call: str | None = None,
 ) -> torch.Tensor:
     """The loss of ``batch``: the one loss path of training, probing and evaluation."""
     x, y = batch
     with autocast:
-        return check_loss_value(loss_fn(call_model(model, x), y))
+        return check_loss_value(loss_fn(call_model(model, x, call), y))
 
 
 def _grad_sq_norm(model: nn.Module) -> float:
@@ -148,34 +159,41 @@ def validate(
     metric: Metric,
     loss_fn: LossFn = default_loss,
     autocast: Autocast | None = None,
+    *,
+    output: OutputPick = None,
+    call: str | None = None,
 ) -> tuple[float, float]:
     """``(metric value, mean validation loss)`` over the whole validation split.
 
     Accuracy and loss are summed on the device (one host sync per evaluation); any other
-    metric sees the concatenated outputs and targets of the split.
+    metric sees the concatenated outputs and targets of the split. Both are means over the
+    rows the model saw (the batch dimension of its inputs), not over ``data.n_val``.
     """
     autocast = autocast or autocast_for(device, None)
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
+    rows = 0
     outputs: list[Tree] = []
     targets: list[Tree] = []
     with autocast:
         for x, y in data.val_batches(device):
-            out = call_model(model, x)
-            loss_sum += check_loss_value(loss_fn(out, y)).float() * batch_size_of(y)
+            out = call_model(model, x, call)
+            n = batch_size_of(y)
+            rows += n
+            loss_sum += check_loss_value(loss_fn(out, y)).float() * n
             if metric.name == "accuracy":
-                correct += (out.argmax(dim=-1) == y).sum()
+                correct += correct_count(pick_output(out, output), y)
             elif metric.fn is not None:
                 outputs.append(out)
                 targets.append(y)
     model.train()
-    val_loss = loss_sum.item() / data.n_val
+    val_loss = loss_sum.item() / rows
     if metric.name == "accuracy":
-        return correct.item() / data.n_val, val_loss
+        return check_metric_value(metric, correct.item() / rows), val_loss
     if metric.fn is None:
         return val_loss, val_loss
-    return float(metric.fn(concat(outputs), concat(targets))), val_loss
+    return run_metric(metric, concat(outputs), concat(targets), output), val_loss
 
 
 def evaluate(
@@ -186,10 +204,16 @@ def evaluate(
     *,
     loss: LossFn | None = None,
     direction: Literal["maximize", "minimize"] | None = None,
+    output: OutputPick = None,
+    call: str | None = None,
 ) -> float:
-    """The validation ``metric`` of ``model`` on ``data`` (see :func:`train` for metrics)."""
+    """The validation ``metric`` of ``model`` on ``data`` (see :func:`train` for metrics,
+    ``output`` and ``call``). A loss taking ``params`` cannot be used here."""
     chosen = resolve_metric(metric, direction)
-    value, _ = validate(model, data, resolve_device(device), chosen, loss or default_loss)
+    loss_fn = bind_loss(loss, None, output)
+    value, _ = validate(
+        model, data, resolve_device(device), chosen, loss_fn, output=output, call=call
+    )
     return value
 
 
@@ -218,6 +242,7 @@ class _Step:
     device: torch.device
     world: World | None = None
     pending: int = 0  # a failure flag (see _distributed) owed to the next all-reduce
+    call: str | None = None
 
     def __call__(self, batch: Batch, n: int, noise: NoiseScale | None) -> torch.Tensor:
         if self.world is not None:
@@ -227,7 +252,7 @@ class _Step:
             micro = (n + 1) // 2  # two micro-batches give the two gradient norms
         if micro == n:
             # The whole batch in one pass, the common case: no accumulator, no weights.
-            loss = forward_loss(self.model, batch, self.loss_fn, self.autocast)
+            loss = forward_loss(self.model, batch, self.loss_fn, self.autocast, self.call)
             self.scaler.scale(loss).backward()
             step_loss = loss.detach().float()
         else:
@@ -246,18 +271,28 @@ class _Step:
         # Each micro-batch loss is weighted by its share of the batch, so the summed
         # gradient equals the full batch's.
         step_loss = torch.zeros((), device=self.device)
-        small: tuple[float, int] | None = None
+        first: tuple[float, int] | None = None
+        aside: list[torch.Tensor | None] = []
         for start in range(0, n, micro):
             part = slice_batch(batch, start, start + micro)
             size = min(micro, n - start)
-            loss = forward_loss(self.model, part, self.loss_fn, self.autocast) * (size / n)
+            loss = forward_loss(self.model, part, self.loss_fn, self.autocast, self.call)
+            loss = loss * (size / n)
             self.scaler.scale(loss).backward()
             step_loss += loss.detach().float()
-            if noise is not None and small is None:
-                # The first micro-batch's own gradient, undoing its weight in the batch.
-                small = (self._grad_sq() * (n / size) ** 2, size)
-        if noise is not None and small is not None:
-            noise.update(small[0], small[1], self._grad_sq(), n)
+            if noise is not None and first is None:
+                # The first micro-batch's own gradient, undoing its weight in the batch, set
+                # aside (no copy) so that the rest's gradient is measured on its own too.
+                first = (self._grad_sq() * (n / size) ** 2, size)
+                aside = [p.grad for p in self.model.parameters()]
+                self.model.zero_grad(set_to_none=True)
+        if noise is not None and first is not None and first[1] < n:
+            rest = n - first[1]
+            rest_sq = self._grad_sq() * (n / rest) ** 2
+            for p, grad in zip(self.model.parameters(), aside, strict=True):
+                if grad is not None:
+                    p.grad = grad if p.grad is None else p.grad.add_(grad)
+            noise.update_split(first[0], first[1], rest_sq, rest, self._grad_sq())
         return step_loss
 
     def _shared(
@@ -280,7 +315,9 @@ class _Step:
                 for start in range(0, local, micro):
                     part = batch if micro >= local else slice_batch(batch, start, start + micro)
                     size = min(micro, local - start)
-                    loss = forward_loss(self.model, part, self.loss_fn, self.autocast)
+                    loss = forward_loss(
+                        self.model, part, self.loss_fn, self.autocast, self.call
+                    )
                     loss = loss * (size / n)
                     self.scaler.scale(loss).backward()
                     step_loss += loss.detach().float()
@@ -358,7 +395,7 @@ def train(
         batch, n = run.next_batch()
         run.set_lr(n)
         # forward/backward over the micro-batches -> clip -> step -> zero_grad
-        step_loss = run.step(batch, n, run.noise if run.measures_noise(n) else None)
+        step_loss = run.take_step(batch, n)
         if run.count(n, step_loss):  # a NaN or infinite loss stops at once
             break
         if run.cursor.reached(run.training_ms()) and run.evaluate():
@@ -378,7 +415,8 @@ def _checked_metric(
     if metric.needs_classes and data.n_classes is None:
         raise ValueError(
             f"metric={metric.name!r} needs class labels (int64 targets), but the data hold "
-            "regression or structured targets. Use metric='loss', 'mae' or a callable."
+            "regression or structured targets. Use metric='loss', 'mae' (one float target "
+            "tensor) or a callable metric."
         )
     if params.batch_size > data.n_train:
         raise ValueError(
@@ -409,7 +447,7 @@ class _Run:
         self.model, self.data, self.params, self.config = model, data, params, config
         self.report, self.world = report, world
         self.metric = _checked_metric(data, params, config, world)
-        self.loss_fn = config.loss or default_loss
+        self.loss_fn = bind_loss(config.loss, params, config.output)
         self.device = resolve_device(config.device) if world is None else world.device
         self.dtype = amp_dtype(config.amp, self.device)
         self.autocast = autocast_for(self.device, self.dtype)
@@ -417,7 +455,9 @@ class _Run:
         self.cursor: GridCursor[Batch] = GridCursor(config.budget.grid(data.n_train))
         self.scheduled_lr = params.lr_schedule != "constant" or params.warmup > 0
         measure = config.measure_noise_scale or params.batch_schedule == "adaptive"
-        self.noise = NoiseScale() if measure else None
+        self.noise = NoiseScale(population=data.n_train) if measure else None
+        timed = measure and config.noise_every is None and world is None
+        self.noise_budget = MeasureBudget() if timed else None
         self.divergence = DivergenceCheck(config.divergence_factor)
         self.current_batch = self._scheduled_batch(0)
         # Checking the loss needs a host sync: every step is free on the CPU, not on a GPU.
@@ -449,9 +489,13 @@ class _Run:
             if world.rank:
                 # Other dropout masks than rank 0's, on other samples.
                 torch.manual_seed(self.config.seed * 1_000_003 + world.rank)
+        optimizer = build_optimizer(model, self.params, self.config.optimizer)
+        # Each group's own rate (a head at 10x, a backbone at 0.1x) is what the schedule
+        # scales, so groups keep their ratios through warm-up and decay.
+        self.group_lrs = [float(group["lr"]) for group in optimizer.param_groups]
         step = _Step(
             model,
-            make_optimizer(model, self.params),
+            optimizer,
             # fp16 gradients underflow without loss scaling; bf16 has fp32's range.
             torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16),
             self.autocast,
@@ -460,6 +504,7 @@ class _Run:
             self.config.clip_grad_norm,
             device,
             world,
+            call=self.config.call,
         )
         reset_peak_memory(device)
         return step
@@ -498,15 +543,42 @@ class _Run:
         cursor = self.cursor
         done = self.training_ms() if cursor.timed else cursor.samples_seen + n
         factor = lr_factor(done / cursor.grid.total, self.params.lr_schedule, self.params.warmup)
-        for group in self.step.optimizer.param_groups:
-            group["lr"] = self.params.lr * factor
+        for group, lr in zip(self.step.optimizer.param_groups, self.group_lrs, strict=True):
+            group["lr"] = lr * factor
+
+    def _noise_summary(self) -> dict[str, Any]:
+        if self.noise is None:
+            return {}
+        summary: dict[str, Any] = dict(self.noise.as_dict())
+        budget = self.noise_budget
+        if budget is not None and budget.total > 0:
+            # What measuring cost, by the budget's own clock: its share of the step time.
+            summary["noise_scale_time_share"] = budget.cost / budget.total
+        return summary
+
+    def take_step(self, batch: Batch, n: int) -> torch.Tensor:
+        """One optimizer update, measuring the noise scale when due (timed for its budget)."""
+        measure = self.measures_noise(n)
+        start = time.perf_counter()
+        step_loss = self.step(batch, n, self.noise if measure else None)
+        if self.noise_budget is not None:
+            self.noise_budget.record(time.perf_counter() - start, n, measure)
+        return step_loss
 
     def measures_noise(self, n: int) -> bool:
         # Two micro-batches per rank give the small and the large gradient norm.
         ranks = 1 if self.world is None else self.world.size
-        return (
-            self.noise is not None and n >= 2 * ranks and self.steps % self.config.noise_every == 0
-        )
+        if self.noise is None or n < 2 * ranks or (ranks == 1 and self.world is not None):
+            # A one-rank group has no smaller batch to compare with (its rank's gradient
+            # is the whole batch's).
+            return False
+        every = self.config.noise_every
+        if every is not None:
+            return self.steps % every == 0
+        # noise_every=None: as often as the time budget allows. Over several devices every
+        # rank must measure at the same steps (the norms travel in the all-reduce), and each
+        # rank's own gradient is the small batch: no split, so every step.
+        return self.noise_budget is None or self.noise_budget.due()
 
     def count(self, n: int, step_loss: torch.Tensor) -> bool:
         """Count a step; ``True`` when its loss is not finite (the run stops)."""
@@ -521,8 +593,16 @@ class _Run:
         return False
 
     def _validate(self) -> tuple[float, float]:
+        config = self.config
         return validate(
-            self.model, self.data, self.device, self.metric, self.loss_fn, self.autocast
+            self.model,
+            self.data,
+            self.device,
+            self.metric,
+            self.loss_fn,
+            self.autocast,
+            output=config.output,
+            call=config.call,
         )
 
     def evaluate(self) -> bool:
@@ -597,9 +677,10 @@ class _Run:
             val_loss=self.val_loss,
             epochs_started=self.epochs_started,
             noise_history=self.noise_history,
-            noise_summary=self.noise.as_dict() if self.noise is not None else {},
+            noise_summary=self._noise_summary(),
             batch_history=self.batch_history,
             world_size=1 if world is None else world.size,
+            optimizer=optimizer_name(self.config.optimizer, params),
         )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 import copy
 import math
 import time
@@ -13,6 +14,7 @@ from torch.utils.data import TensorDataset
 import bsopt
 from bsopt import Budget, DatasetData, Params, TensorData
 from bsopt.training import TrainingData, TrainResult, train
+from bsopt.training._distributed import start_group
 
 
 def _model(data: TensorData, seed: int = 0) -> nn.Module:
@@ -215,3 +217,29 @@ def test_accuracy_on_regression_targets_is_refused() -> None:
 def test_cuda_asked_for_without_cuda(tiny_data: TensorData) -> None:
     with pytest.raises(ValueError, match=r"device='cuda' was asked for, but CUDA is not"):
         train(_model(tiny_data), tiny_data, Params(batch_size=8, lr=0.1), device="cuda")
+
+
+class _NoFollower:
+    """The follower of a one-rank group, which starts no other rank."""
+
+    def prepare(self, rank: int) -> Callable[[Any], None]:
+        raise RuntimeError("a one-rank group starts no other ranks")
+
+
+def test_a_one_rank_group_trains_with_the_noise_scale_on() -> None:
+    # One rank has no smaller batch to compare its gradient with: it measures nothing
+    # instead of failing (it raised "Need 0 < b_small < b_big" before).
+    data = bsopt.make_synthetic(400, n_features=8, n_classes=3, seed=0)
+    torch.manual_seed(0)
+    model = bsopt.training.mlp(8, 3, hidden=(16,))
+    params = bsopt.Params(batch_size=32, lr=0.01)
+    group = start_group(1, _NoFollower())
+    try:
+        result = bsopt.training.train(
+            model, data, params, world=group.world, budget=bsopt.Budget(1, evals=1),
+            measure_noise_scale=True, noise_every=1,
+        )  # fmt: skip
+    finally:
+        group.close()
+    assert result.world_size == 1 and result.samples_seen == data.n_train
+    assert result.noise_history == [] or all(math.isnan(v) for v in result.noise_history)
