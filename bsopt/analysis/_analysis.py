@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bsopt.analysis._fits import CriticalBatchFit, LrFit, fit_critical_batch, fit_lr_scaling
+from bsopt.analysis._fits import (
+    CriticalBatchFit,
+    LrFit,
+    NoCriticalBatchFit,
+    best_lr_per_batch,
+    fit_lr_scaling,
+    try_fit_critical_batch,
+)
 from bsopt.analysis._load import (
     complete_trials,
     confirm_reruns,
@@ -96,6 +103,7 @@ class BatchSizeStats:
     samples_per_second: float | None
     samples_to_target: int | None
     seconds_to_target: float | None
+    target_censored: bool = False
     compared: tuple[float, ...] = ()
     interval: tuple[float, float] | None = None
     difference: float | None = None
@@ -141,6 +149,7 @@ class BatchSizeAnalysis:
     cost_basis: str | None = None
     basis: str = "search"
     critical_batch: CriticalBatchFit | None = None
+    critical_batch_reason: str | None = None
     noise_scale_range: tuple[float, float] | None = None
     noise_scale_no_signal: int = 0
     n_confirm: int = 0
@@ -283,8 +292,7 @@ def analyze_batch_sizes(
     searched, target = _all_stats(trials, reruns, complete, target, maximize, top_k)
     per_batch, leader, basis = _against_leader(searched, maximize, confidence)
     tied, recommended, cost_basis = _ties(per_batch, leader)
-    lr_points = [(s.batch_size, s.best_lr) for s in per_batch if s.best_lr is not None]
-    noise = _noise(study, trials)
+    crit = _critical(per_batch)
     return BatchSizeAnalysis(
         study_name=study.study_name,
         direction="maximize" if maximize else "minimize",
@@ -294,7 +302,9 @@ def analyze_batch_sizes(
         per_batch=tuple(per_batch),
         best_batch_size=leader.batch_size if leader else None,
         enough_data=_enough(per_batch, leader, min_trials),
-        lr_fit=fit_lr_scaling(lr_points, confidence=confidence),
+        lr_fit=fit_lr_scaling(
+            best_lr_per_batch(_lr_rows(trials), maximize=maximize), confidence=confidence
+        ),
         target=target,
         target_is_default=default_target,
         objectives=tuple(study.metric_names or ()) if len(study.directions) > 1 else (),
@@ -303,17 +313,13 @@ def analyze_batch_sizes(
         recommended_batch_size=recommended,
         cost_basis=cost_basis,
         basis=basis,
-        critical_batch=fit_critical_batch(
-            [(s.batch_size, s.samples_to_target) for s in per_batch if s.samples_to_target]
-        ),
+        critical_batch=crit if isinstance(crit, CriticalBatchFit) else None,
+        critical_batch_reason=crit.reason if isinstance(crit, NoCriticalBatchFit) else None,
         n_confirm=len(reruns),
         confidence=confidence,
         min_trials=min_trials,
         top_k=top_k,
-        noise_scale=noise[0],
-        noise_scale_trials=noise[1],
-        noise_scale_range=noise[2],
-        noise_scale_no_signal=noise[3],
+        **_noise(study, trials),
     )
 
 
@@ -445,20 +451,48 @@ def _default_target(
 
 def _to_target(
     group: list[FrozenTrial], target: float | None, maximize: bool
-) -> tuple[int, float | None] | None:
-    """The fewest samples any of ``group`` needed to reach ``target``, with the training
-    seconds they took at that trial's throughput."""
+) -> tuple[int, float | None, bool] | None:
+    """The fewest samples any of ``group`` needed to reach ``target``, the training seconds
+    they took at that trial's throughput, and whether that was the trial's first evaluation
+    (censored: the target was reached before anything was measured)."""
     if target is None:
         return None
-    reached: list[tuple[int, float | None]] = []
+    reached: list[tuple[int, float | None, bool]] = []
     for t in group:
         if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             continue
         step = first_step_at(t, target, maximize)
         if step is not None:
             speed = finite(t.user_attrs.get("samples_per_second"))
-            reached.append((step, step / speed if speed else None))
-    return min(reached, key=lambda p: p[0]) if reached else None
+            first = step == min(t.intermediate_values)
+            reached.append((step, step / speed if speed else None, first))
+    return min(reached, key=lambda p: (p[0], p[2])) if reached else None
+
+
+def _lr_rows(trials: list[FrozenTrial]) -> list[tuple[float, float, float]]:
+    """``(batch size, lr, value)`` of every completed search trial, and of every trial that
+    diverged with NaN: it bounds the best lr from above (see ``best_lr_per_batch``)."""
+    rows = []
+    for t in trials:
+        b, lr = trial_batch_size(t), trial_lr(t)
+        if b is None or lr is None:
+            continue
+        value = trial_value(t) if t.state == TrialState.COMPLETE else None
+        if value is not None:
+            rows.append((float(b), lr, value))
+        elif t.user_attrs.get("stop_reason") == "diverged":
+            rows.append((float(b), lr, math.nan))
+    return rows
+
+
+def _critical(per_batch: list[BatchSizeStats]) -> CriticalBatchFit | NoCriticalBatchFit | None:
+    """McCandlish's fit over the batch sizes that reached the target, leaving out those that
+    reached it at their first evaluation; ``None`` with fewer than three to try."""
+    points = [(s.batch_size, s.samples_to_target) for s in per_batch if s.samples_to_target]
+    if len(points) < 3:
+        return None
+    censored = [s.batch_size for s in per_batch if s.samples_to_target and s.target_censored]
+    return try_fit_critical_batch(points, censored=censored)
 
 
 def _batch_stats(
@@ -503,6 +537,7 @@ def _batch_stats(
         samples_per_second=statistics.median(speeds) if speeds else None,
         samples_to_target=fastest[0] if fastest else None,
         seconds_to_target=fastest[1] if fastest else None,
+        target_censored=fastest[2] if fastest else False,
         compared=tuple(top),
         confirm_values=tuple(v for t in reruns if (v := trial_value(t)) is not None),
         confirm_of=tuple(sorted(by_config)),
@@ -607,9 +642,7 @@ def _ties(
     return tied, recommended, cost_basis
 
 
-def _noise(
-    study: optuna.Study, trials: list[FrozenTrial]
-) -> tuple[float | None, int, tuple[float, float] | None, int]:
+def _noise(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, Any]:
     """The noise-scale fields of :class:`BatchSizeAnalysis`: the median over trials (else the
     study's own), the trials it is the median of, its range (or the one trial's interval),
     and how many trials measured it without signal."""
@@ -620,4 +653,9 @@ def _noise(
         only = next(t for t in trials if trial_noise_scale(t) is not None)
         noise_range = trial_noise_interval(only)
     scale = statistics.median(scales) if scales else finite(study.user_attrs.get("noise_scale"))
-    return scale, len(scales), noise_range, len(measured) - len(scales)
+    return {
+        "noise_scale": scale,
+        "noise_scale_trials": len(scales),
+        "noise_scale_range": noise_range,
+        "noise_scale_no_signal": len(measured) - len(scales),
+    }

@@ -114,6 +114,7 @@ class Findings:
     quickest: tuple[BatchSizeStats, ...] = ()  # fewest samples to the target (ties: all)
     target_is_default: bool = False
     critical_batch: CriticalBatchFit | None = None
+    critical_batch_reason: str | None = None
     noise_scale: float | None = None
     noise_scale_trials: int = 0
     noise_scale_range: tuple[float, float] | None = None
@@ -174,6 +175,7 @@ def find(a: BatchSizeAnalysis) -> Findings:
         ),
         target_is_default=a.target_is_default,
         critical_batch=a.critical_batch,
+        critical_batch_reason=a.critical_batch_reason,
         noise_scale=a.noise_scale,
         noise_scale_trials=a.noise_scale_trials,
         noise_scale_range=a.noise_scale_range,
@@ -273,6 +275,7 @@ def verdict_lines(f: Findings) -> list[Line]:
     if f.comparisons is not None:
         lines.extend(_comparison_lines(f.comparisons, f))
     lines.extend(_lr_lines(f.lr_fit))
+    lines.append(_critical_statement(f))
     if f.throughput is not None:
         fastest, slowest = f.throughput
         lines.append(
@@ -284,8 +287,6 @@ def verdict_lines(f: Findings) -> list[Line]:
         )
     if f.quickest and f.target is not None:
         lines.append(_target_line(f.quickest, leader, f.target, f))
-    if f.critical_batch is not None:
-        lines.append(_critical_line(f.critical_batch))
     lines.append(_noise_line(f, leader.batch_size))
     return lines
 
@@ -504,33 +505,68 @@ def _lr_lines(fit: LrFit | None) -> list[Line]:
     if fit is None:
         return [line("Learning rate vs batch size: too few batch sizes with a completed trial.")]
     n = len(fit.points)
-    if fit.critical_batch_size is not None:
-        p = fit.kink_p_value if fit.kink_p_value is not None else 0.0
-        flat = fit.lr_at(fit.critical_batch_size)
-        return [
-            line(
-                strong(f"Critical batch size ≈ {fit.critical_batch_size:,.0f}"),
-                f": up to it the best lr scales as batch^{fit.slope:.2f} — {fit.rule()}; beyond "
-                f"it the best lr stays flat at ≈ {flat:.3g}, so larger batches buy no larger "
-                f"step (two regimes fit {n} batch sizes better than one line: F-test p = "
-                f"{p:.2g}).",
-            )
-        ]
-    slope = line(
-        f"Best lr scales as batch^{fit.slope:.2f} over {n} batch sizes (log-log fit): "
-        f"{fit.rule()}."
+    text = (
+        f"Best lr scales as batch^{fit.slope:.2f} over {n} batch sizes (log-log fit"
+        + (", up to the critical batch size" if fit.critical_batch_size is not None else "")
+        + f"): {fit.rule()}."
     )
-    if fit.kink_p_value is not None:
-        kink = (
-            f"No critical batch size within {fit.points[0][0]}–{fit.points[-1][0]}: two "
-            f"regimes do not fit better than one line (F-test p = {fit.kink_p_value:.2g})."
+    if fit.censored:
+        text += (
+            f" At {names(fit.censored)} the best trial sat at the end of the lrs tried, so "
+            "its lr is only a bound; the fit places them on the line within it. Try lrs "
+            "beyond that end there to pin them down."
+        )
+    return [line(text)]
+
+
+def _critical_statement(f: Findings) -> Line:
+    """The critical batch size, once: where the best lr stops growing (the lr fit's kink),
+    and where steps stop shrinking (McCandlish's fit), whichever the data support."""
+    fit, crit = f.lr_fit, f.critical_batch
+    parts: list[str] = []
+    head: Span | None = None
+    if fit is not None and fit.critical_batch_size is not None:
+        low, high = fit.critical_interval or (fit.critical_batch_size, fit.critical_batch_size)
+        p = fit.kink_p_value if fit.kink_p_value is not None else 0.0
+        head = strong(f"Critical batch size ≈ {fit.critical_batch_size:,.0f}")
+        parts.append(
+            f" ({f.level} interval {low:,.0f}–{high:,.0f}): beyond it the best lr stays flat at ≈ "
+            f"{fit.lr_at(fit.critical_batch_size):.3g}, so larger batches buy no larger step "
+            f"(two regimes fit {len(fit.points)} batch sizes better than one line: F-test p = "
+            f"{p:.2g})"
+        )
+    elif fit is not None and fit.kink_p_value is not None:
+        parts.append(
+            f"Critical batch size: the best lr shows none within "
+            f"{fit.points[0][0]}–{fit.points[-1][0]} (two regimes do not fit better than one "
+            f"line: F-test p = {fit.kink_p_value:.2g})"
         )
     else:
-        kink = (
-            f"Too few batch sizes ({len({b for b, _ in fit.points})}) to look for a critical "
-            "batch size (4 needed)."
+        count = len(fit.points) if fit is not None else 0
+        parts.append(
+            f"Critical batch size: too few batch sizes ({count}) to look for one in the best "
+            "lr (4 needed)"
         )
-    return [slope, line(kink)]
+    if crit is not None:
+        left_out = (
+            f"; {names(crit.censored)} left out: they reached the target at their first "
+            "evaluation, so their samples to target are only upper bounds"
+            if crit.censored
+            else ""
+        )
+        parts.append(
+            f"steps against samples to the target (McCandlish et al. 2018, {len(crit.points)} "
+            f"batch sizes{left_out}) put it at ≈ {crit.critical_batch_size:,.0f} (S_min ≈ "
+            f"{crit.s_min:,.0f} steps, E_min ≈ {crit.e_min:,.0f} samples; coarse, the samples "
+            "are counted on the evaluation grid)"
+        )
+    elif f.critical_batch_reason is not None:
+        parts.append(
+            f"steps against samples to the target were not fitted: {f.critical_batch_reason}; "
+            "evaluate more often (Budget(evals=...)) or set a harder --target"
+        )
+    text = "; ".join(parts) + "."
+    return line(head, text) if head is not None else line(text)
 
 
 def _target_line(
@@ -557,16 +593,6 @@ def _target_line(
     return line(text + ".")
 
 
-def _critical_line(crit: CriticalBatchFit) -> Line:
-    return line(
-        f"Steps vs samples to the target (McCandlish et al. 2018, fitted over "
-        f"{len(crit.points)} batch sizes): S_min ≈ {crit.s_min:,.0f} steps, E_min ≈ "
-        f"{crit.e_min:,.0f} samples, so B_crit = E_min / S_min ≈ "
-        f"{crit.critical_batch_size:,.0f} (samples to target are measured on the "
-        "evaluation grid, so this is coarse)."
-    )
-
-
 def _noise_line(f: Findings, best: int) -> Line:
     if f.noise_scale is None and f.noise_scale_no_signal:
         return line(
@@ -578,9 +604,10 @@ def _noise_line(f: Findings, best: int) -> Line:
         return line(
             "Gradient noise scale: not recorded by these trials (no ",
             code("noise_scale"),
-            " user attribute; ",
-            code("make_objective(measure_noise_scale=True)"),
-            " records it), so the best batch size cannot be compared with it.",
+            " user attribute: made with ",
+            code("measure_noise_scale=False"),
+            ", by an own loop, or by an older bsopt), so the leading batch size cannot be "
+            "compared with it.",
         )
     where = f"median of {f.noise_scale_trials} trials" if f.noise_scale_trials else "study"
     if f.noise_scale_range is not None:

@@ -663,11 +663,12 @@ EXACT_TIE_VERDICT = (
     "Best lr scales as batch^0.00 over 3 batch sizes (log-log fit): consistent with no "
     "coupling (the best lr does not move with the batch size) (95% interval [0.00, 0.00] "
     "excludes the other rules).\n\n"
-    "Too few batch sizes (3) to look for a critical batch size (4 needed).\n\n"
+    "Critical batch size: too few batch sizes (3) to look for one in the best lr (4 "
+    "needed).\n\n"
     "Throughput: 64 trains at 7,000 samples/s; fastest 128 at 9,000, slowest 32 at 4,000.\n\n"
-    "Gradient noise scale: not recorded by these trials (no `noise_scale` user attribute; "
-    "`make_objective(measure_noise_scale=True)` records it), so the best batch size cannot be "
-    "compared with it."
+    "Gradient noise scale: not recorded by these trials (no `noise_scale` user attribute: "
+    "made with `measure_noise_scale=False`, by an own loop, or by an older bsopt), so the "
+    "leading batch size cannot be compared with it."
 )
 
 
@@ -704,3 +705,31 @@ def test_a_batch_size_tuned_less_is_flagged_when_found_worse(sqlite_url: str) ->
     _planted(even, {5: [0.95, 0.949, 0.948], 6: [0.93, 0.92, 0.91]})
     _reruns(even, {5: [0.950, 0.951, 0.949], 6: [0.930, 0.931, 0.929]})
     assert "Tuned unevenly" not in bsopt.analyze_batch_sizes(even).verdict
+
+
+def test_the_critical_batch_is_stated_once_and_censored_points_are_not_fitted(
+    sqlite_url: str,
+) -> None:
+    # 64 and 128 reach the target (0.9) at their first evaluation: their samples to target
+    # are upper bounds, so McCandlish's fit has two points left and is refused, with why.
+    study = optuna.create_study(storage=sqlite_url, study_name="cens", direction="maximize")
+    dist = {"log2_batch_size": IntDistribution(4, 8), "lr": FloatDistribution(1e-3, 1e-1)}
+    curves = {4: {100: 0.5, 300: 0.9}, 5: {100: 0.5, 200: 0.9}, 6: {400: 0.9}, 7: {800: 0.9}}
+    for exponent, curve in curves.items():
+        for lr in (0.01, 0.02, 0.03):
+            study.add_trial(
+                optuna.trial.create_trial(
+                    value=0.9 if lr == 0.02 else 0.85,
+                    params={"log2_batch_size": exponent, "lr": lr},
+                    distributions=dist,
+                    intermediate_values=curve,
+                )
+            )
+    analysis = bsopt.analyze_batch_sizes(study)
+    assert analysis.critical_batch is None
+    assert analysis.stats(64).target_censored and not analysis.stats(32).target_censored
+    reason = analysis.critical_batch_reason
+    assert reason is not None and "64 and 128" in reason
+    verdict = analysis.verdict
+    assert verdict.count("Critical batch size") == 1 and "B_crit" not in verdict
+    assert "steps against samples to the target were not fitted: " in verdict
