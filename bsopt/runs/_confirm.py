@@ -15,10 +15,12 @@ Running it again does only the runs still missing, so an interrupted confirm res
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+import contextlib
 from dataclasses import dataclass
 import math
 from typing import Any, Protocol
+import warnings
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -192,8 +194,11 @@ def confirm(
     ]
     pending = [(trial, seed) for _, trial, seed in plan if (trial.number, seed) not in done]
     retrainer = _Retrainer(objective, retrain, len(loaded.directions))
-    trained = _train_all(pending, retrainer, jobs=jobs)
-    with _bar(len(pending), show=show_progress_bar) as bar:
+    # Closed when done, so a worker pool inside it shuts down now, not at exit.
+    with (
+        contextlib.closing(_train_all(pending, retrainer, jobs=jobs)) as trained,
+        _bar(len(pending), show=show_progress_bar) as bar,
+    ):
         # echo's lines print above the bar when there is one.
         say = None if echo is None else bar.write if show_progress_bar else echo
         runs = _stored_as_done(loaded, plan, done, trained, bar.update, say)
@@ -404,7 +409,9 @@ def open_confirm_study(search: optuna.Study) -> optuna.Study:
         if key in search.user_attrs:
             created.set_user_attr(key, search.user_attrs[key])
     if search.metric_names is not None:
-        created.set_metric_names(search.metric_names)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            created.set_metric_names(search.metric_names)
     created.set_user_attr(CONFIRM_STUDY_ATTR, search.study_name)
     return created
 
@@ -454,7 +461,7 @@ def _in_worker(retrainer: _Retrainer, task: tuple[FrozenTrial, int]) -> _Rerun:
 
 def _train_all(
     pending: Sequence[tuple[FrozenTrial, int]], retrainer: _Retrainer, *, jobs: int | None
-) -> Iterator[_Rerun]:
+) -> Generator[_Rerun, None, None]:
     """The reruns of ``pending``, in order, each as soon as it and those before it are done."""
     objective = retrainer.objective
     if jobs is None:
