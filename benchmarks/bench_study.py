@@ -115,6 +115,18 @@ def worker_library(args: argparse.Namespace) -> None:
 
 def worker_optuna(args: argparse.Namespace) -> None:
     """Optuna's PyTorch example, adapted to digits and a searched batch size."""
+    import torch
+
+    if args.one_thread:
+        torch.set_num_threads(1)
+    optuna_example("cpu", args.trials, args.seed, args.storage, study_name=args.study)
+
+
+def optuna_example(
+    device: str, trials: int, seed: int, storage: str, *, study_name: str = "digits"
+) -> None:
+    """Optuna's PyTorch example, adapted to digits and a searched batch size, on ``device``
+    (``benchmarks/gpu_check.py`` runs it on a GPU)."""
     import optuna
     import torch
     from torch import nn
@@ -123,11 +135,8 @@ def worker_optuna(args: argparse.Namespace) -> None:
 
     from bsopt.training._data import load_digits
 
-    if args.one_thread:
-        torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    device = torch.device("cpu")
-    data = load_digits(seed=args.seed)  # the split bsopt run digits --seed S trains on
+    data = load_digits(seed=seed)  # the split bsopt run digits --seed S trains on
     train_set = TensorDataset(data.x_train, data.y_train)
     valid_set = TensorDataset(data.x_val, data.y_val)
 
@@ -135,7 +144,7 @@ def worker_optuna(args: argparse.Namespace) -> None:
         batch_size = trial.suggest_categorical("batch_size", list(BATCH_SIZES))
         lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
         dropout = trial.suggest_float("dropout", 0.0, 0.5)
-        torch.manual_seed(args.seed + trial.number)
+        torch.manual_seed(seed + trial.number)
         model = nn.Sequential(
             nn.Linear(64, 128), nn.ReLU(), nn.Dropout(dropout), nn.Linear(128, 10)
         ).to(device)
@@ -168,13 +177,13 @@ def worker_optuna(args: argparse.Namespace) -> None:
         return accuracy
 
     study = optuna.create_study(
-        study_name=args.study,
-        storage=args.storage,
+        study_name=study_name,
+        storage=storage,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=args.seed),
+        sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(),
     )
-    study.optimize(objective, n_trials=args.trials)
+    study.optimize(objective, n_trials=trials)
 
 
 # --------------------------------------------------------------------------- parent

@@ -684,54 +684,10 @@ def check_jobs(ctx: Ctx) -> Row:
 
 def optuna_example(device: str, trials: int, seed: int, storage: str) -> None:
     """``bench_study.py``'s reference, Optuna's PyTorch example adapted to digits and a
-    searched batch size, with the device as a parameter (there it is the CPU)."""
+    searched batch size, on ``device``."""
     import bench_study
-    from torch.utils.data import DataLoader, TensorDataset
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    data = bsopt.load_digits(seed=seed)  # the split bsopt run digits --seed S trains on
-    train_set = TensorDataset(data.x_train, data.y_train)
-    valid_set = TensorDataset(data.x_val, data.y_val)
-
-    def objective(trial: optuna.Trial) -> float:
-        batch_size = trial.suggest_categorical("batch_size", list(bench_study.BATCH_SIZES))
-        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
-        dropout = trial.suggest_float("dropout", 0.0, 0.5)
-        torch.manual_seed(seed + trial.number)
-        model = nn.Sequential(
-            nn.Linear(64, 128), nn.ReLU(), nn.Dropout(dropout), nn.Linear(128, 10)
-        ).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-        train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True)
-        valid_loader = DataLoader(valid_set, batch_size=batch_size)
-        accuracy = 0.0
-        for epoch in range(bench_study.EPOCHS):
-            model.train()
-            for inputs, targets in train_loader:
-                inputs, targets = inputs.to(device), targets.to(device)
-                optimizer.zero_grad()
-                F.cross_entropy(model(inputs), targets).backward()
-                optimizer.step()
-            model.eval()
-            correct = 0
-            with torch.no_grad():
-                for inputs, targets in valid_loader:
-                    inputs, targets = inputs.to(device), targets.to(device)
-                    correct += (model(inputs).argmax(dim=1) == targets).sum().item()
-            accuracy = correct / len(valid_set)
-            trial.report(accuracy, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        return accuracy
-
-    study = optuna.create_study(
-        study_name="digits",
-        storage=storage,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(),
-    )
-    study.optimize(objective, n_trials=trials)
+    bench_study.optuna_example(device, trials, seed, storage)
 
 
 def best_of(url: str) -> float:
