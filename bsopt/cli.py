@@ -555,7 +555,7 @@ _COMMANDS: dict[str, _Command] = {
     "confirm": _Command(
         _cmd_confirm,
         "confirm STUDY",
-        "retrain each batch size's best with fresh seeds; verdict as mean ± interval",
+        "retrain each batch size's best configurations with fresh seeds; test the leader",
         (_add_definition, _add_session, _add_confirm),
     ),
     "forecast": _Command(
