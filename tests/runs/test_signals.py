@@ -137,7 +137,13 @@ def test_workers_stop_when_their_parent_is_killed(tiny_script: Path, tmp_path: P
     url = f"sqlite:///{tmp_path / 'orphans.db'}"
     proc = _start("run", tiny_script, url, 2, TINY_SLEEP="60")
     try:
-        wait_for(lambda: len(_running(url, "tiny")) == 2, timeout=120, what="two trials")
+        # Both trials with their params drawn: a trial cut short before that has nothing to
+        # queue again.
+        wait_for(
+            lambda: sum("suggested" in t.user_attrs for t in _running(url, "tiny")) == 2,
+            timeout=120,
+            what="two trials",
+        )
         workers = _children(proc.pid)
         assert len(workers) == 2
         proc.kill()  # SIGKILL: the parent cannot pass anything on
