@@ -162,6 +162,32 @@ class SQLStorage(RDBStorage):
         finally:
             session.close()
 
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        """Optuna's, except that taking a queued trial (WAITING to RUNNING) is one
+        conditional UPDATE.
+
+        Optuna reads the trial ``FOR UPDATE`` and then writes it. SQLite has no row locks:
+        two workers can both read a queued trial as WAITING and both take it, and the second
+        to finish it then fails with ``UpdateFinishedTrialError``. An UPDATE that only
+        matches a WAITING row takes it for exactly one of them, on every database.
+        """
+        if state != TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        from optuna.storages._rdb import models
+
+        trials = cast(sqlalchemy.Table, models.TrialModel.__table__)
+        with self.engine.connect() as connection:
+            taken = connection.execute(
+                sqlalchemy.update(trials)
+                .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+                # Optuna's own clock for starts (naive, this machine's time).
+                .values(state=TrialState.RUNNING, datetime_start=datetime.datetime.now())
+            ).rowcount
+            connection.commit()
+        return bool(taken == 1)
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """Optuna's stale trials, plus RUNNING trials that never had a heartbeat.
 
@@ -173,8 +199,10 @@ class SQLStorage(RDBStorage):
         stale = super()._get_stale_trial_ids(study_id)
         from optuna.storages._rdb import models
 
-        grace = self.grace_period if self.grace_period is not None else 2 * (
-            self.heartbeat_interval or 0
+        grace = (
+            self.grace_period
+            if self.grace_period is not None
+            else 2 * (self.heartbeat_interval or 0)
         )
         trials = cast(sqlalchemy.Table, models.TrialModel.__table__)
         beats = cast(sqlalchemy.Table, models.TrialHeartbeatModel.__table__)
@@ -182,14 +210,18 @@ class SQLStorage(RDBStorage):
         cutoff = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
         cutoff -= datetime.timedelta(seconds=grace)
         with self.engine.connect() as connection:
-            silent = connection.execute(
-                sqlalchemy.select(trials.c.trial_id).where(
-                    trials.c.study_id == study_id,
-                    trials.c.state == TrialState.RUNNING,
-                    trials.c.datetime_start < cutoff,
-                    ~sqlalchemy.exists().where(beats.c.trial_id == trials.c.trial_id),
+            silent = (
+                connection.execute(
+                    sqlalchemy.select(trials.c.trial_id).where(
+                        trials.c.study_id == study_id,
+                        trials.c.state == TrialState.RUNNING,
+                        trials.c.datetime_start < cutoff,
+                        ~sqlalchemy.exists().where(beats.c.trial_id == trials.c.trial_id),
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             connection.commit()
         return stale + [int(i) for i in silent if i not in stale]
 
@@ -208,9 +240,7 @@ class SQLStorage(RDBStorage):
         trials returned are equal to ``RDBStorage``'s (tests/store/test_storage.py compares).
         """
         if not fast_reads():
-            return super()._get_trials(
-                study_id, states, included_trial_ids, trial_id_greater_than
-            )
+            return super()._get_trials(study_id, states, included_trial_ids, trial_id_greater_than)
         from optuna.storages._rdb import models
 
         trials = cast(sqlalchemy.Table, models.TrialModel.__table__)

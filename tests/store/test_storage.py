@@ -12,6 +12,7 @@ from typing import Any
 import uuid
 
 import optuna
+from optuna.trial import TrialState
 import pytest
 
 import bsopt
@@ -469,6 +470,57 @@ def test_a_trial_created_between_the_reads_statements_is_not_half_read(tmp_path:
     # The next read sees the planted trial whole.
     again = storage._get_trials(study._study_id, None, set(), -1)
     assert [(t.number, set(t.params)) for t in again] == [(0, {"lr"}), (1, {"lr"})]
+
+
+def _take_queued_while_another_worker_does(
+    taker: Any, other: Any, url: str, *, moment: str
+) -> list[bool]:
+    """Two workers take the one queued trial of a fresh study: ``other`` does so at
+    ``moment`` (a SQLAlchemy cursor event) of ``taker``'s first statement; what each
+    ``set_trial_state_values`` returned, ``taker``'s first."""
+    from sqlalchemy import event
+
+    study = optuna.create_study(study_name="queue", storage=taker)
+    study.enqueue_trial({"lr": 0.01})
+    (queued,) = study.get_trials(deepcopy=False)
+    took: list[bool] = []
+
+    def interleave(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if not took:
+            took.append(other.set_trial_state_values(queued._trial_id, TrialState.RUNNING))
+
+    event.listen(taker.engine, moment, interleave)
+    try:
+        took.insert(0, taker.set_trial_state_values(queued._trial_id, TrialState.RUNNING))
+    finally:
+        event.remove(taker.engine, moment, interleave)
+    return took
+
+
+@pytest.mark.parametrize("optunas_write", [True, False])
+def test_a_queued_trial_is_taken_by_one_worker_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, optunas_write: bool
+) -> None:
+    # SQLite has no row locks: with Optuna's read-then-write both workers took the queued
+    # trial (and the second to finish it failed with UpdateFinishedTrialError).
+    if optunas_write:
+        monkeypatch.setattr(
+            SQLStorage, "set_trial_state_values", optuna.storages.RDBStorage.set_trial_state_values
+        )
+    path = str(tmp_path / "queue.db")
+    taker = open_storage(f"sqlite:///{path}", heartbeat_interval=None)
+    other = open_storage(f"sqlite:///{path}", heartbeat_interval=None)
+    assert isinstance(taker, SQLStorage) and isinstance(other, SQLStorage)
+    # Optuna's read leaves a window after it; our one UPDATE can only be raced before it
+    # (after it, the other worker waits for the commit, as SQLite serialises writes).
+    moment = "after_cursor_execute" if optunas_write else "before_cursor_execute"
+    took = _take_queued_while_another_worker_does(taker, other, path, moment=moment)
+    if optunas_write:
+        assert took == [True, True]  # the race, as it was
+        return
+    assert sorted(took) == [False, True]
+    (trial,) = optuna.load_study(study_name="queue", storage=f"sqlite:///{path}").trials
+    assert trial.state == TrialState.RUNNING and trial.datetime_start is not None
 
 
 def _count_optuna_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
