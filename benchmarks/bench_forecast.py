@@ -29,7 +29,6 @@ Not part of bsopt.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 from pathlib import Path
 import statistics
@@ -40,14 +39,6 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-
-
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def truth(nqm: Any, samples: int, tolerance: float, h: np.ndarray) -> float:
@@ -101,7 +92,8 @@ def run_nqm(tolerances: list[float], per: int, seeds: int) -> None:
     import bsopt
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    nqm = _load("nqm", HERE / "nqm.py")
+    import nqm  # benchmarks/nqm.py, beside this script
+
     h = nqm.curvatures(1000)
     base = 2**15
     levels, target = [base, 2 * base, 4 * base], 32 * base
@@ -150,8 +142,10 @@ def run_real(which: str, trials: int, tolerance: float) -> None:
             metric="loss",
         )
     else:
-        module = _load("breast_cancer", HERE.parent / "studies" / "breast_cancer.py")
-        own = module.build_objective(seed=0)  # its own model search, loss and ROC-AUC
+        from bsopt.runs._runner import load_study_definition
+
+        _, build = load_study_definition(str(HERE.parent / "studies" / "breast_cancer.py"))
+        own = build(seed=0)  # its own model search, loss and ROC-AUC
         objective = own.with_options(
             space=bsopt.SearchSpace(batch_size=(4, 128), lr=(1e-4, 3e-2), dropout=0.0)
         )

@@ -45,6 +45,7 @@ from bsopt.analysis._load import (
 from bsopt.analysis._stats import (
     CONFIDENCE,
     Difference,
+    Estimate,
     difference_of,
     estimate_interval,
     grouped_estimate,
@@ -361,10 +362,9 @@ def _against_leader(
             replace(
                 s,
                 compared=s.confirm_values,
-                interval=estimate_interval(e, confidence=confidence) if e else None,
+                interval=estimate_interval(estimates[s.batch_size], confidence=confidence),
             )
             for s in per_batch
-            for e in (estimates[s.batch_size],)
         ]
         per_batch = _tested(per_batch, estimates, leader, maximize, confidence)
     else:
@@ -584,16 +584,16 @@ def _described(
 
 def _tested(
     per_batch: list[BatchSizeStats],
-    estimates: dict[int, Any],
+    estimates: dict[int, Estimate | None],
     leader: BatchSizeStats | None,
     maximize: bool,
     confidence: float,
 ) -> list[BatchSizeStats]:
     """Each rerun batch size against the leader's reruns: Welch's test of the difference of
     their means, Holm-corrected over the batch sizes compared."""
-    if leader is None:
+    base = estimates[leader.batch_size] if leader is not None else None
+    if leader is None or base is None:
         return per_batch
-    base = estimates[leader.batch_size]
     diffs: dict[int, Difference] = {
         b: difference_of(e, base, confidence=confidence)
         for b, e in estimates.items()

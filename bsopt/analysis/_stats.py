@@ -89,21 +89,24 @@ def grouped_estimate(groups: Sequence[Sequence[float]]) -> Estimate | None:
     return Estimate(mean, variance, df, sum(len(g) for g in groups))
 
 
-def estimate_interval(e: Estimate, *, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """The two-sided t-interval of ``e.mean``."""
+def estimate_interval(
+    e: Estimate | None, *, confidence: float = CONFIDENCE
+) -> tuple[float, float] | None:
+    """The two-sided t-interval of ``e.mean`` (``None`` without an estimate)."""
+    if e is None:
+        return None
     half = t_quantile(confidence, e.df) * math.sqrt(e.variance) if e.variance > 0 else 0.0
     return (e.mean - half, e.mean + half)
 
 
 @dataclass(frozen=True)
 class Difference:
-    """``a.mean - b.mean`` with its Welch interval and two-sided p-value (``p_adjusted``:
-    after Holm's correction over the comparisons made together; see :func:`holm`)."""
+    """``a.mean - b.mean`` with its Welch interval and two-sided p-value (unadjusted;
+    :func:`holm` adjusts a family of them)."""
 
     value: float
     interval: tuple[float, float]
     p_value: float
-    p_adjusted: float
 
 
 def difference_of(a: Estimate, b: Estimate, *, confidence: float = CONFIDENCE) -> Difference:
@@ -114,12 +117,12 @@ def difference_of(a: Estimate, b: Estimate, *, confidence: float = CONFIDENCE) -
     var = a.variance + b.variance
     if var <= 0:
         p = 1.0 if diff == 0 else 0.0
-        return Difference(diff, (diff, diff), p, p)
+        return Difference(diff, (diff, diff), p)
     df = var**2 / (a.variance**2 / a.df + b.variance**2 / b.df)
     se = math.sqrt(var)
     half = t_quantile(confidence, df) * se
     p = float(2 * stats.t.sf(abs(diff) / se, df))
-    return Difference(diff, (diff - half, diff + half), p, p)
+    return Difference(diff, (diff - half, diff + half), p)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

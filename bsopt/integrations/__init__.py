@@ -24,5 +24,4 @@ _LAZY = {
 }
 __getattr__, __dir__ = attach(__name__, _LAZY)
 
-__all__ = [
-]
+__all__ = []

@@ -29,7 +29,6 @@ from bsopt.analysis._analysis import BatchSizeAnalysis, analyze_batch_sizes
 from bsopt.analysis._load import (
     complete_trials,
     confirm_reruns,
-    linked_confirm_study,
     load_study,
     trial_batch_size,
     trial_value,
@@ -386,16 +385,15 @@ def open_confirm_study(search: optuna.Study) -> optuna.Study:
     Raises:
         ValueError: a study of that name exists and holds something else.
     """
-    linked = linked_confirm_study(search)
-    if linked is not None:
-        return linked
     name = confirm_study_name(search.study_name)
     storage = search._storage
     try:
-        optuna.load_study(study_name=name, storage=storage)
+        existing = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        pass
-    else:
+        existing = None
+    if existing is not None:
+        if existing.user_attrs.get(CONFIRM_STUDY_ATTR) == search.study_name:
+            return existing
         raise ValueError(
             f"The storage holds a study named {name!r} that is not the confirm study of "
             f"{search.study_name!r} (no study attribute {CONFIRM_STUDY_ATTR}="

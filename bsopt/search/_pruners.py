@@ -59,11 +59,13 @@ class _CompletedTrials:
         with self._lock:
             now = time.monotonic()
             if key != self._key or now - self._read_at >= self.refresh_seconds:
-                self._trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if self.lag is not None:
+                    # The key holds the trial's number: filter once per read.
+                    trials = [t for t in trials if t.number <= trial.number - self.lag]
+                self._trials = trials
                 self._key, self._read_at = key, now
             trials = self._trials
-        if self.lag is not None:
-            trials = [t for t in trials if t.number <= trial.number - self.lag]
         # The pruner takes a Study; this stands in for it (see _StudyWithCompleted).
         return cast(optuna.Study, _StudyWithCompleted(study, trials))
 

@@ -50,8 +50,7 @@ def tree_map(fn: Callable[[torch.Tensor], torch.Tensor], tree: Tree) -> Tree:
     if isinstance(tree, list):
         return [tree_map(fn, value) for value in tree]
     raise TypeError(
-        f"A batch may hold tensors, and tuples, lists or dicts of them, not "
-        f"{type(tree).__name__}."
+        f"A batch may hold tensors, and tuples, lists or dicts of them, not {type(tree).__name__}."
     )
 
 
@@ -177,6 +176,4 @@ def describe(tree: Tree) -> str:
 
 def signature(tree: Tree) -> str:
     """Per-sample shapes and dtypes of every leaf: what decides the memory a step needs."""
-    return ";".join(
-        f"{path}:{tuple(t.shape[1:])}:{t.dtype}" for path, t in leaves(tree)
-    )
+    return ";".join(f"{path}:{tuple(t.shape[1:])}:{t.dtype}" for path, t in leaves(tree))

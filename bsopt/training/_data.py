@@ -111,9 +111,7 @@ def _check_pair(x: Tree, y: Tree, split: str) -> int:
     return n_x
 
 
-def _check_dtypes(
-    tree: Tree, split: str, part: str, integer: tuple[torch.dtype, ...]
-) -> None:
+def _check_dtypes(tree: Tree, split: str, part: str, integer: tuple[torch.dtype, ...]) -> None:
     for path, t in leaves(tree):
         if not (t.is_floating_point() or t.dtype in integer):
             where = part if path == "tensor" else f"{part}{path}"

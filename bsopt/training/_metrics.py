@@ -116,9 +116,7 @@ METRICS: dict[str, Metric] = {
             _classification("balanced_accuracy_score"),
             True,
         ),
-        Metric(
-            "f1_macro", "maximize", True, _classification("f1_score", average="macro"), True
-        ),
+        Metric("f1_macro", "maximize", True, _classification("f1_score", average="macro"), True),
         Metric(
             "f1_weighted",
             "maximize",

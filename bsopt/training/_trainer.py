@@ -315,9 +315,7 @@ class _Step:
                 for start in range(0, local, micro):
                     part = batch if micro >= local else slice_batch(batch, start, start + micro)
                     size = min(micro, local - start)
-                    loss = forward_loss(
-                        self.model, part, self.loss_fn, self.autocast, self.call
-                    )
+                    loss = forward_loss(self.model, part, self.loss_fn, self.autocast, self.call)
                     loss = loss * (size / n)
                     self.scaler.scale(loss).backward()
                     step_loss += loss.detach().float()
