@@ -56,8 +56,31 @@ def truth(nqm: Any, samples: int, tolerance: float, h: np.ndarray) -> float:
     return float(2 ** (exps[k] + t * 0.25))
 
 
-def nqm_study(nqm: Any, levels: list[int], per: int, seed: int, h: np.ndarray) -> Any:
-    """A plain Optuna study of NQM trials at ``levels`` samples (failed where diverged)."""
+def base_lrs(
+    nqm: Any, samples: int, batch: int, per: int, search: str, rng: Any, h: np.ndarray
+) -> list[float]:
+    """``per`` base lrs for one batch size and budget: log-uniform over 0.01..2 (``random``),
+    or chosen by Optuna's TPE on the exact loss (``tpe``), which puts most of them near the
+    best lr, as a search over lr does (seeded from ``rng``)."""
+    if search == "random":
+        return list(np.exp(rng.uniform(math.log(1e-2), math.log(2.0), per)))
+    import optuna
+
+    def loss(trial: optuna.Trial) -> float:
+        base = trial.suggest_float("base_lr", 1e-2, 2.0, log=True)
+        value = nqm.expected_loss(base * (batch / 32) ** 0.5, batch, samples, h)
+        return value if math.isfinite(value) else 1e6  # diverged: the worst value
+
+    sampler = optuna.samplers.TPESampler(seed=int(rng.integers(2**31)), n_startup_trials=10)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(loss, n_trials=per)
+    return [t.params["base_lr"] for t in study.trials]
+
+
+def nqm_study(
+    nqm: Any, levels: list[int], per: int, seed: int, h: np.ndarray, search: str = "random"
+) -> Any:
+    """A plain Optuna study of NQM trials at ``levels`` samples (left out where diverged)."""
     import optuna
 
     rng = np.random.default_rng(seed)
@@ -69,7 +92,7 @@ def nqm_study(nqm: Any, levels: list[int], per: int, seed: int, h: np.ndarray) -
     trials = []
     for samples in levels:
         for k in range(13):
-            for base in np.exp(rng.uniform(math.log(1e-2), math.log(2.0), per)):
+            for base in base_lrs(nqm, samples, 2**k, per, search, rng, h):
                 lr = float(base * (2**k / 32) ** 0.5)
                 value = nqm.expected_loss(lr, 2**k, samples, h)
                 if not math.isfinite(value):
@@ -86,7 +109,7 @@ def nqm_study(nqm: Any, levels: list[int], per: int, seed: int, h: np.ndarray) -
     return study
 
 
-def run_nqm(tolerances: list[float], per: int, seeds: int) -> None:
+def run_nqm(tolerances: list[float], per: int, seeds: int, search: str) -> None:
     import optuna
 
     import bsopt
@@ -98,13 +121,16 @@ def run_nqm(tolerances: list[float], per: int, seeds: int) -> None:
     base = 2**15
     levels, target = [base, 2 * base, 4 * base], 32 * base
     print(f"NQM (h_i = 1/i, d = 1000): searched at {levels} samples, forecast at {target:,}")
-    print(f"(8x the largest); {per} lrs per batch size (13 sizes) and budget; {seeds} seeds.")
+    print(
+        f"(8x the largest); {per} lrs per batch size (13 sizes) and budget, {search} search; "
+        f"{seeds} seeds."
+    )
     for tol in tolerances:
         true = truth(nqm, target, tol, h)
         within = holds = claimed = 0
         shown, spent, seconds = [], [], []
         for seed in range(seeds):
-            study = nqm_study(nqm, levels, per, seed, h)
+            study = nqm_study(nqm, levels, per, seed, h, search)
             start = time.perf_counter()
             fc = bsopt.forecast(study, samples=target, tolerance=tol)
             seconds.append(time.perf_counter() - start)
@@ -174,6 +200,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tolerance 0.1 only")
     parser.add_argument("--per", type=int, default=64, help="NQM lrs per batch and budget")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--lr-search", choices=("random", "tpe"), default="random", help="NQM lrs: how chosen"
+    )
     parser.add_argument("--digits", action="store_true", help="real training on digits")
     parser.add_argument("--breast-cancer", action="store_true", help="studies/breast_cancer.py")
     parser.add_argument("--trials", type=int, default=120, help="trials of a real study")
@@ -183,7 +212,7 @@ def main() -> None:
     if args.digits or args.breast_cancer:
         run_real("digits" if args.digits else "breast_cancer", args.trials, args.tolerance)
         return
-    run_nqm([0.1] if args.quick else [0.01, 0.1, 0.2], args.per, args.seeds)
+    run_nqm([0.1] if args.quick else [0.01, 0.1, 0.2], args.per, args.seeds, args.lr_search)
 
 
 if __name__ == "__main__":

@@ -132,9 +132,7 @@ def main() -> int:
             [
                 "## bench_pruner_reads: time inside the median pruner",
                 __doc__.split("\n\n", 2)[2].strip(),
-                _common.machine_block(
-                    facts, load_start, load_end, time.perf_counter() - t_start
-                ),
+                _common.machine_block(facts, load_start, load_end, time.perf_counter() - t_start),
                 table,
             ]
         )

@@ -6,18 +6,20 @@ laws in the samples trained, ``D`` (Bergsma et al. 2025, "Power Lines"). So a st
 complete trials ran at three or more budgets (their ``samples_seen``) says how the answer
 moves, and :func:`forecast` extrapolates it to the budget of the run you will do.
 
-Per budget level, the trials give each batch size's best value over the learning rate (the
-best trial, refined by the parabola in log lr through it and its two neighbours, then the
-median with the neighbouring batch sizes' so that no single one sets the best) and that lr.
-From this profile come the level's **batch within tolerance** (the largest batch whose value
-is within ``tolerance``, relative, of the level's best: the fastest batch that costs
-nothing), its loss-optimal batch, the best lr at the batch within tolerance, and the critical
-batch of the lr fit (:func:`~bsopt.analysis.fit_lr_scaling`). Each is fitted as a line in
-``log D`` and read at the target. The 95% intervals combine a delete-d jackknife over each
-level's trials (the whole chain refitted per resample, a tenth of the trials left out, the
-spread taken robustly) with the lines' lack of fit across the levels. Only complete runs
-count, at the budget they trained: an intermediate value under a decaying schedule is not a
-shorter run.
+Per budget level, the trials give each batch size's best value over the learning rate and
+that lr (:func:`profile`: a parabola in log lr through the trials near the best, never above
+the best trial, and a batch whose lrs missed its best held to its neighbours'). From this
+profile come the level's **batch within tolerance** (the largest batch whose value is within
+``tolerance``, relative, of the level's best: the fastest batch that costs nothing; read from
+a shape-preserving cubic through the profile, which bends upwards in log b), its
+loss-optimal batch, the best lr at the batch within tolerance, and the critical batch of the
+lr fit (:func:`~bsopt.analysis.fit_lr_scaling`). Each is fitted as a line in ``log D`` and
+read at the target. The 95% intervals combine a delete-d jackknife over each level's trials
+(the whole chain refitted per resample, a tenth of the trials left out, the spread taken
+robustly) with the model's share: the larger of the line's lack of fit and how far the
+levels' bend in ``log D`` would move the target if it went on. Only complete runs count, at
+the budget they trained: an intermediate value under a decaying schedule is not a shorter
+run.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ MAX_SPREAD = 4.0
 # samples_seen within 2% of each other are one budget level (rounding of epoch budgets).
 _SAME_BUDGET = 1.02
 _RESAMPLES = 100
+# Trials within this of a batch size's best trial, in log lr (±28%), fix its parabola.
+_LR_WINDOW = 0.25
 _Z = 1.959964  # the normal 97.5% quantile: 95% intervals
 _QUANTITIES = ("batch_size", "optimal_batch_size", "lr", "critical_batch_size")
 
@@ -252,10 +256,13 @@ def profile(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]
     logged)``; the loss is its log (``logged``) where every value is positive, as a loss falls
     over decades while the lr moves.
 
-    A batch size's best trial is refined by the parabola in log lr through it and its two
-    neighbours (when it has one on each side and the parabola opens upwards), so the profile
-    does not hang on how close one trial came to the best lr; then each value is the median
-    of itself and its neighbouring batch sizes', so that no single batch size sets the best.
+    A batch size's best is the lowest point of a parabola in log lr fitted to its trials
+    within ``_LR_WINDOW`` of its best trial (or through the best and its two neighbours when
+    fewer lie there), so the profile does not hang on how close one trial came to the best
+    lr; it is never above the best trial, which bounds the best from above. A best over the
+    lrs tried is now and then well above the true best, where no lr came near: an inner value
+    above the mean of its two neighbours' is taken down to that mean (the profile is smooth
+    in log b).
     """
     logged = bool(np.all(rows[:, 2] > 0))
     logs_b, best, best_lr = [], [], []
@@ -263,20 +270,32 @@ def profile(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]
         at = rows[rows[:, 0] == b]
         x_all = np.log(at[:, 1])
         y_all = np.log(at[:, 2]) if logged else at[:, 2]
-        x = np.unique(x_all)
-        y = np.array([y_all[x_all == v].min() for v in x])
-        k = int(np.argmin(y))
-        xv, yv = float(x[k]), float(y[k])
-        if 0 < k < len(x) - 1:
-            xv, yv = _vertex(x[k - 1 : k + 2], y[k - 1 : k + 2])
+        xv, yv = _lr_minimum(x_all, y_all)
         logs_b.append(math.log(b))
         best.append(yv)
         best_lr.append(xv)
     loss = np.array(best)
     if len(loss) >= 3:
-        padded = np.concatenate([loss[:1], loss, loss[-1:]])
-        loss = np.median(np.stack([padded[:-2], padded[1:-1], padded[2:]]), axis=0)
+        loss[1:-1] = np.minimum(loss[1:-1], (loss[:-2] + loss[2:]) / 2)
     return np.array(logs_b), loss, np.array(best_lr), logged
+
+
+def _lr_minimum(x_all: np.ndarray, y_all: np.ndarray) -> tuple[float, float]:
+    """``(log lr, loss)`` at one batch size's best: the vertex of the least-squares parabola
+    through the trials within ``_LR_WINDOW`` of the best trial when four or more lie there
+    and it opens upwards with its vertex among them, else of the three-point parabola."""
+    x = np.unique(x_all)
+    y = np.array([y_all[x_all == v].min() for v in x])
+    k = int(np.argmin(y))
+    near = np.abs(x - x[k]) <= _LR_WINDOW
+    if near.sum() >= 4:
+        a, b, c = np.polyfit(x[near], y[near], 2)
+        if a > 0 and x[near].min() <= -b / (2 * a) <= x[near].max():
+            xv = -b / (2 * a)
+            return float(xv), float(min(a * xv * xv + b * xv + c, y[k]))
+    if 0 < k < len(x) - 1:
+        return _vertex(x[k - 1 : k + 2], y[k - 1 : k + 2])
+    return float(x[k]), float(y[k])
 
 
 def _vertex(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -308,9 +327,8 @@ def _level(samples: int, rows: np.ndarray, tolerance: float, *, critical: bool =
     at_edge = k == len(x) - 1
     log_b, log_l = float(x[k]), float(log_lr[k])
     if not at_edge and p[k + 1] > p[k]:
-        # Where the profile crosses the limit between batch k and the next, in log b.
-        t = (limit - p[k]) / (p[k + 1] - p[k])
-        log_b += t * (x[k + 1] - x[k])
+        log_b = _crossing(x, p, k, limit)
+        t = (log_b - x[k]) / (x[k + 1] - x[k])
         log_l += t * (log_lr[k + 1] - log_lr[k])
     log_opt = float(x[k_best])
     if 0 < k_best < len(x) - 1:
@@ -327,6 +345,21 @@ def _level(samples: int, rows: np.ndarray, tolerance: float, *, critical: bool =
     )
 
 
+def _crossing(x: np.ndarray, p: np.ndarray, k: int, limit: float) -> float:
+    """Where the profile crosses ``limit`` between batch ``k`` and the next, in log b.
+
+    A profile bends upwards in log b, so a straight line between the two batch sizes would
+    put the crossing too early, by up to a third of the step between them; a shape-preserving
+    cubic through the neighbours (PCHIP) follows the bend and adds no wiggle.
+    """
+    from scipy.interpolate import PchipInterpolator
+
+    lo, hi = max(0, k - 1), min(len(x), k + 3)
+    grid = np.linspace(float(x[k]), float(x[k + 1]), 257)
+    above = np.flatnonzero(PchipInterpolator(x[lo:hi], p[lo:hi])(grid) > limit)
+    return float(grid[above[0] - 1]) if len(above) and above[0] > 0 else float(grid[-1])
+
+
 def _critical(logs_b: np.ndarray, log_lr: np.ndarray) -> float | None:
     """The critical batch of the lr fit over the batch sizes' best lrs."""
     from bsopt.analysis._fits import fit_lr_scaling
@@ -336,14 +369,23 @@ def _critical(logs_b: np.ndarray, log_lr: np.ndarray) -> float | None:
 
 
 # -- across levels ------------------------------------------------------------------------------
-def _line_at(log_d: Sequence[float], log_q: Sequence[float], at: float) -> tuple[float, float]:
-    """``(slope, value at at)`` of the least-squares line of ``log_q`` on ``log_d``."""
-    slope, intercept = np.polyfit(np.asarray(log_d), np.asarray(log_q), 1)
-    return float(slope), float(intercept + slope * at)
+def _line_at(
+    log_d: Sequence[float], log_q: Sequence[float], at: float
+) -> tuple[float, float, float]:
+    """``(slope, value at at, bend)`` of the least-squares line of ``log_q`` on ``log_d``;
+    ``bend`` is how far a parabola fitted instead would move the value at ``at`` (0 with
+    fewer than three levels)."""
+    x = np.asarray(log_d) - float(np.mean(log_d))
+    y = np.asarray(log_q)
+    to = at - float(np.mean(log_d))
+    slope, intercept = np.polyfit(x, y, 1)
+    straight = float(intercept + slope * to)
+    bend = float(np.polyval(np.polyfit(x, y, 2), to)) - straight if len(x) >= 3 else 0.0
+    return float(slope), straight, bend
 
 
-def _fits(levels: Sequence[Level], at: float) -> dict[str, tuple[float, float]]:
-    """Each quantity's ``(exponent, log value at at)``, where every level has it."""
+def _fits(levels: Sequence[Level], at: float) -> dict[str, tuple[float, float, float]]:
+    """Each quantity's ``(exponent, log value at at, bend)``, where every level has it."""
     out = {}
     log_d = [math.log(lv.samples) for lv in levels]
     for name in _QUANTITIES:
@@ -363,23 +405,24 @@ def _fit(
     values: dict[str, float | None] = {}
     intervals: dict[str, tuple[float, float] | None] = {}
     exponents: dict[str, Exponent] = {}
-    for name, (slope, log_value) in point.items():
+    for name, (slope, log_value, bend) in point.items():
         values[name] = math.exp(log_value)
         intervals[name] = None
         exponents[name] = Exponent(slope, None)
         if 2 * len(draws[name]) < tries[name]:
             continue
-        got = np.array(draws[name]) - np.array([slope, log_value])
+        got = np.array(draws[name]) - np.array([slope, log_value, bend])
         lof_slope, lof_value = _lack_of_fit(levels, name, at)
         # Robust spreads (MAD): a best over the lr jumps now and then when a resample leaves
-        # out the trial nearest the best lr; the line's lack of fit adds what the levels'
-        # own scatter says about the power law.
+        # out the trial nearest the best lr. A power law is what the levels are fitted to,
+        # not what they prove: the model's share is the larger of the line's lack of fit and
+        # how far the levels' bend in log D, if it went on, would move the value at the
+        # target (an 8x extrapolation magnifies a bend the levels barely show, so a forecast
+        # is claimed only when they lie close to a line).
         se_slope = math.hypot(_mad(got[:, 0]), lof_slope)
-        se_value = math.hypot(_mad(got[:, 1]), lof_value)
-        intervals[name] = (
-            math.exp(log_value - _Z * se_value),
-            math.exp(log_value + _Z * se_value),
-        )
+        model = max(_Z * lof_value, abs(bend))
+        half = math.hypot(_Z * _mad(got[:, 1]), model)
+        intervals[name] = (math.exp(log_value - half), math.exp(log_value + half))
         exponents[name] = Exponent(slope, (slope - _Z * se_slope, slope + _Z * se_slope))
     reasons = _reasons(levels, exponents.get("batch_size"), intervals.get("batch_size"))
     return Forecast(
@@ -424,12 +467,12 @@ def _lack_of_fit(levels: Sequence[Level], name: str, at: float) -> tuple[float, 
 
 def _resample(
     groups: list[tuple[int, np.ndarray]],
-    point: dict[str, tuple[float, float]],
+    point: dict[str, tuple[float, float, float]],
     tolerance: float,
     at: float,
     n: int,
     seed: int,
-) -> tuple[dict[str, list[tuple[float, float]]], dict[str, int]]:
+) -> tuple[dict[str, list[tuple[float, float, float]]], dict[str, int]]:
     """``(exponent, log value at at)`` of each quantity for ``n`` delete-d jackknife
     resamples, spread as the full sample's would be, and the resamples tried for each.
 
@@ -439,7 +482,7 @@ def _resample(
     over the lr is then much worse than the full search's: the intervals would measure the
     resampling, not the study. The critical batch (a costly fit) is resampled 20 times."""
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[tuple[float, float]]] = {name: [] for name in _QUANTITIES}
+    draws: dict[str, list[tuple[float, float, float]]] = {name: [] for name in _QUANTITIES}
     left_out = [max(1, len(rows) // 10) for _, rows in groups]
     scale = float(
         np.mean([math.sqrt((len(g[1]) - d) / d) for g, d in zip(groups, left_out, strict=True)])
@@ -449,11 +492,12 @@ def _resample(
         for (d, rows), out in zip(groups, left_out, strict=True):
             kept = rng.choice(len(rows), len(rows) - out, replace=False)
             levels.append(_level(d, rows[kept], tolerance, critical=i < 20))
-        for name, (slope, value) in _fits(levels, at).items():
+        for name, fitted in _fits(levels, at).items():
             if name in point:
-                p_slope, p_value = point[name]
                 draws[name].append(
-                    (p_slope + scale * (slope - p_slope), p_value + scale * (value - p_value))
+                    tuple(  # type: ignore[arg-type]
+                        p + scale * (f - p) for p, f in zip(point[name], fitted, strict=True)
+                    )
                 )
     tries = {name: n for name in _QUANTITIES} | {"critical_batch_size": min(n, 20)}
     return draws, tries

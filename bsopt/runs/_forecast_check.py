@@ -74,12 +74,19 @@ class ForecastCheck:
             f"Predicted batch size {shown}{interval}, trained as {self.runs[1].batch_size}; "
             f"measured: {measured} is the largest of the three within tolerance of their best."
         )
+        # One run per batch: the words say what these runs did, not what a seed would repeat.
         if self.holds:
-            lines.append("The forecast holds at the target.")
+            lines.append("The forecast held at the target in these runs (one seed each).")
         elif measured > self.runs[1].batch_size:
-            lines.append("The forecast was too small: double the batch costs nothing measurable.")
+            lines.append(
+                "The forecast was too small in these runs: double the batch came within the "
+                "tolerance of the best (one seed each; rerun with other seeds to be sure)."
+            )
         else:
-            lines.append("The forecast was too large: half the batch is measurably better.")
+            lines.append(
+                "The forecast was too large in these runs: half the batch was better by more "
+                "than the tolerance (one seed each; rerun with other seeds to be sure)."
+            )
         return "\n".join(lines)
 
 

@@ -22,21 +22,22 @@ LEVELS = (2**14, 2**16, 2**18)
 TARGET = 8 * LEVELS[-1]
 
 
-def critical(samples: float) -> float:
-    return math.sqrt(samples) / 4
+def critical(samples: float, bend: float = 0.0) -> float:
+    # bend > 0: the exponent grows with D, as on the noisy quadratic model.
+    return math.sqrt(samples) / 4 * math.exp(bend * math.log(samples / 2**14) ** 2)
 
 
 def best_lr(batch: float, samples: float) -> float:
     return 0.01 * math.sqrt(batch) * (samples / 2**14) ** 0.25
 
 
-def loss(batch: int, lr: float, samples: int) -> float:
+def loss(batch: int, lr: float, samples: int, bend: float = 0.0) -> float:
     spread = math.log(lr / best_lr(batch, samples))
-    return 0.5 * (1 + (batch / critical(samples)) ** 2) * math.exp(spread**2 / 2)
+    return 0.5 * (1 + (batch / critical(samples, bend)) ** 2) * math.exp(spread**2 / 2)
 
 
-def true_batch(samples: float, tol: float = TOL) -> float:
-    c = critical(samples)
+def true_batch(samples: float, tol: float = TOL, bend: float = 0.0) -> float:
+    c = critical(samples, bend)
     return c * math.sqrt((1 + tol) * (1 + (1 / c) ** 2) - 1)
 
 
@@ -46,6 +47,7 @@ def power_law_study(
     plain: bool = False,
     direction: str = "minimize",
     lrs: int = 9,
+    bend: float = 0.0,
 ) -> optuna.Study:
     """Trials on ``lrs`` lrs around the best at each power-of-two batch 1..1024 and budget; bsopt's
     own parameters and attributes, or (``plain``) a plain Optuna study's ``batch_size`` and
@@ -74,7 +76,7 @@ def power_law_study(
                     optuna.trial.create_trial(
                         params=params,
                         distributions=dists,
-                        value=sign * loss(2**k, lr, samples),
+                        value=sign * loss(2**k, lr, samples, bend),
                         user_attrs=attrs,
                     )
                 )
@@ -117,6 +119,52 @@ def test_the_profile_finds_the_best_lr_between_the_lrs_tried() -> None:
     assert np.exp(log_lr) == pytest.approx([best_lr(2**k, samples) for k in range(11)], rel=1e-6)
     expected = [math.log(loss(2**k, best_lr(2**k, samples), samples)) for k in range(11)]
     assert values == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_bend_in_log_d_widens_the_interval_to_hold_the_truth() -> None:
+    # The batch within tolerance bends upwards in log D, as on the noisy quadratic model: the
+    # line through three budgets lands low at 8x, and the interval must say so.
+    bend = 0.01
+    truth = true_batch(TARGET, bend=bend)
+    straight = forecast(power_law_study(), samples=TARGET, tolerance=TOL, resamples=20)
+    bent = forecast(power_law_study(bend=bend), samples=TARGET, tolerance=TOL, resamples=20)
+    assert bent.batch_size is not None and bent.interval is not None
+    assert straight.interval is not None
+    assert bent.batch_size < 0.95 * truth  # the line alone lands low ...
+    assert bent.interval[0] <= truth <= bent.interval[1]  # ... its interval holds it
+    assert straight.interval[1] / straight.interval[0] < 1.05  # no bend: as narrow as before
+    assert bent.interval[1] / bent.interval[0] > 1.2
+
+
+def test_a_batch_whose_lrs_missed_its_best_is_held_to_its_neighbours() -> None:
+    # A best over the lrs tried is never below the true best: where no lr came near, the
+    # batch's value is taken down to the mean of its neighbours'.
+    from bsopt.analysis._forecast import budget_groups, usable_trials
+
+    study = power_law_study(levels=(2**16,))
+    [(samples, rows)] = budget_groups(usable_trials(study))
+    far = np.abs(np.log(rows[:, 1] / [best_lr(b, samples) for b in rows[:, 0]])) > 1.0
+    sparse = rows[(rows[:, 0] != 16) | far]  # batch 16 keeps only lrs e-fold off its best
+    _, values, _, _ = profile(sparse)
+    k = 4  # batch 16
+    assert values[k] == pytest.approx((values[k - 1] + values[k + 1]) / 2)
+    truth = math.log(loss(16, best_lr(16, samples), samples))
+    raw = math.log(float(sparse[sparse[:, 0] == 16][:, 2].min()))
+    assert abs(values[k] - truth) < 0.1 * abs(raw - truth)
+
+
+def test_the_profile_finds_the_best_lr_through_noise() -> None:
+    # 40 lrs within the parabola's window of the best lr 0.01, each value off by 1% noise:
+    # the lowest trial's lr is wherever the noise put it, the fitted parabola's is near 0.01,
+    # and the value is never above the lowest trial's (which bounds the best from above).
+    rng = np.random.default_rng(0)
+    log_lr = rng.uniform(-0.25, 0.25, 40) + math.log(0.01)
+    noisy = np.exp((log_lr - math.log(0.01)) ** 2 * 4) * (1 + 0.01 * rng.standard_normal(40))
+    rows = np.column_stack([np.full(40, 8.0), np.exp(log_lr), noisy])
+    _, values, fitted_lr, _ = profile(rows)
+    lowest = float(np.exp(log_lr[np.argmin(noisy)]))
+    assert abs(math.log(math.exp(fitted_lr[0]) / 0.01)) < 0.5 * abs(math.log(lowest / 0.01))
+    assert values[0] <= math.log(noisy.min())
 
 
 def test_too_few_budgets_is_said_and_no_batch_is_claimed() -> None:

@@ -339,8 +339,12 @@ def test_nan_in_the_data_is_refused_at_load_time_naming_where() -> None:
 
 def test_single_class_labels_are_refused() -> None:
     with pytest.raises(ValueError, match=r"training labels hold a single class \(1\)"):
-        bsopt.TensorData(torch.zeros(10, 2), torch.ones(10, dtype=torch.long),
-                         torch.zeros(2, 2), torch.ones(2, dtype=torch.long))
+        bsopt.TensorData(
+            torch.zeros(10, 2),
+            torch.ones(10, dtype=torch.long),
+            torch.zeros(2, 2),
+            torch.ones(2, dtype=torch.long),
+        )
 
 
 def test_one_dimensional_x_is_refused_with_the_fix() -> None:
