@@ -254,7 +254,12 @@ def _cmd_confirm(args: argparse.Namespace) -> int:
         from bsopt.runs._forecast_check import check_forecast
 
         checked = check_forecast(
-            study, objective, samples=args.samples, tolerance=args.tolerance, echo=print
+            study,
+            objective,
+            samples=args.samples,
+            tolerance=args.tolerance,
+            seeds=args.seeds,
+            echo=print,
         )
         print("\n" + checked.text)
         return 0
@@ -446,7 +451,12 @@ def _add_confirm(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--top", type=_positive_int, default=3, help="best configurations per batch size"
     )
-    p.add_argument("--seeds", type=int, default=3, help="fresh-seed reruns per configuration")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="fresh-seed reruns per configuration (with --samples: runs per batch checked)",
+    )
     p.add_argument(
         "--jobs",
         type=_positive_int,

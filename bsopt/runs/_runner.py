@@ -14,6 +14,7 @@ import optuna
 from bsopt.runs._session import RunSettings, launched_by_torchrun, open_study, settings_of
 from bsopt.runs._study import n_finished, optimize, raise_storage_fault, summary
 from bsopt.runs._workers import close_objective, default_jobs, start_workers
+from bsopt.search._levels import BudgetLevels
 from bsopt.search._pruners import PrunerName
 from bsopt.store import close_connections, mask_url
 
@@ -215,6 +216,10 @@ def run_session(
         raise
     echo(f"Study {settings.study_name!r} in {mask_url(url)}: {done} of {trials} trials finished.")
     echo(f"Each trial: {objective.describe()}")
+    if done < trials and isinstance(objective, BudgetLevels):
+        queued = objective.queue(study, trials)  # balanced budgets for the forecast
+        if queued is not None:
+            echo(queued)
     jobs = _jobs(build_objective, objective, settings, remaining=trials - done)
     if done < trials and jobs > 1:
         echo(

@@ -74,14 +74,76 @@ class BudgetLevels:
         """The samples a trial of ``level`` trains."""
         return self._at[level].budget.grid(self.objective.data.n_train).total
 
-    def enqueue(self, study: optuna.Study, trials: int) -> None:
+    def enqueue(
+        self, study: optuna.Study, trials: int, *, batch_sizes: Sequence[int] | None = None
+    ) -> None:
         """Queue ``trials`` trials with their levels taken in turn, so that every level gets
         the same number of complete runs (a sampler left to choose favours some); the other
-        parameters are still the sampler's."""
+        parameters are still the sampler's.
+
+        With ``batch_sizes`` (e.g. ``objective.space.batch_sizes``), every (level, batch size)
+        pair is taken in turn and the sampler searches the rest, the lr above all: each
+        level's profile of best value per batch size, which the forecast reads, then rests on
+        as many lrs at every batch size instead of on the few a joint search leaves the
+        batch sizes it favours less.
+        """
         if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
             raise ValueError(f"trials must be a whole number of at least 1, but got {trials!r}.")
+        cells = self._cells(batch_sizes)
         for i in range(trials):
-            study.enqueue_trial({LEVEL_PARAM: self.levels[i % len(self.levels)]})
+            study.enqueue_trial(cells[i % len(cells)])
+
+    def queue(self, study: optuna.Study, trials: int) -> str | None:
+        """Queue what ``study`` lacks of ``trials`` finished or queued trials, as ``bsopt run``
+        does: every (level, batch size) pair in turn on a powers-of-two grid (see
+        :meth:`enqueue`), the levels in turn on an integer one, the turn going on from the
+        trials already there (a resumed or extended run stays balanced). Returns what was
+        queued, in words (``None`` when nothing was)."""
+        import optuna
+
+        states = (
+            optuna.trial.TrialState.COMPLETE,
+            optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.WAITING,
+        )
+        missing = trials - len(study.get_trials(deepcopy=False, states=states))
+        if missing <= 0:
+            return None
+        space = self.objective.space
+        batches = space.batch_sizes if space.batch_grid == "pow2" else None
+        cells = self._cells(batches)
+        start = len(study.get_trials(deepcopy=False))
+        for i in range(start, start + missing):
+            study.enqueue_trial(cells[i % len(cells)])
+        if batches is None:
+            return f"Queued {missing} trials with the {len(self.levels)} budget levels in turn."
+        return (
+            f"Queued {missing} trials with every (budget level, batch size) pair in turn "
+            f"({len(self.levels)} levels x {len(batches)} batch sizes); the sampler searches "
+            "the rest."
+        )
+
+    def _cells(self, batch_sizes: Sequence[int] | None) -> list[dict[str, Any]]:
+        """The fixed params of each queued trial, in the order they are taken."""
+        if batch_sizes is None:
+            return [{LEVEL_PARAM: level} for level in self.levels]
+        params = [self._batch_param(b) for b in _check_batches(batch_sizes)]
+        return [{**p, LEVEL_PARAM: level} for p in params for level in self.levels]
+
+    def _batch_param(self, batch: int) -> dict[str, int]:
+        """The stored parameter that trains ``batch``, refused if the space cannot."""
+        from bsopt.core._space import BATCH_PARAM, EXPONENT_PARAM
+
+        space = self.objective.space
+        if batch not in space.batch_sizes:
+            raise ValueError(
+                f"batch_sizes holds {batch}, which the search space cannot train: batch_size "
+                f"{space.batch_size!r} on the {space.batch_grid!r} grid. Pass sizes from "
+                "objective.space.batch_sizes, or widen the space's batch_size range."
+            )
+        if space.batch_grid == "int":
+            return {BATCH_PARAM: batch}
+        return {EXPONENT_PARAM: int(math.log2(batch))}
 
     def describe(self) -> str:
         shown = ", ".join(f"{level:g}" for level in self.levels)
@@ -126,6 +188,19 @@ class _WithoutLevel:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._trial, name)
+
+
+def _check_batches(batch_sizes: object) -> list[int]:
+    if (
+        not isinstance(batch_sizes, (tuple, list))
+        or not batch_sizes
+        or not all(isinstance(b, int) and not isinstance(b, bool) for b in batch_sizes)
+    ):
+        raise ValueError(
+            f"batch_sizes must be a non-empty sequence of whole numbers, but got "
+            f"{batch_sizes!r}. Pass e.g. objective.space.batch_sizes."
+        )
+    return sorted(set(batch_sizes))
 
 
 def _check_levels(levels: object) -> tuple[float, ...]:

@@ -15,14 +15,17 @@ from bsopt.cli import main
 from bsopt.runs._forecast_check import CheckRun, ForecastCheck, check_forecast
 
 
-def power_law_study() -> optuna.Study:
+def power_law_study(*, own: bool = False) -> optuna.Study:
     """The known-answer study of tests/analysis/test_forecast.py, in brief: the batch within
-    tolerance grows as sqrt(D), the best lr as sqrt(batch) * D^0.25."""
+    tolerance grows as sqrt(D), the best lr as sqrt(batch) * D^0.25; ``own``: with a user's
+    own parameter ``w`` beside bsopt's."""
     study = optuna.create_study()
-    dists = {
+    dists: dict[str, optuna.distributions.BaseDistribution] = {
         "log2_batch_size": optuna.distributions.IntDistribution(0, 10),
         "dropout": optuna.distributions.FloatDistribution(0.0, 0.5),
     }
+    if own:
+        dists["w"] = optuna.distributions.IntDistribution(1, 2)
     for samples in (2**14, 2**16, 2**18):
         for k in range(11):
             best = 0.01 * math.sqrt(2**k) * (samples / 2**14) ** 0.25
@@ -30,7 +33,7 @@ def power_law_study() -> optuna.Study:
                 loss = 0.5 * (1 + (2**k * 4 / math.sqrt(samples)) ** 2) * math.exp(step**2 / 2)
                 study.add_trial(
                     optuna.trial.create_trial(
-                        params={"log2_batch_size": k, "dropout": 0.1},
+                        params={"log2_batch_size": k, "dropout": 0.1} | ({"w": 1} if own else {}),
                         distributions=dists,
                         value=loss,
                         user_attrs={"samples_seen": samples, "lr": best * math.exp(step)},
@@ -44,7 +47,9 @@ def test_the_forecast_and_its_neighbours_train_at_the_target(
 ) -> None:
     study = power_law_study()
     lines: list[str] = []
-    checked = check_forecast(study, tiny_objective, samples=640, tolerance=0.25, echo=lines.append)
+    checked = check_forecast(
+        study, tiny_objective, samples=640, tolerance=0.25, seeds=2, echo=lines.append
+    )
     fc = checked.forecast
     assert fc.batch_size is not None
     center = checked.runs[1].batch_size
@@ -52,28 +57,66 @@ def test_the_forecast_and_its_neighbours_train_at_the_target(
     assert [r.batch_size for r in checked.runs] == [center // 2, center, center * 2]
     # Every run trains exactly the target's samples, whatever its batch size.
     assert [r.samples_seen for r in checked.runs] == [640, 640, 640]
+    # Two fresh seeds per batch, and they train differently (an accuracy on 80 validation
+    # rows can still coincide): seed noise is measured.
+    assert all(len(r.values) == 2 for r in checked.runs)
+    assert any(r.values[0] != r.values[1] for r in checked.runs)
     assert checked.runs[1].lr == pytest.approx(fc.lr * (center / fc.batch_size) ** 0.5, rel=0.5)
     assert lines[0].startswith("Forecast for 640 samples")
     assert "Training batch size" in lines[-1]
-    assert checked.text.startswith("Checked at 640 samples (25.0% tolerance):")
+    assert checked.text.startswith("Checked at 640 samples (25.0% tolerance, 2 seeds per batch):")
     assert checked.measured_batch_size in [r.batch_size for r in checked.runs]
+
+
+def test_an_objective_with_its_own_suggest_is_checked_with_every_seed(
+    tiny_objective: bsopt.Objective,
+) -> None:
+    # A FixedTrial keeps what was suggested: reused across seeds, the second run's suggest()
+    # looked as if it had suggested bsopt's own parameters, and the check failed.
+    own = tiny_objective.with_options(suggest=lambda trial: {"w": trial.suggest_int("w", 1, 2)})
+    checked = check_forecast(power_law_study(own=True), own, samples=640, tolerance=0.25, seeds=2)
+    assert all(len(r.values) == 2 for r in checked.runs)
 
 
 def test_measured_batch_is_the_largest_within_tolerance() -> None:
     fc = Forecast(100, 0.01, "ok", (), (), batch_size=64.0, lr=0.1)
     runs = (
-        CheckRun(32, 0.1, 0.900, 100),
-        CheckRun(64, 0.1, 0.895, 100),
-        CheckRun(128, 0.1, 0.8, 100),
+        CheckRun(32, 0.1, (0.900,), 100),
+        CheckRun(64, 0.1, (0.895,), 100),
+        CheckRun(128, 0.1, (0.8,), 100),
     )
     checked = ForecastCheck(fc, runs, maximize=True)
     assert checked.measured_batch_size == 64
     assert checked.holds
-    assert "The forecast held at the target in these runs (one seed each)." in checked.text
-    too_small = ForecastCheck(fc, (*runs[:2], CheckRun(128, 0.1, 0.899, 100)), maximize=True)
+    assert "The forecast held at the target." in checked.text
+    # One seed: nothing is settled, and the text says so.
+    assert checked.unsettled == [64, 128]
+    assert "One seed per batch: seed noise is not measured" in checked.text
+    too_small = ForecastCheck(fc, (*runs[:2], CheckRun(128, 0.1, (0.899,), 100)), maximize=True)
     assert too_small.measured_batch_size == 128
     assert not too_small.holds
     assert "too small" in too_small.text
+
+
+def test_seeds_settle_the_check_only_where_their_spread_allows() -> None:
+    fc = Forecast(100, 0.01, "ok", (), (), batch_size=64.0, lr=0.1)
+    # Losses: 64 is 0.5% above 32 and 128 is 20% above; tight seeds settle both sides.
+    tight = (
+        CheckRun(32, 0.1, (1.000, 1.001, 0.999), 100),
+        CheckRun(64, 0.1, (1.005, 1.006, 1.004), 100),
+        CheckRun(128, 0.1, (1.200, 1.201, 1.199), 100),
+    )
+    checked = ForecastCheck(fc, tight, maximize=False)
+    assert checked.holds
+    assert checked.unsettled == []
+    assert "Settled by 3 seeds" in checked.text
+    # The same means with a spread of 5%: whether 64 is within 1% is not settled.
+    loose = (tight[0], CheckRun(64, 0.1, (0.955, 1.005, 1.055), 100), tight[2])
+    checked = ForecastCheck(fc, loose, maximize=False)
+    assert checked.holds
+    assert checked.unsettled == [64]
+    assert "Not settled by 3 seeds" in checked.text
+    assert "of batch 64 holds the tolerance" in checked.text
 
 
 def test_no_forecast_is_refused_before_training(tiny_objective: bsopt.Objective) -> None:
@@ -96,6 +139,26 @@ def build_objective(*, seed=0):
     )
     return BudgetLevels(objective, (0.25, 0.5, 1.0))
 """
+
+
+def test_cli_run_queues_every_budget_and_batch_size_in_turn(
+    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "levels.py"
+    script.write_text(SCRIPT)
+    run = ["run", str(script), "--storage", sqlite_url, "--no-progress", "--pruner", "none"]
+    assert main([*run, "--trials", "4", "--jobs", "1"]) == 0
+    assert "Queued 4 trials with every (budget level, batch size) pair in turn (3 levels x 4" in (
+        capsys.readouterr().out
+    )
+    # Extended to 7: the turn goes on where it stopped, nothing queued twice.
+    assert main([*run, "--trials", "7", "--jobs", "1"]) == 0
+    assert "Queued 3 trials" in capsys.readouterr().out
+    study = optuna.load_study(study_name="levels", storage=sqlite_url)
+    cells = [(t.params["budget_level"], t.params["log2_batch_size"]) for t in study.trials]
+    expected = [(level, e) for e in (3, 4, 5, 6) for level in (0.25, 0.5, 1.0)]
+    assert cells == expected[:7]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
 def test_cli_confirm_samples_checks_the_forecast_or_says_why_not(

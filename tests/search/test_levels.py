@@ -75,6 +75,25 @@ def test_enqueue_takes_the_levels_in_turn(tiny_objective: bsopt.Objective) -> No
         levels.enqueue(study, 0)
 
 
+def test_enqueue_takes_every_level_and_batch_size_in_turn(
+    tiny_objective: bsopt.Objective,
+) -> None:
+    levels = BudgetLevels(tiny_objective, (0.5, 1.0))
+    study = optuna.create_study()
+    levels.enqueue(study, 4, batch_sizes=[32, 8])
+    study.optimize(levels, n_trials=4)
+    cells = [
+        (t.params["budget_level"], 2 ** t.params["log2_batch_size"], t.user_attrs["samples_seen"])
+        for t in study.trials
+    ]
+    full = levels.samples_at(1.0)
+    assert cells == [(0.5, 8, full // 2), (1.0, 8, full), (0.5, 32, full // 2), (1.0, 32, full)]
+    with pytest.raises(ValueError, match=r"batch_sizes holds 12, which the search space cannot"):
+        levels.enqueue(study, 2, batch_sizes=[8, 12])
+    with pytest.raises(ValueError, match="batch_sizes must be a non-empty sequence"):
+        levels.enqueue(study, 2, batch_sizes=[])
+
+
 def test_a_users_suggest_gets_no_warning_about_the_level(
     tiny_objective: bsopt.Objective, recwarn: pytest.WarningsRecorder
 ) -> None:
