@@ -8,12 +8,12 @@ A search answers for the budget it trained, and the best batch size grows as tra
 on. Here every trial draws its budget from 1/8, 1/4 and 1/2 of the full run (16 epochs of
 digits, 22,992 samples), stored as the parameter ``budget_level``; ``bsopt run`` queues every
 (level, batch size) pair in turn (18 of them: 216 trials give each 12 lrs to search) and the
-sampler searches the lr; ``bsopt forecast`` fits how
-the batch within tolerance, its lr and the critical batch move with the samples trained and
-extrapolates to the full run, with intervals, or says why it cannot; ``bsopt confirm
---samples`` trains the forecast and its half and double batch at the full run, three seeds
-each, and prints predicted against measured and whether the seeds settle it. The search costs about 29% of the samples that as many trials
-at the full budget would.
+sampler searches the lr. ``bsopt forecast`` fits how the batch within tolerance, its lr and
+the critical batch move with the samples trained and extrapolates to the full run, with
+intervals, or says why it cannot; ``bsopt confirm --samples`` trains the forecast and its
+half and double batch at the full run, three seeds each, and prints predicted against
+measured and whether the seeds settle it. The search costs about 29% of the samples that as
+many trials at the full budget would.
 
 Pruning: trials of different levels report at shared sample counts, comparable only under a
 constant lr schedule (this study's); ``--pruner none`` keeps every trial a complete run.
