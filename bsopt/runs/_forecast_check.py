@@ -114,8 +114,9 @@ class ForecastCheck:
         measured = self.measured_batch_size
         shown = f"{fc.batch_size:.0f}" if fc.batch_size is not None else "-"
         interval = "" if fc.interval is None else f" ({fc.interval[0]:.0f}-{fc.interval[1]:.0f})"
+        said = "Predicted" if fc.ok else "Extrapolated (no fit: the forecast does not hold)"
         lines.append(
-            f"Predicted batch size {shown}{interval}, trained as {self.runs[1].batch_size}; "
+            f"{said} batch size {shown}{interval}, trained as {self.runs[1].batch_size}; "
             f"measured: {measured} is the largest of the three whose mean is within tolerance "
             "of the best."
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 import math
 from pathlib import Path
 
@@ -92,6 +93,9 @@ def test_measured_batch_is_the_largest_within_tolerance() -> None:
     # One seed: nothing is settled, and the text says so.
     assert checked.unsettled == [64, 128]
     assert "One seed per batch: seed noise is not measured" in checked.text
+    assert "Predicted batch size 64, trained as 64" in checked.text
+    unsupported = ForecastCheck(replace(fc, status="no fit"), runs, maximize=True)
+    assert "Extrapolated (no fit: the forecast does not hold) batch size 64" in unsupported.text
     too_small = ForecastCheck(fc, (*runs[:2], CheckRun(128, 0.1, (0.899,), 100)), maximize=True)
     assert too_small.measured_batch_size == 128
     assert not too_small.holds
