@@ -59,6 +59,14 @@ def truth(nqm: Any, samples: int, tolerance: float, h: np.ndarray) -> float:
     return float(2 ** (exps[k] + t * 0.25))
 
 
+def best_lr(nqm: Any, samples: int, batch: int, h: np.ndarray) -> float:
+    """The best lr of ``batch`` at ``samples``, from the exact loss on a fine grid."""
+    lrs = np.logspace(-4, math.log10(2.0), 600)
+    return float(
+        lrs[int(np.argmin([nqm.expected_loss(float(lr), batch, samples, h) for lr in lrs]))]
+    )
+
+
 def base_lrs(
     nqm: Any, samples: int, batch: int, per: int, search: str, rng: Any, h: np.ndarray
 ) -> list[float]:
@@ -130,7 +138,7 @@ def run_nqm(tolerances: list[float], per: int, seeds: int, search: str) -> None:
     )
     for tol in tolerances:
         true = truth(nqm, target, tol, h)
-        within = holds = claimed = 0
+        within = holds = claimed = lr_within = lr_holds = 0
         shown, spent, seconds = [], [], []
         for seed in range(seeds):
             study = nqm_study(nqm, levels, per, seed, h, search)
@@ -140,6 +148,11 @@ def run_nqm(tolerances: list[float], per: int, seeds: int, search: str) -> None:
             b, iv = fc.batch_size, fc.interval
             within += b is not None and true / 2 <= b <= 2 * true
             holds += iv is not None and iv[0] <= true <= iv[1]
+            if b is not None and fc.lr is not None:
+                best = best_lr(nqm, target, max(1, round(b)), h)
+                lr_within += best / 2 <= fc.lr <= 2 * best
+                lr_iv = fc.lr_interval
+                lr_holds += lr_iv is not None and lr_iv[0] <= best <= lr_iv[1]
             claimed += fc.ok
             spent.append(fc.samples_spent / fc.direct_samples)
             span = "-" if iv is None else f"{iv[0]:.0f}-{iv[1]:.0f}"
@@ -149,6 +162,10 @@ def run_nqm(tolerances: list[float], per: int, seeds: int, search: str) -> None:
             f"holds it {holds}/{seeds}, fit claimed {claimed}/{seeds}; samples "
             f"{statistics.median(spent):.1%} of searching at N; forecast "
             f"{statistics.median(seconds):.2f} s (median)"
+        )
+        print(
+            f"  lr at the forecast batch: within 2x of its true best {lr_within}/{seeds}, "
+            f"interval holds it {lr_holds}/{seeds}"
         )
         print("  forecasts: " + "; ".join(shown))
 
