@@ -411,7 +411,7 @@ def _fit(
         exponents[name] = Exponent(slope, None)
         if 2 * len(draws[name]) < tries[name]:
             continue
-        got = np.array(draws[name]) - np.array([slope, log_value, bend])
+        got = np.array(draws[name]) - np.array([slope, log_value])
         lof_slope, lof_value = _lack_of_fit(levels, name, at)
         # Robust spreads (MAD): a best over the lr jumps now and then when a resample leaves
         # out the trial nearest the best lr. A power law is what the levels are fitted to,
@@ -472,7 +472,7 @@ def _resample(
     at: float,
     n: int,
     seed: int,
-) -> tuple[dict[str, list[tuple[float, float, float]]], dict[str, int]]:
+) -> tuple[dict[str, list[tuple[float, float]]], dict[str, int]]:
     """``(exponent, log value at at)`` of each quantity for ``n`` delete-d jackknife
     resamples, spread as the full sample's would be, and the resamples tried for each.
 
@@ -482,7 +482,7 @@ def _resample(
     over the lr is then much worse than the full search's: the intervals would measure the
     resampling, not the study. The critical batch (a costly fit) is resampled 20 times."""
     rng = np.random.default_rng(seed)
-    draws: dict[str, list[tuple[float, float, float]]] = {name: [] for name in _QUANTITIES}
+    draws: dict[str, list[tuple[float, float]]] = {name: [] for name in _QUANTITIES}
     left_out = [max(1, len(rows) // 10) for _, rows in groups]
     scale = float(
         np.mean([math.sqrt((len(g[1]) - d) / d) for g, d in zip(groups, left_out, strict=True)])
@@ -492,12 +492,11 @@ def _resample(
         for (d, rows), out in zip(groups, left_out, strict=True):
             kept = rng.choice(len(rows), len(rows) - out, replace=False)
             levels.append(_level(d, rows[kept], tolerance, critical=i < 20))
-        for name, fitted in _fits(levels, at).items():
+        for name, (slope, value, _) in _fits(levels, at).items():
             if name in point:
+                p_slope, p_value, _ = point[name]
                 draws[name].append(
-                    tuple(  # type: ignore[arg-type]
-                        p + scale * (f - p) for p, f in zip(point[name], fitted, strict=True)
-                    )
+                    (p_slope + scale * (slope - p_slope), p_value + scale * (value - p_value))
                 )
     tries = {name: n for name in _QUANTITIES} | {"critical_batch_size": min(n, 20)}
     return draws, tries
