@@ -89,9 +89,20 @@ def base_lrs(
 
 
 def nqm_study(
-    nqm: Any, levels: list[int], per: int, seed: int, h: np.ndarray, search: str = "random"
+    nqm: Any,
+    levels: list[int],
+    per: int,
+    seed: int,
+    h: np.ndarray,
+    search: str = "random",
+    branch: bool = False,
 ) -> Any:
-    """A plain Optuna study of NQM trials at ``levels`` samples (left out where diverged)."""
+    """A plain Optuna study of NQM trials at ``levels`` samples (left out where diverged).
+
+    ``branch``: every trial runs the largest level only and reports the exact loss at the
+    smaller ones as intermediate values, declared complete runs (``runs_within``), as
+    ``BudgetLevels(branch=True)`` does: under a constant lr the first D samples of SGD on the
+    NQM are a run of D."""
     import optuna
 
     rng = np.random.default_rng(seed)
@@ -101,26 +112,30 @@ def nqm_study(
         "lr": optuna.distributions.FloatDistribution(1e-4, 100.0, log=True),
     }
     trials = []
-    for samples in levels:
+    for samples in levels[-1:] if branch else levels:
         for k in range(13):
             for base in base_lrs(nqm, samples, 2**k, per, search, rng, h):
                 lr = float(base * (2**k / 32) ** 0.5)
                 value = nqm.expected_loss(lr, 2**k, samples, h)
                 if not math.isfinite(value):
                     continue  # diverged: a failed trial, which the forecast never reads
+                within = levels[:-1] if branch else []
                 trials.append(
                     optuna.trial.create_trial(
                         params={"log2_batch_size": k, "lr": lr},
                         distributions=dists,
                         value=value,
-                        user_attrs={"samples_seen": samples},
+                        intermediate_values={d: nqm.expected_loss(lr, 2**k, d, h) for d in within},
+                        user_attrs={"samples_seen": samples, "runs_within": within},
                     )
                 )
     study.add_trials(trials)
     return study
 
 
-def run_nqm(tolerances: list[float], per: int, seeds: int, search: str) -> None:
+def run_nqm(
+    tolerances: list[float], per: int, seeds: int, search: str, branch: bool = False
+) -> None:
     import optuna
 
     import bsopt
@@ -134,14 +149,15 @@ def run_nqm(tolerances: list[float], per: int, seeds: int, search: str) -> None:
     print(f"NQM (h_i = 1/i, d = 1000): searched at {levels} samples, forecast at {target:,}")
     print(
         f"(8x the largest); {per} lrs per batch size (13 sizes) and budget, {search} search; "
-        f"{seeds} seeds."
+        f"{seeds} seeds"
+        + ("; branching: trials at 4D only, their losses at D and 2D as runs." if branch else ".")
     )
     for tol in tolerances:
         true = truth(nqm, target, tol, h)
         within = holds = claimed = lr_within = lr_holds = 0
-        shown, spent, seconds = [], [], []
+        shown, spent, seconds, trained = [], [], [], []
         for seed in range(seeds):
-            study = nqm_study(nqm, levels, per, seed, h, search)
+            study = nqm_study(nqm, levels, per, seed, h, search, branch)
             start = time.perf_counter()
             fc = bsopt.forecast(study, samples=target, tolerance=tol)
             seconds.append(time.perf_counter() - start)
@@ -155,12 +171,14 @@ def run_nqm(tolerances: list[float], per: int, seeds: int, search: str) -> None:
                 lr_holds += lr_iv is not None and lr_iv[0] <= best <= lr_iv[1]
             claimed += fc.ok
             spent.append(fc.samples_spent / fc.direct_samples)
+            trained.append(fc.samples_spent)
             span = "-" if iv is None else f"{iv[0]:.0f}-{iv[1]:.0f}"
             shown.append(f"{b:.0f} ({span}){'' if fc.ok else ' no fit'}")
         print(
             f"tolerance {tol:g}: truth {true:.0f}; within 2x {within}/{seeds}, interval "
             f"holds it {holds}/{seeds}, fit claimed {claimed}/{seeds}; samples "
-            f"{statistics.median(spent):.1%} of searching at N; forecast "
+            f"{statistics.median(trained) / 1e6:.0f}M, {statistics.median(spent):.1%} of "
+            f"as many trials at N; forecast "
             f"{statistics.median(seconds):.2f} s (median)"
         )
         print(
@@ -242,6 +260,9 @@ def main() -> None:
         "--design", choices=("joint", "cells"), default="cells", help="a real study's queue"
     )
     parser.add_argument("--search-seeds", type=int, default=1, help="real studies, seeds 0..")
+    parser.add_argument(
+        "--branch", action="store_true", help="NQM: trials at the largest budget only"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(HERE.parent))
     if args.digits or args.breast_cancer:
@@ -249,7 +270,8 @@ def main() -> None:
             which = "digits" if args.digits else "breast_cancer"
             run_real(which, args.trials, args.tolerance, args.design, seed)
         return
-    run_nqm([0.1] if args.quick else [0.01, 0.1, 0.2], args.per, args.seeds, args.lr_search)
+    tolerances = [0.1] if args.quick else [0.01, 0.1, 0.2]
+    run_nqm(tolerances, args.per, args.seeds, args.lr_search, args.branch)
 
 
 if __name__ == "__main__":

@@ -34,13 +34,14 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from bsopt.analysis._load import (
-    complete_trials,
     finite,
+    is_confirm_run,
     load_study,
     trial_batch_size,
     trial_lr,
     trial_value,
 )
+from bsopt.core._attrs import RUNS_WITHIN_ATTR
 
 #: Budgets (distinct ``samples_seen``) a forecast needs, and the widest interval it claims.
 MIN_BUDGETS = 3
@@ -197,35 +198,56 @@ def _check_args(samples: object, tolerance: object, resamples: object) -> None:
 
 # -- the trials -------------------------------------------------------------------------------
 def usable_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials that ran their whole budget and carry samples, batch, lr and value."""
+    """Trials that hold a complete run with samples, batch, lr and value: complete trials
+    that ran their whole budget, and complete or pruned ones whose user attribute
+    ``runs_within`` says which of their evaluations are complete runs of a smaller budget
+    (:class:`~bsopt.search.BudgetLevels` with ``branch=True``)."""
     out = []
-    for t in complete_trials(study):
-        reason = t.user_attrs.get("stop_reason")
-        if reason not in (None, "completed"):
-            continue  # stopped early (target reached, ...): not a run at its budget
-        samples = finite(t.user_attrs.get("samples_seen"))
-        if samples is None or samples <= 0:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for t in study.get_trials(deepcopy=False, states=states):
+        if is_confirm_run(t) or trial_batch_size(t) is None or trial_lr(t) is None:
             continue
-        if trial_batch_size(t) is None or trial_lr(t) is None:
-            continue
-        out.append(t)
+        if _runs(t):
+            out.append(t)
     return out
+
+
+def _runs(trial: FrozenTrial) -> list[tuple[float, float]]:
+    """``(samples, value)`` of each complete run ``trial`` holds (see :func:`usable_trials`)."""
+    runs = []
+    samples = finite(trial.user_attrs.get("samples_seen"))
+    value = trial_value(trial)
+    ran_all = trial.user_attrs.get("stop_reason") in (None, "completed")
+    if trial.state == optuna.trial.TrialState.COMPLETE and ran_all and value is not None:
+        if samples is not None and samples > 0:
+            runs.append((float(samples), float(value)))
+    within = trial.user_attrs.get(RUNS_WITHIN_ATTR)
+    for step in within if isinstance(within, list) else ():
+        reported = trial.intermediate_values.get(step) if isinstance(step, int) else None
+        if (
+            reported is not None
+            and math.isfinite(reported)
+            and (samples is None or step <= samples)
+        ):
+            runs.append((float(step), float(reported)))
+    return runs
 
 
 def budget_groups(
     trials: Sequence[FrozenTrial], *, maximize: bool = False
 ) -> list[tuple[int, np.ndarray]]:
-    """The trials by budget level: ``(samples, rows of [batch, lr, loss])``, ``loss`` the
-    value made lower-is-better. Levels are ``samples_seen`` within 2% of each other."""
+    """The complete runs by budget level: ``(samples, rows of [batch, lr, loss])``, ``loss``
+    the value made lower-is-better. Levels are ``samples_seen`` within 2% of each other."""
     sign = -1.0 if maximize else 1.0
     rows = sorted(
         (
-            float(t.user_attrs["samples_seen"]),
+            samples,
             float(trial_batch_size(t)),  # type: ignore[arg-type]
             float(trial_lr(t)),  # type: ignore[arg-type]
-            sign * float(trial_value(t)),  # type: ignore[arg-type]
+            sign * value,
         )
         for t in trials
+        for samples, value in _runs(t)
     )
     groups: list[list[tuple[float, ...]]] = []
     for row in rows:

@@ -14,6 +14,10 @@ CONFIRM_SEED_ATTR = "confirm_seed"
 CONFIRM_STUDY_ATTR = "confirm_of_study"
 # The confirm study of search study NAME is NAME + this suffix, in the same storage.
 CONFIRM_STUDY_SUFFIX = ":confirm"
+# A trial's user attribute: the sample counts at which its evaluation is a complete run of
+# that budget (written by BudgetLevels(branch=True), read by the forecast; any study may
+# set it for runs whose first samples are a shorter run).
+RUNS_WITHIN_ATTR = "runs_within"
 
 
 def confirm_study_name(search_study: str) -> str:

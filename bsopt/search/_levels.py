@@ -13,6 +13,8 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
+from bsopt.core._attrs import RUNS_WITHIN_ATTR
+
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
@@ -34,6 +36,15 @@ class BudgetLevels:
         levels: two or more distinct fractions in ``(0, 1]`` of that budget, e.g. the default
             ``(1/8, 1/4, 1/2)``; :func:`bsopt.forecast` needs three.
 
+        branch: train every trial at the largest level only, and count its evaluations at
+            the smaller levels' budgets as runs of those budgets (user attribute
+            ``runs_within``, which :func:`bsopt.forecast` reads). This holds only where the
+            first ``D`` samples of a longer run are a run of ``D``: a constant lr schedule
+            without warm-up, a constant batch size, and the same evaluation points up to
+            ``D`` (the levels must be whole multiples of the smallest, whose evaluation
+            interval every level shares). The space is checked, and one trial gives every
+            level, pruned ones too up to where they stopped.
+
     Everything else (``direction``, ``space``, ``budget``, ...) is ``objective``'s. Prune with
     care: trials of different levels share report steps, which compare like with like only
     under a constant lr schedule (an intermediate value under a decaying schedule is not a
@@ -45,7 +56,13 @@ class BudgetLevels:
         >>> bsopt.forecast(study, samples=objective.budget.grid(n_train).total)
     """
 
-    def __init__(self, objective: Objective, levels: Sequence[float] = (0.125, 0.25, 0.5)) -> None:
+    def __init__(
+        self,
+        objective: Objective,
+        levels: Sequence[float] = (0.125, 0.25, 0.5),
+        *,
+        branch: bool = False,
+    ) -> None:
         fractions = _check_levels(levels)
         budget = objective.budget
         if budget.unit == "seconds":
@@ -56,12 +73,20 @@ class BudgetLevels:
             )
         self.objective = objective
         self.levels = fractions
+        self.branch = bool(branch)
+        if self.branch:
+            _check_branch(objective, fractions)
         # One objective per level, built (and its budget checked) now, not in a trial.
         self._at = {level: self._objective_at(level) for level in fractions}
 
     def _objective_at(self, level: float) -> Objective:
         budget = self.objective.budget
         scaled = dataclasses.replace(budget, amount=budget.amount * level)
+        if self.branch:
+            # Every level evaluates every (smallest level's interval): a longer run's first
+            # evaluations are then a shorter run's, batch for batch.
+            evals = budget.evals * round(level / self.levels[0])
+            scaled = dataclasses.replace(scaled, evals=evals)
         try:
             scaled.grid(self.objective.data.n_train)
         except ValueError as error:
@@ -111,12 +136,19 @@ class BudgetLevels:
             return None
         space = self.objective.space
         batches = space.batch_sizes if space.batch_grid == "pow2" else None
+        if self.branch and batches is None:
+            return None  # one level, any batch: nothing to balance
         cells = self._cells(batches)
         start = len(study.get_trials(deepcopy=False))
         for i in range(start, start + missing):
             study.enqueue_trial(cells[i % len(cells)])
         if batches is None:
             return f"Queued {missing} trials with the {len(self.levels)} budget levels in turn."
+        if self.branch:
+            return (
+                f"Queued {missing} trials with the {len(batches)} batch sizes in turn, each at "
+                f"the largest budget level; the sampler searches the rest."
+            )
         return (
             f"Queued {missing} trials with every (budget level, batch size) pair in turn "
             f"({len(self.levels)} levels x {len(batches)} batch sizes); the sampler searches "
@@ -126,8 +158,10 @@ class BudgetLevels:
     def _cells(self, batch_sizes: Sequence[int] | None) -> list[dict[str, Any]]:
         """The fixed params of each queued trial, in the order they are taken."""
         if batch_sizes is None:
-            return [{LEVEL_PARAM: level} for level in self.levels]
+            return [{}] if self.branch else [{LEVEL_PARAM: level} for level in self.levels]
         params = [self._batch_param(b) for b in _check_batches(batch_sizes)]
+        if self.branch:
+            return params  # one level trained: the batch sizes in turn
         return [{**p, LEVEL_PARAM: level} for p in params for level in self.levels]
 
     def _batch_param(self, batch: int) -> dict[str, int]:
@@ -148,21 +182,32 @@ class BudgetLevels:
     def describe(self) -> str:
         shown = ", ".join(f"{level:g}" for level in self.levels)
         samples = ", ".join(f"{self.samples_at(level):,}" for level in self.levels)
+        if self.branch:
+            return (
+                f"{self.objective.describe()}; each trial trains a fraction "
+                f"{self.levels[-1]:g} of it, and its evaluations at {samples} samples (the "
+                f"fractions {shown}) count as runs of those budgets (constant schedule)"
+            )
         return (
             f"{self.objective.describe()}; each trial trains a fraction {shown} of it "
             f"({samples} samples, parameter {LEVEL_PARAM!r})"
         )
 
     def __call__(self, trial: optuna.Trial) -> Any:
+        if self.branch:
+            # The smaller levels' runs are this one's first evaluations: say which, before
+            # training, so that a pruned trial keeps them too.
+            trial.set_user_attr(RUNS_WITHIN_ATTR, [self.samples_at(lv) for lv in self.levels[:-1]])
+            return self._at[self.levels[-1]](trial)
         level = float(trial.suggest_categorical(LEVEL_PARAM, self.levels))
         return self._at[level](_WithoutLevel(trial))  # type: ignore[arg-type]
 
     def retrain(
         self, trial: optuna.Trial | FrozenTrial, *, seed: int | None = None
     ) -> tuple[nn.Module, TrainResult]:
-        """Train a stored trial again at its own level's budget (the full budget for a trial
-        without ``budget_level``)."""
-        level = trial.params.get(LEVEL_PARAM)
+        """Train a stored trial again at its own level's budget (the largest level's with
+        ``branch=True``; the full budget for a trial without ``budget_level``)."""
+        level = self.levels[-1] if self.branch else trial.params.get(LEVEL_PARAM)
         target = self._at.get(float(level)) if level is not None else None
         return (target or self.objective).retrain(trial, seed=seed)
 
@@ -188,6 +233,29 @@ class _WithoutLevel:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._trial, name)
+
+
+def _check_branch(objective: Objective, levels: tuple[float, ...]) -> None:
+    """Refuse ``branch=True`` where a longer run's start is not a shorter run."""
+    space = objective.space
+    fix = "Use branch=False: each trial then trains its own level."
+    for name, value, fine in (
+        ("lr_schedule", space.lr_schedule, "constant"),
+        ("batch_schedule", space.batch_schedule, "constant"),
+        ("warmup", space.warmup, 0.0),
+    ):
+        if value != fine:
+            raise ValueError(
+                f"branch=True needs {name}={fine!r} in the search space, but it is {value!r}: "
+                f"under it the first samples of a longer run are not a shorter run. {fix}"
+            )
+    ratios = [level / levels[0] for level in levels]
+    if any(abs(r - round(r)) > 1e-9 for r in ratios):
+        raise ValueError(
+            f"branch=True needs every level to be a whole multiple of the smallest, but got "
+            f"{levels!r}: a shorter run's evaluation points must be a longer run's too. Use "
+            f"e.g. (1/8, 1/4, 1/2). {fix}"
+        )
 
 
 def _check_batches(batch_sizes: object) -> list[int]:

@@ -105,3 +105,95 @@ def test_a_users_suggest_gets_no_warning_about_the_level(
     assert not [m for m in said if "budget_level" in m]
     # The user's own unread value is still reported.
     assert [m for m in said if "'w' reached params.extra" in m]
+
+
+def _loss_objective(tiny_objective: bsopt.Objective) -> bsopt.Objective:
+    # The loss, not the accuracy: a float that shows any difference in training.
+    return tiny_objective.with_options(metric="loss")
+
+
+def test_a_branch_trials_first_evaluations_are_the_shorter_runs(
+    tiny_objective: bsopt.Objective,
+) -> None:
+    objective = _loss_objective(tiny_objective)
+    levels = BudgetLevels(objective, (0.25, 0.5, 1.0), branch=True)
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    study.enqueue_trial({"log2_batch_size": 4, "lr": 0.01, "dropout": 0.0})
+    study.optimize(levels, n_trials=1)
+    [trial] = study.trials
+    assert "budget_level" not in trial.params
+    assert trial.user_attrs["samples_seen"] == levels.samples_at(1.0) == 640
+    assert trial.user_attrs["runs_within"] == [160, 320]
+    # Each smaller level trained on its own (same params, seed and evaluation interval)
+    # ends exactly where the branch trial stood at that many samples.
+    fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
+    seed = trial.user_attrs["seed"]
+    for level, samples in ((0.25, 160), (0.5, 320)):
+        _, short = levels._at[level].retrain(fixed, seed=seed)
+        assert short.samples_seen == samples
+        assert trial.intermediate_values[samples] == short.value
+    # Without branching the evaluation points differ (a level's own grid), and so do the
+    # runs: what branch=True's shared grid is for.
+    own = BudgetLevels(objective, (0.25, 0.5, 1.0))
+    _, short = own._at[0.25].retrain(fixed, seed=seed)
+    _, long = own._at[1.0].retrain(fixed, seed=seed)
+    assert dict(long.history)[160] != short.value
+
+
+def test_the_forecast_reads_every_level_from_branch_trials(
+    tiny_objective: bsopt.Objective,
+) -> None:
+    from bsopt.analysis._forecast import budget_groups, usable_trials
+
+    levels = BudgetLevels(_loss_objective(tiny_objective), (0.25, 0.5, 1.0), branch=True)
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    levels.enqueue(study, 4, batch_sizes=[8, 16])
+    study.optimize(levels, n_trials=4)
+    groups = budget_groups(usable_trials(study))
+    assert [(samples, len(rows)) for samples, rows in groups] == [(160, 4), (320, 4), (640, 4)]
+    assert [2 ** t.params["log2_batch_size"] for t in study.trials] == [8, 16, 8, 16]
+
+
+def test_a_pruned_branch_trial_keeps_the_runs_it_finished(
+    tiny_objective: bsopt.Objective,
+) -> None:
+    from bsopt.analysis._forecast import budget_groups, usable_trials
+
+    levels = BudgetLevels(_loss_objective(tiny_objective), (0.25, 0.5, 1.0), branch=True)
+
+    class PruneAfter(optuna.pruners.BasePruner):
+        def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+            return max(trial.intermediate_values) >= 320
+
+    study = optuna.create_study(pruner=PruneAfter())
+    study.optimize(levels, n_trials=1)
+    [trial] = study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert [(samples, len(rows)) for samples, rows in budget_groups(usable_trials(study))] == [
+        (160, 1),
+        (320, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("space", "levels", "match"),
+    [
+        ({"lr_schedule": "cosine"}, (0.25, 0.5, 1.0), "needs lr_schedule='constant'"),
+        ({"warmup": 0.1}, (0.25, 0.5, 1.0), "needs warmup=0.0"),
+        ({"batch_schedule": "grow"}, (0.25, 0.5, 1.0), "needs batch_schedule='constant'"),
+        ({}, (0.3, 0.5, 1.0), "every level to be a whole multiple of the smallest"),
+    ],
+)
+def test_branching_is_refused_where_a_longer_run_does_not_start_as_a_shorter_one(
+    tiny_objective: bsopt.Objective,
+    space: dict[str, object],
+    levels: tuple[float, ...],
+    match: str,
+) -> None:
+    import dataclasses
+
+    objective = tiny_objective.with_options(
+        space=dataclasses.replace(tiny_objective.space, **space)
+    )
+    with pytest.raises(ValueError, match=match):
+        BudgetLevels(objective, levels, branch=True)
