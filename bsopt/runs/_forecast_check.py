@@ -199,7 +199,10 @@ def check_forecast(
 
 def _template(study: optuna.Study) -> optuna.trial.FrozenTrial:
     """The best complete trial at the largest budget searched: the other hyperparameters."""
-    trials = usable_trials(study)
+    complete = optuna.trial.TrialState.COMPLETE
+    trials = [
+        t for t in usable_trials(study) if t.state == complete and trial_value(t) is not None
+    ]
     if not trials:
         raise ValueError(f"The study {study.study_name!r} holds no complete trial to check.")
     largest = max(t.user_attrs["samples_seen"] for t in trials)

@@ -180,3 +180,20 @@ def test_cli_confirm_samples_checks_the_forecast_or_says_why_not(
     err = captured.err.strip().splitlines()
     assert len(err) == 1
     assert "gives no batch-size forecast to check: too few budgets" in err[0]
+
+
+def test_the_check_starts_from_a_complete_trial_never_a_pruned_branch_trial() -> None:
+    from bsopt.runs._forecast_check import _template
+
+    study = optuna.create_study()
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"log2_batch_size": 3},
+            distributions={"log2_batch_size": optuna.distributions.IntDistribution(0, 10)},
+            state=optuna.trial.TrialState.PRUNED,
+            intermediate_values={160: 0.5, 320: 0.4},
+            user_attrs={"samples_seen": 320, "lr": 0.01, "runs_within": [160, 320]},
+        )
+    )
+    with pytest.raises(ValueError, match="holds no complete trial to check"):
+        _template(study)
