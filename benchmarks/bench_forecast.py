@@ -206,6 +206,17 @@ def run_real(which: str, trials: int, tolerance: float, design: str, seed: int) 
             metric="loss",
             seed=seed,
         )
+    elif which == "synthetic":
+        # A validation set 10x digits': one run's loss moves less with the seed.
+        data = bsopt.make_synthetic(20_000, n_features=20, n_classes=4, seed=seed)
+        objective = bsopt.make_objective(
+            bsopt.mlp_builder(data, hidden=(64,)),
+            data,
+            space=bsopt.SearchSpace(batch_size=(8, 256), lr=(1e-4, 1e-1), dropout=0.0),
+            budget=bsopt.Budget(4, evals=4),
+            metric="loss",
+            seed=seed,
+        )
     else:
         from bsopt.runs._runner import load_study_definition
 
@@ -254,6 +265,9 @@ def main() -> None:
     )
     parser.add_argument("--digits", action="store_true", help="real training on digits")
     parser.add_argument("--breast-cancer", action="store_true", help="studies/breast_cancer.py")
+    parser.add_argument(
+        "--synthetic", action="store_true", help="20,000 generated rows, 4,000 to validate"
+    )
     parser.add_argument("--trials", type=int, default=120, help="trials of a real study")
     parser.add_argument("--tolerance", type=float, default=0.01, help="of a real study")
     parser.add_argument(
@@ -265,9 +279,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     sys.path.insert(0, str(HERE.parent))
-    if args.digits or args.breast_cancer:
+    if args.digits or args.breast_cancer or args.synthetic:
         for seed in range(args.search_seeds):
-            which = "digits" if args.digits else "breast_cancer"
+            which = "digits" if args.digits else "synthetic" if args.synthetic else "breast_cancer"
             run_real(which, args.trials, args.tolerance, args.design, seed)
         return
     tolerances = [0.1] if args.quick else [0.01, 0.1, 0.2]
