@@ -560,7 +560,9 @@ def _reasons(
     if spread > MAX_SPREAD:
         reasons.append(
             f"the interval is {spread:.1f}x wide (more than {MAX_SPREAD:g}x): more trials "
-            "per budget, or budgets closer to the target, would narrow it"
+            "per budget, or budgets closer to the target, would narrow it, unless one run's "
+            "value moves with the seed by more than the tolerance (bsopt confirm shows how "
+            "much): then only a coarser tolerance would"
         )
     return tuple(reasons)
 

@@ -167,6 +167,26 @@ def test_the_profile_finds_the_best_lr_through_noise() -> None:
     assert values[0] <= math.log(noisy.min())
 
 
+def test_noise_above_the_tolerance_is_refused_as_too_wide_and_says_what_helps() -> None:
+    # Every value off by 5% noise, a 2% tolerance: the budgets' batch within tolerance
+    # jumps, the interval passes 4x, and the reason names what would and would not help.
+    rng = np.random.default_rng(0)
+    study = optuna.create_study()
+    for t in power_law_study().trials:
+        noisy = t.value * (1 + 0.05 * rng.standard_normal())  # type: ignore[operator]
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=t.params, distributions=t.distributions, value=noisy,
+                user_attrs=dict(t.user_attrs),
+            )
+        )  # fmt: skip
+    fc = forecast(study, samples=TARGET, tolerance=0.02, resamples=20)
+    assert not fc.ok
+    [reason] = [r for r in fc.reasons if r.startswith("the interval is")]
+    assert fc.interval is not None and fc.interval[1] / fc.interval[0] > 4
+    assert "only a coarser tolerance would" in reason
+
+
 def test_too_few_budgets_is_said_and_no_batch_is_claimed() -> None:
     fc = forecast(power_law_study(levels=LEVELS[:2]), samples=TARGET, tolerance=TOL)
     assert fc.status == "no fit"
