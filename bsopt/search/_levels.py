@@ -83,7 +83,7 @@ class BudgetLevels:
         budget = self.objective.budget
         scaled = dataclasses.replace(budget, amount=budget.amount * level)
         if self.branch:
-            # Every level evaluates every (smallest level's interval): a longer run's first
+            # Every level evaluates at the smallest level's interval: a longer run's first
             # evaluations are then a shorter run's, batch for batch.
             evals = budget.evals * round(level / self.levels[0])
             scaled = dataclasses.replace(scaled, evals=evals)
