@@ -188,6 +188,20 @@ def run_nqm(
         print("  forecasts: " + "; ".join(shown))
 
 
+def _mlp_objective(data: Any, hidden: int, *, epochs: int, seed: int) -> Any:
+    """A one-hidden-layer MLP ranked by its validation loss, batch 8..256, dropout 0."""
+    import bsopt
+
+    return bsopt.make_objective(
+        bsopt.mlp_builder(data, hidden=(hidden,)),
+        data,
+        space=bsopt.SearchSpace(batch_size=(8, 256), lr=(1e-4, 1e-1), dropout=0.0),
+        budget=bsopt.Budget(epochs, evals=4),
+        metric="loss",
+        seed=seed,
+    )
+
+
 def run_real(which: str, trials: int, tolerance: float, design: str, seed: int) -> None:
     import optuna
 
@@ -197,26 +211,11 @@ def run_real(which: str, trials: int, tolerance: float, design: str, seed: int) 
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if which == "digits":
-        data = bsopt.load_digits(seed=seed)
-        objective = bsopt.make_objective(
-            bsopt.mlp_builder(data, hidden=(128,)),
-            data,
-            space=bsopt.SearchSpace(batch_size=(8, 256), lr=(1e-4, 1e-1), dropout=0.0),
-            budget=bsopt.Budget(16, evals=4),
-            metric="loss",
-            seed=seed,
-        )
+        objective = _mlp_objective(bsopt.load_digits(seed=seed), 128, epochs=16, seed=seed)
     elif which == "synthetic":
         # A validation set 10x digits': one run's loss moves less with the seed.
         data = bsopt.make_synthetic(20_000, n_features=20, n_classes=4, seed=seed)
-        objective = bsopt.make_objective(
-            bsopt.mlp_builder(data, hidden=(64,)),
-            data,
-            space=bsopt.SearchSpace(batch_size=(8, 256), lr=(1e-4, 1e-1), dropout=0.0),
-            budget=bsopt.Budget(4, evals=4),
-            metric="loss",
-            seed=seed,
-        )
+        objective = _mlp_objective(data, 64, epochs=4, seed=seed)
     else:
         from bsopt.runs._runner import load_study_definition
 

@@ -378,8 +378,9 @@ def _crossing(x: np.ndarray, p: np.ndarray, k: int, limit: float) -> float:
 
     lo, hi = max(0, k - 1), min(len(x), k + 3)
     grid = np.linspace(float(x[k]), float(x[k + 1]), 257)
+    # p[k] <= limit < p[k + 1], and the cubic passes through both: it crosses in between.
     above = np.flatnonzero(PchipInterpolator(x[lo:hi], p[lo:hi])(grid) > limit)
-    return float(grid[above[0] - 1]) if len(above) and above[0] > 0 else float(grid[-1])
+    return float(grid[max(int(above[0]) - 1, 0)]) if len(above) else float(grid[-1])
 
 
 def _critical(logs_b: np.ndarray, log_lr: np.ndarray) -> float | None:

@@ -114,9 +114,7 @@ class BudgetLevels:
         """
         if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
             raise ValueError(f"trials must be a whole number of at least 1, but got {trials!r}.")
-        cells = self._cells(batch_sizes)
-        for i in range(trials):
-            study.enqueue_trial(cells[i % len(cells)])
+        _enqueue_in_turn(study, self._cells(batch_sizes), start=0, count=trials)
 
     def queue(self, study: optuna.Study, trials: int) -> str | None:
         """Queue what ``study`` lacks of ``trials`` finished or queued trials, as ``bsopt run``
@@ -131,17 +129,15 @@ class BudgetLevels:
             optuna.trial.TrialState.PRUNED,
             optuna.trial.TrialState.WAITING,
         )
-        missing = trials - len(study.get_trials(deepcopy=False, states=states))
+        existing = study.get_trials(deepcopy=False)
+        missing = trials - sum(t.state in states for t in existing)
         if missing <= 0:
             return None
         space = self.objective.space
         batches = space.batch_sizes if space.batch_grid == "pow2" else None
         if self.branch and batches is None:
             return None  # one level, any batch: nothing to balance
-        cells = self._cells(batches)
-        start = len(study.get_trials(deepcopy=False))
-        for i in range(start, start + missing):
-            study.enqueue_trial(cells[i % len(cells)])
+        _enqueue_in_turn(study, self._cells(batches), start=len(existing), count=missing)
         if batches is None:
             return f"Queued {missing} trials with the {len(self.levels)} budget levels in turn."
         if self.branch:
@@ -233,6 +229,14 @@ class _WithoutLevel:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._trial, name)
+
+
+def _enqueue_in_turn(
+    study: optuna.Study, cells: list[dict[str, Any]], *, start: int, count: int
+) -> None:
+    """Queue ``count`` trials with ``cells`` taken in turn, the turn at ``start``."""
+    for i in range(start, start + count):
+        study.enqueue_trial(cells[i % len(cells)])
 
 
 def _check_branch(objective: Objective, levels: tuple[float, ...]) -> None:

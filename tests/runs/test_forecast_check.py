@@ -145,18 +145,28 @@ def build_objective(*, seed=0):
 """
 
 
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "levels.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+def _run(script: Path, url: str, trials: int) -> int:
+    """``bsopt run`` of the levels script: one process, no pruning, no progress bar."""
+    args = ["run", str(script), "--storage", url, "--trials", str(trials), "--jobs", "1"]
+    return main([*args, "--no-progress", "--pruner", "none"])
+
+
 def test_cli_run_queues_every_budget_and_batch_size_in_turn(
-    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+    script: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    script = tmp_path / "levels.py"
-    script.write_text(SCRIPT)
-    run = ["run", str(script), "--storage", sqlite_url, "--no-progress", "--pruner", "none"]
-    assert main([*run, "--trials", "4", "--jobs", "1"]) == 0
+    assert _run(script, sqlite_url, 4) == 0
     assert "Queued 4 trials with every (budget level, batch size) pair in turn (3 levels x 4" in (
         capsys.readouterr().out
     )
     # Extended to 7: the turn goes on where it stopped, nothing queued twice.
-    assert main([*run, "--trials", "7", "--jobs", "1"]) == 0
+    assert _run(script, sqlite_url, 7) == 0
     assert "Queued 3 trials" in capsys.readouterr().out
     study = optuna.load_study(study_name="levels", storage=sqlite_url)
     cells = [(t.params["budget_level"], t.params["log2_batch_size"]) for t in study.trials]
@@ -166,12 +176,9 @@ def test_cli_run_queues_every_budget_and_batch_size_in_turn(
 
 
 def test_cli_confirm_samples_checks_the_forecast_or_says_why_not(
-    tmp_path: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+    script: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    script = tmp_path / "levels.py"
-    script.write_text(SCRIPT)
-    run = ["run", str(script), "--storage", sqlite_url, "--trials", "1", "--no-progress"]
-    assert main([*run, "--pruner", "none", "--jobs", "1"]) == 0
+    assert _run(script, sqlite_url, 1) == 0
     capsys.readouterr()
     # One trial is one budget: the check is refused, in one line, before anything trains.
     assert main(["confirm", str(script), "--storage", sqlite_url, "--samples", "640"]) == 2
