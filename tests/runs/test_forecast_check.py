@@ -204,3 +204,22 @@ def test_the_check_starts_from_a_complete_trial_never_a_pruned_branch_trial() ->
     )
     with pytest.raises(ValueError, match="holds no complete trial to check"):
         _template(study)
+
+
+def test_cli_confirm_samples_trains_the_seeds_asked_for(
+    script: Path, sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(script, sqlite_url, 24) == 0  # every (level, batch size) pair twice
+    capsys.readouterr()
+    confirm = ["confirm", str(script), "--storage", sqlite_url, "--samples", "640"]
+    assert main([*confirm, "--seeds", "2", "--tolerance", "0.25"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("for 640 samples, 2 seeds ...") == 3
+    assert "(25.0% tolerance, 2 seeds per batch):" in out
+
+
+def test_seeds_below_one_are_refused_before_anything_trains(
+    tiny_objective: bsopt.Objective,
+) -> None:
+    with pytest.raises(ValueError, match="seeds must be a whole number of at least 1, but got 0"):
+        check_forecast(power_law_study(), tiny_objective, samples=640, seeds=0)
